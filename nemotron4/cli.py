@@ -1,0 +1,43 @@
+"""`nemotron4` command line: dispatch only. Each subcommand lives in nemotron4/commands/<name>.py and provides
+`add_parser(subparsers)`, which registers its parser(s) with `set_defaults(func=...)`. Command modules import
+heavy dependencies inside their functions, so `--help` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Order is the order of `nemotron4 --help`.
+COMMANDS: tuple[str, ...] = (
+    "nemotron4.commands.info",
+    "nemotron4.commands.convert",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nemotron4", description="Nemotron-4: model, data, training, evaluation and inference."
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+    for name in COMMANDS:
+        importlib.import_module(name).add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from nemotron4.errors import UserError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"nemotron4 {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
