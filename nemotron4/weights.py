@@ -1,0 +1,121 @@
+"""Our own weights format, and one entry point that loads a model from anything a user may name.
+
+A nemotron4 weights directory holds `model_config.json` (our `ModelConfig`) and `model.safetensors` (our parameter
+names). It is what `nemotron4 convert` writes and what a finished training run exports.
+
+`load_model(spec)` accepts: a flavour name (random init), a nemotron4 weights directory, a Hugging Face `nemotron`
+directory, or a training run / checkpoint directory (DCP, read through the trainer's checkpoint module).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from nemotron4.config import FLAVOURS, ModelConfig
+from nemotron4.errors import UserError
+from nemotron4.model import Nemotron4, build_model
+
+CONFIG_FILE = "model_config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def save_weights(model: Nemotron4, path: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """Write `model` as a nemotron4 weights directory (atomically: a temporary file renamed into place)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tensors = {n: p.detach().to("cpu", dtype or p.dtype).contiguous() for n, p in model.named_parameters()}
+    tmp = path / (WEIGHTS_FILE + ".tmp")
+    save_file(tensors, str(tmp), metadata={"format": "pt", "producer": "nemotron4"})
+    tmp.replace(path / WEIGHTS_FILE)
+    model.cfg.save(path / CONFIG_FILE)
+    return path
+
+
+def load_weights(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Nemotron4:
+    """Read a nemotron4 weights directory (never unpickles)."""
+    path = Path(path)
+    cfg = ModelConfig.load(path / CONFIG_FILE)
+    with torch.device("meta"):
+        model = Nemotron4(cfg)
+    expected = dict(model.named_parameters())
+    state = {}
+    with safe_open(str(path / WEIGHTS_FILE), framework="pt", device=str(device)) as f:
+        for name in f.keys():  # noqa: SIM118
+            if name not in expected:
+                raise UserError(f"{path / WEIGHTS_FILE}: unexpected tensor {name!r} for this {CONFIG_FILE}")
+            t = f.get_tensor(name)
+            if t.shape != expected[name].shape:
+                raise UserError(f"{path / WEIGHTS_FILE}: {name!r} has shape {tuple(t.shape)}, "
+                                f"{CONFIG_FILE} implies {tuple(expected[name].shape)}")
+            state[name] = t.to(dtype) if dtype is not None else t
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise UserError(f"{path / WEIGHTS_FILE}: {len(missing)} tensors missing, e.g. {missing[:3]}")
+    model.load_state_dict(state, strict=False, assign=True)
+    model.init_buffers()
+    return model
+
+
+def describe(spec: str | Path) -> str:
+    """What kind of model source `spec` is: 'flavour', 'nemotron4', 'hf', 'checkpoint'; a clear error otherwise."""
+    if str(spec) in FLAVOURS:
+        return "flavour"
+    path = Path(spec)
+    if not path.exists():
+        raise UserError(f"{spec}: neither a model flavour ({', '.join(FLAVOURS)}) nor an existing path")
+    if (path / CONFIG_FILE).exists():
+        return "nemotron4"
+    if (path / "config.json").exists():
+        return "hf"
+    if (path / "latest").exists() or (path / "checkpoints").is_dir() or (path / ".metadata").exists():
+        return "checkpoint"
+    raise UserError(
+        f"{path}: not a model directory: expected {CONFIG_FILE} (nemotron4 weights), config.json (Hugging Face) "
+        "or a training run / checkpoint"
+    )
+
+
+def load_config(spec: str | Path) -> ModelConfig:
+    """The ModelConfig of a model source, without reading its weights."""
+    kind = describe(spec)
+    if kind == "flavour":
+        return ModelConfig.from_name(str(spec))
+    if kind == "nemotron4":
+        return ModelConfig.load(Path(spec) / CONFIG_FILE)
+    if kind == "hf":
+        from nemotron4.interop.hf import read_hf_config
+
+        return read_hf_config(spec)
+    return load_model(spec).cfg
+
+
+def load_model(
+    spec: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None, seed: int = 0
+) -> Nemotron4:
+    """A model from a flavour name (randomly initialised with `seed`), our weights, an HF directory or a
+    training run / checkpoint."""
+    kind = describe(spec)
+    if kind == "flavour":
+        if str(device) == "meta":
+            with torch.device("meta"):
+                return Nemotron4(ModelConfig.from_name(str(spec)))
+        return build_model(ModelConfig.from_name(str(spec)), device=device, dtype=dtype or torch.float32, seed=seed)
+    if kind == "nemotron4":
+        return load_weights(spec, device, dtype)
+    if kind == "hf":
+        from nemotron4.interop.hf import from_hf
+
+        return from_hf(spec, device, dtype)
+    try:
+        from nemotron4.train.checkpoint import load_model_from_checkpoint
+    except ImportError as e:  # the trainer is an optional part of a partial install
+        raise UserError(f"{spec}: reading training checkpoints needs nemotron4.train ({e})") from e
+    model = load_model_from_checkpoint(spec)
+    if dtype is not None or str(device) != "cpu":
+        model.to(device=device, dtype=dtype)
+        model.init_buffers()  # rotary tables stay fp32
+    return model
