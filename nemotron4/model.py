@@ -67,7 +67,11 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class Attention(nn.Module):
-    """Grouped-query causal self-attention through `scaled_dot_product_attention`."""
+    """Grouped-query causal self-attention through `scaled_dot_product_attention`.
+
+    `kv_cache` is None for training; inference attaches a cache module (nemotron4.inference.kv_cache) whose
+    `update(input_pos, k, v)` stores this step's keys/values and returns the whole cache.
+    """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -76,9 +80,15 @@ class Attention(nn.Module):
         self.wk = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.wv = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+        self.kv_cache: nn.Module | None = None
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        input_pos: torch.Tensor | None = None,
     ) -> torch.Tensor:
         B, T, _ = x.shape
         # -1 instead of n_heads: under tensor parallelism each rank holds a slice of the heads.
@@ -88,6 +98,13 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, heads, T, head_dim)
         gqa = q.shape[1] != k.shape[1]
+        if self.kv_cache is not None:
+            if input_pos is None:
+                raise ValueError("a KV cache is attached: pass input_pos (the cache slots), or remove the caches")
+            k_all, v_all = self.kv_cache.update(input_pos, k, v)  # (B, n_kv_heads, max_len, head_dim)
+            if mask is not None:  # decode, or a padded prefill: attend over the cache under `mask`
+                k, v = k_all, v_all
+            # mask None: a prefill from position 0 attends only to its own tokens, causally (below)
         if mask is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
         else:
@@ -116,9 +133,14 @@ class Block(nn.Module):
         self.feed_forward = FeedForward(cfg)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        input_pos: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        h = x + self.attention(self.attention_norm(x), cos, sin, mask)
+        h = x + self.attention(self.attention_norm(x), cos, sin, mask, input_pos)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
@@ -139,8 +161,9 @@ class Nemotron4(nn.Module):
     ) -> torch.Tensor:
         """tokens (B, T) -> logits (B, T, vocab_size).
 
-        input_pos: positions of the tokens, (T,) or (B, T); default 0..T-1. mask: an optional boolean attention
-        mask broadcastable to (B, n_heads, T, S) (True = attend); default causal.
+        input_pos: positions of the tokens, (T,); default 0..T-1. With KV caches attached (inference) they are
+        also the cache slots written. mask: boolean, broadcastable to (B, 1, T, S), True = attend; default
+        causal over the tokens given.
         """
         return self.output(self.hidden_states(tokens, input_pos, mask))
 
@@ -157,7 +180,7 @@ class Nemotron4(nn.Module):
             cos, sin = self.rope_cos[input_pos], self.rope_sin[input_pos]
         h = self.tok_embeddings(tokens)
         for layer in self.layers:
-            h = layer(h, cos, sin, mask)
+            h = layer(h, cos, sin, mask, input_pos)
         return self.norm(h)
 
     @torch.no_grad()
