@@ -7,6 +7,7 @@ On GPU, `compile=True` compiles the decode step with CUDA graphs (`mode="reduce-
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -49,14 +50,11 @@ def decode_one_token(
     return model(token, input_pos=input_pos, mask=mask)[:, -1]
 
 
-_compiled: dict[str, Callable] = {}
-
-
+@functools.cache
 def compiled_decode() -> Callable:
-    """decode_one_token compiled once per process, with CUDA graphs (static shapes, in-place cache updates)."""
-    if "decode" not in _compiled:
-        _compiled["decode"] = torch.compile(decode_one_token, mode="reduce-overhead", fullgraph=True)
-    return _compiled["decode"]
+    """decode_one_token compiled once per process, with CUDA graphs (static shapes, in-place cache updates).
+    After changing the model's modules (e.g. quantize_int8): torch._dynamo.reset(); compiled_decode.cache_clear()."""
+    return torch.compile(decode_one_token, mode="reduce-overhead", fullgraph=True)
 
 
 @torch.no_grad()
