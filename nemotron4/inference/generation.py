@@ -92,6 +92,9 @@ def generate_tokens(
     step = compiled_decode() if compile else decode_one_token
 
     logits = prefill(model, tokens, valid if bool(pad.any()) else None)
+    # Slots of the new tokens, made once: building each step's position from a Python int would be a host-to-device
+    # copy that waits for the GPU every step, leaving it idle while Python prepares the next one.
+    positions = torch.arange(L, L + max_new_tokens, device=device)
     stop = torch.tensor(list(stop_tokens), dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
     out = torch.empty(B, max_new_tokens, dtype=torch.long, device=device)
@@ -103,13 +106,12 @@ def generate_tokens(
             callback(i, nxt)
         if len(stop_tokens):
             done |= torch.isin(nxt, stop)
-            if bool(done.all()):
+            if bool(done.all()):  # a sync per step, only when stop tokens are asked for
                 n = i + 1
                 break
         if i + 1 == max_new_tokens:
             break
-        input_pos = torch.tensor([L + i], device=device)
-        logits = step(model, nxt.view(B, 1).clone(), input_pos, valid).clone()
+        logits = step(model, nxt.view(B, 1), positions[i : i + 1], valid).clone()
     rows = out[:, :n].tolist()
     stops = set(stop_tokens)
     result = []
