@@ -11,14 +11,19 @@ import pytest
 from nemotron4.tokenizer import Tokenizer, TokenizerConfig, train_tokenizer
 
 WORDS = (
-    "the of and to in is was for on that with as by at from his her it an were which be this are not or have "
-    "had one their has but all new first also can after more other two time into some about when people"
-).split()
-GERMAN = "der die und in den von zu das mit sich des auf für ist im dem nicht ein eine als auch es an".split()
+    "the", "of", "and", "to", "in", "is", "was", "for", "on", "that", "with", "as", "by", "at", "from", "his",
+    "her", "it", "an", "were", "which", "be", "this", "are", "not", "or", "have", "had", "one", "their", "has",
+    "but", "all", "new", "first", "also", "can", "after", "more", "other", "two", "time", "into", "some", "about",
+    "when", "people"
+)
+GERMAN = (
+    "der", "die", "und", "in", "den", "von", "zu", "das", "mit", "sich", "des", "auf", "für", "ist", "im", "dem",
+    "nicht", "ein", "eine", "als", "auch", "es", "an"
+)
 CODE = ["def f(x):\n    return x + 1\n", "for i in range(10):\n\tprint(i)\n", "if (a == b) {\n  x = 42;\n}\n"]
 
 
-def fake_docs(n: int, seed: int = 0, words: list[str] = WORDS) -> list[str]:
+def fake_docs(n: int, seed: int = 0, words: tuple[str, ...] = WORDS) -> list[str]:
     rng = random.Random(seed)
     docs = []
     for _ in range(n):
