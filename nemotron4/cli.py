@@ -12,6 +12,10 @@ import sys
 COMMANDS: tuple[str, ...] = (
     "nemotron4.commands.info",
     "nemotron4.commands.convert",
+    "nemotron4.commands.corpus",
+    "nemotron4.commands.tokenizer",
+    "nemotron4.commands.prepare",
+    "nemotron4.commands.data",
 )
 
 
