@@ -1,1 +1,1 @@
-"""Subcommands of the `nemotron4` CLI: one module each, with `add_parser(subparsers)`."""
+"""CLI subcommands, one module each; see nemotron4/cli.py."""

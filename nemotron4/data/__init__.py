@@ -1,0 +1,1 @@
+"""Data pipeline: Megatron-format token files, source blending, the resumable data-parallel loader, the demo corpus."""

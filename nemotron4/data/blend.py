@@ -1,0 +1,260 @@
+"""Blending sources into one deterministic sample order.
+
+A blend is a value built from config: categories with shares (PAPER.md section 3: English 70 / multilingual 15 /
+code 15), each holding sources weighted by explicit weights, by size (tokens), or by temperature (size**alpha).
+Each training phase can build its own. The flat per-source share is `category share x within-category share`.
+
+Sample order follows Megatron-LM's blending rule (`build_blending_indices` in megatron/core/datasets/helpers.cpp):
+each step goes to the source furthest behind its target. We measure "behind" in time (the step at which a
+source's next sample falls due, `(k + 0.5) / share`) rather than in samples; that turns the greedy loop into a
+merge of arithmetic sequences, one numpy sort instead of a C++ helper, with the same guarantee: at every prefix
+each source's count is within about one sample of `share x prefix`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nemotron4.data.indexed import IndexedDataset, dataset_exists
+from nemotron4.data.manifest import CATEGORIES
+from nemotron4.data.samples import SequenceSamples, cache_key, file_fingerprint
+from nemotron4.errors import ConfigError, UserError
+
+__all__ = ["BlendConfig", "BlendedDataset", "Source", "blending_indices", "build_blend"]
+
+
+@dataclass
+class Source:
+    """One token file in a blend."""
+
+    name: str
+    path: str
+    """Token-file prefix (`<path>.bin` / `<path>.idx`)."""
+    category: str
+    weight: float | None = None
+    """Relative weight inside its category; None: by size (or size**alpha). A category uses one kind or the other."""
+    valid_path: str | None = None
+    """Prefix of the held-out tokens, for validation."""
+
+
+@dataclass
+class BlendConfig:
+    """Categories with shares, and the sources in them. Validated on construction."""
+
+    categories: dict[str, float] = field(default_factory=lambda: dict(CATEGORIES))
+    sources: list[Source] = field(default_factory=list)
+    within_category: str = "size"
+    """'size': sources weighted by token count; 'temperature': by token count ** alpha."""
+    alpha: float = 1.0
+    """Temperature exponent (< 1 flattens: small sources, e.g. low-resource languages, are upsampled)."""
+
+    def __post_init__(self) -> None:
+        if self.within_category not in ("size", "temperature"):
+            raise ConfigError(f"within_category must be 'size' or 'temperature', got {self.within_category!r}")
+        if not self.alpha > 0:
+            raise ConfigError(f"blend alpha must be > 0, got {self.alpha}")
+        for cat, share in self.categories.items():
+            if not share >= 0:
+                raise ConfigError(f"category {cat!r} has share {share}; shares must be >= 0")
+        if sum(self.categories.values()) <= 0:
+            raise ConfigError(f"category shares {self.categories} are all zero")
+        if not self.sources:
+            raise ConfigError("the blend has no sources")
+        names = [s.name for s in self.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ConfigError(f"duplicate source names in the blend: {dupes}")
+        for s in self.sources:
+            _validate_source(s, self.categories)
+        for cat, share in self.categories.items():
+            members = [s for s in self.sources if s.category == cat]
+            if share > 0 and not members:
+                raise ConfigError(f"category {cat!r} has share {share} but no sources; add sources or set it to 0")
+            explicit = [s.weight is not None for s in members]
+            if any(explicit) and not all(explicit):
+                raise ConfigError(f"category {cat!r} mixes explicit weights and size weights; give all or none")
+            if all(explicit) and members and share > 0 and sum(s.weight for s in members) <= 0:
+                raise ConfigError(f"category {cat!r}: all source weights are zero")
+
+    @classmethod
+    def from_dict(cls, d: dict, base_dir: str | os.PathLike | None = None) -> BlendConfig:
+        """From plain data (TOML/JSON); relative source paths are resolved against `base_dir`."""
+        d = dict(d)
+        try:
+            sources = [Source(**s) for s in d.pop("sources", [])]
+        except TypeError as e:
+            raise ConfigError(f"malformed blend source: {e}") from e
+        if base_dir is not None:
+            for s in sources:
+                s.path = str(Path(base_dir) / s.path)
+                if s.valid_path is not None:
+                    s.valid_path = str(Path(base_dir) / s.valid_path)
+        unknown = set(d) - {"categories", "within_category", "alpha"}
+        if unknown:
+            raise ConfigError(f"unknown blend keys {sorted(unknown)}")
+        return cls(sources=sources, **d)
+
+    @classmethod
+    def from_token_manifest(
+        cls, path: str | os.PathLike, categories: dict[str, float] | None = None, **kw: object
+    ) -> BlendConfig:
+        """From the `sources.json` that `nemotron4 prepare --manifest` writes, with `categories` shares (default:
+        the paper's 70/15/15); a category with a share but no sources is an error."""
+        path = Path(path)
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(f"cannot read token manifest {path}: {e}") from e
+        cats = dict(categories or CATEGORIES)
+        return cls.from_dict(
+            {"categories": cats, "sources": [
+                {k: s.get(k) for k in ("name", "path", "category", "weight", "valid_path")} for s in doc["sources"]
+            ], **kw},
+            base_dir=path.parent,
+        )
+
+    def source_shares(self, sizes: list[int]) -> np.ndarray:
+        """Flat target share of each source (sums to 1), given each source's size in tokens."""
+        total_share = sum(self.categories.values())
+        out = np.zeros(len(self.sources))
+        for cat, share in self.categories.items():
+            idx = [i for i, s in enumerate(self.sources) if s.category == cat]
+            if not idx or share == 0:
+                continue
+            if self.sources[idx[0]].weight is not None:
+                w = np.array([self.sources[i].weight for i in idx], float)
+            else:
+                w = np.array([sizes[i] for i in idx], float)
+                if self.within_category == "temperature":
+                    w = w**self.alpha
+            if w.sum() <= 0:
+                raise ConfigError(f"category {cat!r} has share {share} but its sources hold no tokens")
+            out[idx] = share / total_share * w / w.sum()
+        return out
+
+
+def _validate_source(s: Source, categories: dict[str, float]) -> None:
+    if s.category not in categories:
+        raise ConfigError(f"source {s.name!r} has unknown category {s.category!r}; categories: {', '.join(categories)}")
+    if s.weight is not None and not s.weight >= 0:
+        raise ConfigError(f"source {s.name!r} has weight {s.weight}; weights must be >= 0 (or null: by size)")
+    if not dataset_exists(s.path):
+        raise ConfigError(f"source {s.name!r}: token files {s.path}.bin/.idx not found; run `nemotron4 prepare`")
+    if s.valid_path is not None and not dataset_exists(s.valid_path):
+        raise ConfigError(f"source {s.name!r}: held-out token files {s.valid_path}.bin/.idx not found")
+
+
+def blending_indices(shares: np.ndarray, num_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """(dataset_index int32, dataset_sample_index int64) of length `num_samples`: which source each sample comes
+    from and the how-many-th sample of that source it is. Deterministic; no seed needed."""
+    ids, ks, due = [], [], []
+    for d, w in enumerate(shares):
+        if w <= 0:
+            continue
+        n = int(np.ceil(w * num_samples)) + len(shares) + 1  # enough so that the first num_samples are covered
+        k = np.arange(n, dtype=np.int64)
+        ids.append(np.full(n, d, np.int32))
+        ks.append(k)
+        due.append((k + 0.5) / w)
+    ids_a, ks_a, due_a = np.concatenate(ids), np.concatenate(ks), np.concatenate(due)
+    order = np.lexsort((ids_a, due_a))[:num_samples]  # by due step, ties to the lower source index
+    return ids_a[order], ks_a[order]
+
+
+class BlendedDataset:
+    """Samples of `seq_len + 1` int64 tokens from several sources in the blend's order."""
+
+    def __init__(
+        self,
+        sources: list[Source],
+        datasets: list[SequenceSamples | None],
+        shares: np.ndarray,
+        dataset_index: np.ndarray,
+        dataset_sample_index: np.ndarray,
+        fingerprint: str,
+    ) -> None:
+        self.sources, self.datasets, self.shares = sources, datasets, shares
+        self.dataset_index, self.dataset_sample_index = dataset_index, dataset_sample_index
+        self.fingerprint = fingerprint
+        """Hash of everything the order depends on (stored in loader state)."""
+
+    def __len__(self) -> int:
+        return len(self.dataset_index)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.datasets[self.dataset_index[i]][self.dataset_sample_index[i]]
+
+    def source_index(self, i: int) -> int:
+        """Index into `.sources` of the source sample `i` comes from."""
+        return int(self.dataset_index[i])
+
+    def check_tokens(self, vocab_size: int) -> None:
+        """Raise `TokenRangeError` naming the file if any source holds an id >= vocab_size."""
+        for ds in self.datasets:
+            if ds is not None:
+                ds.dataset.check_tokens(vocab_size)
+
+
+def build_blend(
+    cfg: BlendConfig,
+    seq_len: int,
+    num_samples: int,
+    seed: int,
+    cache_dir: str | os.PathLike | None = None,
+    split: str = "train",
+    vocab_size: int | None = None,
+) -> BlendedDataset:
+    """Build (or load from `cache_dir`) the blended sample order. `split='valid'` uses the sources' `valid_path`
+    (sources without one are left out). With `vocab_size`, every token file is checked once for ids out of range."""
+    if seq_len <= 0 or num_samples <= 0:
+        raise ConfigError(f"seq_len and num_samples must be positive, got {seq_len}, {num_samples}")
+    if split not in ("train", "valid"):
+        raise ConfigError(f"split must be 'train' or 'valid', got {split!r}")
+    sources = cfg.sources
+    if split == "valid":
+        sources = [Source(s.name, s.valid_path, s.category, s.weight) for s in sources if s.valid_path]
+        cats = {c: v for c, v in cfg.categories.items() if any(s.category == c for s in sources)}
+        if not sources:
+            raise ConfigError("no source in the blend has a valid_path; cannot build a validation split")
+        cfg = BlendConfig(cats, sources, cfg.within_category, cfg.alpha)
+    indexed = [IndexedDataset(s.path) for s in sources]
+    if vocab_size is not None:
+        for ds in indexed:
+            ds.check_tokens(vocab_size)
+    shares = cfg.source_shares([ds.num_tokens for ds in indexed])
+    fingerprint = cache_key(
+        shares=shares.round(12).tolist(), n=num_samples, seq_len=seq_len, seed=seed,
+        files=[file_fingerprint(s.path) for s in sources], names=[s.name for s in sources],
+    )
+    dataset_index, dataset_sample_index = _cached_blend(shares, num_samples, cache_dir, fingerprint)
+    counts = np.bincount(dataset_index, minlength=len(sources))
+    datasets = [
+        SequenceSamples(ds, seq_len, int(c), seed, cache_dir, name=s.name) if c else None
+        for s, ds, c in zip(sources, indexed, counts, strict=True)
+    ]
+    return BlendedDataset(sources, datasets, shares, dataset_index, dataset_sample_index, fingerprint)
+
+
+def _cached_blend(
+    shares: np.ndarray, num_samples: int, cache_dir: str | os.PathLike | None, key: str
+) -> tuple[np.ndarray, np.ndarray]:
+    if cache_dir is not None:
+        paths = [Path(cache_dir) / f"blend-{key}.{p}.npy" for p in ("dataset", "sample")]
+        if all(p.exists() for p in paths):
+            try:
+                return np.load(paths[0], mmap_mode="r"), np.load(paths[1], mmap_mode="r")
+            except (OSError, ValueError):
+                pass  # damaged: rebuild
+    arrays = blending_indices(shares, num_samples)
+    if cache_dir is not None:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        for p, a in zip(paths, arrays, strict=True):
+            tmp = p.with_name(f"{p.name}.{os.getpid()}.tmp.npy")
+            np.save(tmp, a)
+            os.replace(tmp, p)
+    return arrays

@@ -1,0 +1,122 @@
+"""Fixed-length training samples cut from one token file, GPTDataset-style (Megatron-LM
+megatron/core/datasets/gpt_dataset.py): documents are shuffled per epoch and laid end to end; sample `j` is the
+`seq_len + 1` tokens starting at token `j * seq_len` of that stream (consecutive samples share one token, the
+last target of one is the first input of the next), so samples cross document boundaries; samples are then
+shuffled. All three indices are built with numpy in O(documents + samples) and cached on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from nemotron4.data.indexed import IndexedDataset
+
+__all__ = ["SequenceSamples", "build_sample_index", "file_fingerprint"]
+
+_INDEX_VERSION = 1  # bump when the index construction changes, so old caches are not reused
+
+
+def file_fingerprint(prefix: str | os.PathLike) -> dict:
+    """What identifies a token file's content for caching: absolute path, sizes and mtimes of .bin and .idx."""
+    out: dict = {"prefix": os.path.abspath(prefix)}
+    for ext in (".bin", ".idx"):
+        st = os.stat(f"{os.fspath(prefix)}{ext}")
+        out[ext] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def cache_key(**inputs: object) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def build_sample_index(doc_lengths: np.ndarray, seq_len: int, num_samples: int) -> np.ndarray:
+    """(num_samples, 2) int64: for each sample, the position in `doc_lengths` (documents in epoch order) where it
+    starts, and the token offset inside that document."""
+    cum = np.zeros(len(doc_lengths) + 1, np.int64)
+    np.cumsum(doc_lengths, out=cum[1:])
+    if cum[-1] < num_samples * seq_len + 1:
+        raise ValueError(f"{cum[-1]} tokens cannot hold {num_samples} samples of {seq_len} + 1")
+    starts = np.arange(num_samples, dtype=np.int64) * seq_len
+    pos = np.searchsorted(cum, starts, side="right") - 1  # last document starting at or before `start`
+    return np.stack([pos, starts - cum[pos]], axis=1)
+
+
+class SequenceSamples:
+    """`num_samples` samples of `seq_len + 1` tokens (int64) from one `IndexedDataset`, in a seeded order."""
+
+    def __init__(
+        self,
+        dataset: IndexedDataset,
+        seq_len: int,
+        num_samples: int,
+        seed: int,
+        cache_dir: str | os.PathLike | None = None,
+        name: str = "",
+    ) -> None:
+        self.dataset, self.seq_len, self.num_samples = dataset, seq_len, num_samples
+        self.name = name or Path(dataset.prefix).name
+        if dataset.num_tokens == 0 and num_samples:
+            raise ValueError(f"{dataset.prefix}: no tokens to sample from")
+        key = cache_key(v=_INDEX_VERSION, f=file_fingerprint(dataset.prefix), s=seq_len, n=num_samples, seed=seed,
+                        name=self.name)
+        arrays = _load_cached(cache_dir, f"{self.name}-{key}") if cache_dir else None
+        if arrays is None:
+            arrays = self._build(seed)
+            if cache_dir:
+                _save_cached(cache_dir, f"{self.name}-{key}", arrays)
+        self.doc_order, self.sample_index, self.shuffle = arrays
+        self.cache_key = key
+
+    def _build(self, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # The source's name is part of the seed, so adding a source does not reshuffle the others.
+        rng = np.random.default_rng([seed, zlib.crc32(self.name.encode())])
+        lengths = self.dataset.sequence_lengths
+        n_docs = len(lengths)
+        needed = self.num_samples * self.seq_len + 1
+        epochs = max(1, -(-needed // max(self.dataset.num_tokens, 1)))
+        idx_dtype = np.int32 if n_docs < 2**31 else np.int64
+        doc_order = np.concatenate([rng.permutation(n_docs).astype(idx_dtype) for _ in range(epochs)])
+        sample_index = build_sample_index(lengths[doc_order], self.seq_len, self.num_samples)
+        shuffle = rng.permutation(self.num_samples).astype(np.int64)
+        return doc_order, sample_index, shuffle
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, j: int) -> np.ndarray:
+        pos, offset = self.sample_index[self.shuffle[j]]
+        out = np.empty(self.seq_len + 1, np.int64)
+        filled = 0
+        lengths = self.dataset.sequence_lengths
+        while filled < len(out):
+            doc = self.doc_order[pos]
+            take = min(int(lengths[doc]) - offset, len(out) - filled)
+            out[filled : filled + take] = self.dataset.get(doc, offset, take)
+            filled += take
+            pos, offset = pos + 1, 0
+        return out
+
+
+def _load_cached(cache_dir: str | os.PathLike, stem: str) -> tuple[np.ndarray, ...] | None:
+    paths = [Path(cache_dir) / f"{stem}.{part}.npy" for part in ("doc", "sample", "shuffle")]
+    if not all(p.exists() for p in paths):
+        return None
+    try:
+        return tuple(np.load(p, mmap_mode="r") for p in paths)
+    except (OSError, ValueError):
+        return None  # a damaged cache is rebuilt
+
+
+def _save_cached(cache_dir: str | os.PathLike, stem: str, arrays: tuple[np.ndarray, ...]) -> None:
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    for part, arr in zip(("doc", "sample", "shuffle"), arrays, strict=True):
+        path = Path(cache_dir) / f"{stem}.{part}.npy"
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npy")
+        np.save(tmp, arr)
+        os.replace(tmp, path)  # atomic: ranks building the same cache at once never see a partial file
