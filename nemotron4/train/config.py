@@ -208,7 +208,7 @@ class JobConfig:
             self._validate_phase(i, p, dp_size)
 
     def _validate_phase(self, i: int, p: PhaseSection, dp_size: int) -> None:
-        where = f"phases[{i}] ({p.name!r})"
+        where = f"phases.{i}"
         if p.tokens <= 0:
             raise ConfigError(f"{where}.tokens must be positive, got {p.tokens}")
         if p.lr is None and i == 0:

@@ -3,7 +3,8 @@
     job = load_job("configs/tiny.toml", ["--optim.eps", "1e-8", "--phases.1.lr=1e-4"])
     save_job(job, run_dir / "config.toml")   # resolved: what the run actually used
 
-Errors name the offending key (`phases[1].blend.sources[0].weight`) and, for unknown keys, the valid ones.
+Errors name the offending key as an override would spell it (`phases.1.blend.sources.0.weight`) and, for
+unknown keys, the valid ones.
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {_show(value)}")
-        return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_coerce(args[0], v, f"{where}.{i}") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a table, got {_show(value)}")

@@ -14,15 +14,14 @@ from nemotron4.train.config import BlendSection, PhaseSection
 __all__ = ["build_eval_batches", "build_phase_loader", "to_blend_config"]
 
 
-def to_blend_config(section: BlendSection, valid: bool = False, category: str | None = None) -> Any:
-    """The data pipeline's BlendConfig; with `valid`, over the sources' held-out files (only those that have one),
-    optionally restricted to one category."""
+def to_blend_config(section: BlendSection, category: str | None = None) -> Any:
+    """The data pipeline's BlendConfig, optionally restricted to one category."""
     from nemotron4.data.blend import BlendConfig, Source
 
     sources = [
-        Source(s.name, s.valid_path if valid else s.path, s.category, s.weight, s.valid_path)
+        Source(s.name, s.path, s.category, s.weight, s.valid_path)
         for s in section.sources
-        if (not valid or s.valid_path) and (category is None or s.category == category)
+        if category is None or s.category == category
     ]
     categories = {c: w for c, w in section.categories.items() if any(s.category == c for s in sources)}
     return BlendConfig(categories, sources, within_category=section.within_category, alpha=section.alpha)
@@ -54,8 +53,8 @@ def build_eval_batches(
     for category in phase.blend.categories:
         if not any(s.valid_path and s.category == category for s in phase.blend.sources):
             continue
-        dataset = build_blend(to_blend_config(phase.blend, valid=True, category=category), seq_len, n, seed,
-                              cache_dir=cache_dir)
+        cfg = to_blend_config(phase.blend, category=category)
+        dataset = build_blend(cfg, seq_len, n, seed, cache_dir=cache_dir, split="valid")
         samples = torch.stack([torch.as_tensor(dataset[i], dtype=torch.long) for i in range(n)])
         out[category] = list(samples.split(micro_batch_size))
     return out

@@ -135,12 +135,12 @@ class Trainer:
             try:
                 self.model.load_state_dict(source.state_dict())
             except RuntimeError as e:
-                raise UserError(f"phases[{i}].init_from {phase.init_from}: weights do not fit the model: {e}") from e
+                raise UserError(f"phases.{i}.init_from {phase.init_from}: weights do not fit the model: {e}") from e
         if phase.init_from or phase.reset_optimizer:
             self.optimizer = build_optimizer(self.model, self.job.optim, self.device)
         self.state.peak_lr = phase.lr if phase.lr is not None else self.state.last_lr
         if self.state.peak_lr is None:
-            raise ConfigError(f"phases[{i}].lr is unset and no earlier phase ran to inherit its final LR from")
+            raise ConfigError(f"phases.{i}.lr is unset and no earlier phase ran to inherit its final LR from")
         self.loader = self._build_loader(i)
         self.state.phase_started = True
 
