@@ -101,7 +101,9 @@ class CheckpointManager:
         missing = sorted(f"model.{k}" for k in tensors.get("model", {}) if f"model.{k}" not in model_keys)
         if missing:
             raise UserError(f"checkpoint {path} lacks model weights {missing[:5]}{'...' if len(missing) > 5 else ''}")
-        dcp.load(tensors, checkpoint_id=path, planner=dcp.DefaultLoadPlanner(allow_partial_load=True))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*torch.distributed is disabled.*")
+            dcp.load(tensors, checkpoint_id=path, planner=dcp.DefaultLoadPlanner(allow_partial_load=True))
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -29,7 +29,7 @@ from nemotron4.train.flops import flops_per_token
 from nemotron4.train.metrics import MetricsLogger, peak_memory_gib
 from nemotron4.train.optim import build_optimizer, init_optimizer_state
 from nemotron4.train.resume import resume_conflicts
-from nemotron4.train.step import autocast_context, eval_loss, train_step
+from nemotron4.train.step import autocast_context, cross_entropy_loss, eval_loss, train_step
 
 __all__ = ["NonFiniteLossError", "TrainState", "Trainer"]
 
@@ -84,6 +84,7 @@ class Trainer:
         self.device = resolve_device(job.train.device)
         self.dtype = resolve_dtype(job.train.dtype, self.device)
         self.autocast = autocast_context(self.device, self.dtype)
+        self.loss_fn = cross_entropy_loss
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoints = CheckpointManager(self.run_dir, job.checkpoint.keep_last)
         self.state = TrainState()
@@ -173,7 +174,9 @@ class Trainer:
         step_tokens = batch_size * job.train.seq_len
         lr = phase.lr_schedule(s.peak_lr)(s.phase_tokens + step_tokens)
         micro = [b.to(self.device, non_blocking=True) for b in self.loader.next_batch(batch_size)]
-        result = train_step(self.step_model, self.optimizer, micro, lr, job.optim.grad_clip, self.autocast)
+        result = train_step(
+            self.step_model, self.optimizer, micro, lr, job.optim.grad_clip, self.autocast, self.loss_fn
+        )
         dt = time.perf_counter() - t0
         s.step += 1
         s.tokens += step_tokens
