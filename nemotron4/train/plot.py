@@ -37,7 +37,8 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     ax_loss.legend(fontsize=8)
     ax_lr.plot(tokens, [r["lr"] for r in records], lw=1)
     ax_lr.set_ylabel("learning rate")
-    ax_bs.step(tokens, [r["batch_size"] for r in records], where="post", lw=1)
+    starts = [0] + tokens[:-1]  # a step's batch size applies from the tokens consumed before it
+    ax_bs.step(starts, [r["batch_size"] for r in records], where="post", lw=1)
     ax_bs.set_ylabel("global batch (sequences)")
     ax_bs.set_xlabel("tokens")
     for prev, cur in zip(records, records[1:], strict=False):
