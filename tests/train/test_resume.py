@@ -16,10 +16,10 @@ from .conftest import TINY_TOML, nemotron4_cmd, run_cli
 COMPARED = ("step", "phase", "loss", "lr", "batch_size", "tokens", "grad_norm", "val_loss", "skipped")
 
 
-def train_until_killed(cwd: Path, run_dir: Path, kill_at_step: int) -> int:
+def train_until_killed(cwd: Path, run_dir: Path, kill_at_step: int, config: Path = TINY_TOML) -> int:
     """Start `nemotron4 train`, SIGKILL it once metrics.jsonl reaches `kill_at_step`; returns the last step seen."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = ["train", "--config", str(TINY_TOML), "--run-dir", str(run_dir)]
+    args = ["train", "--config", str(config), "--run-dir", str(run_dir)]
     proc = subprocess.Popen(nemotron4_cmd(*args), cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     metrics, deadline, step = run_dir / "metrics.jsonl", time.monotonic() + 120, 0
