@@ -9,9 +9,24 @@ from typing import Any
 
 import torch
 
+from nemotron4.errors import UserError
 from nemotron4.train.config import BlendSection, PhaseSection
 
-__all__ = ["build_eval_batches", "build_phase_loader", "to_blend_config"]
+__all__ = ["build_eval_batches", "build_phase_loader", "check_token_files", "to_blend_config"]
+
+
+def check_token_files(phases: list[PhaseSection]) -> None:
+    """Fail fast, before a large model is built, if a source's .bin/.idx pair is missing."""
+    from nemotron4.data.indexed import dataset_exists
+
+    for i, phase in enumerate(phases):
+        for j, s in enumerate(phase.blend.sources):
+            for key, prefix in (("path", s.path), ("valid_path", s.valid_path)):
+                if prefix and not dataset_exists(prefix):
+                    raise UserError(
+                        f"phases.{i}.blend.sources.{j}.{key}: no token files {prefix}.bin / {prefix}.idx "
+                        f"(source {s.name!r}); write them with the data pipeline or fix the path"
+                    )
 
 
 def to_blend_config(section: BlendSection, category: str | None = None) -> Any:

@@ -24,7 +24,7 @@ from nemotron4.model import Nemotron4, build_model
 from nemotron4.train.checkpoint import CheckpointManager, get_rng_state, load_weights, set_rng_state
 from nemotron4.train.config import JobConfig
 from nemotron4.train.config_io import job_to_dict, save_job
-from nemotron4.train.data import build_eval_batches, build_phase_loader
+from nemotron4.train.data import build_eval_batches, build_phase_loader, check_token_files
 from nemotron4.train.flops import flops_per_token
 from nemotron4.train.metrics import MetricsLogger, peak_memory_gib
 from nemotron4.train.optim import build_optimizer, init_optimizer_state
@@ -85,7 +85,6 @@ class Trainer:
         self.dtype = resolve_dtype(job.train.dtype, self.device)
         self.autocast = autocast_context(self.device, self.dtype)
         self.loss_fn = cross_entropy_loss
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoints = CheckpointManager(self.run_dir, job.checkpoint.keep_last)
         self.state = TrainState()
         self.loader: Any = None
@@ -102,6 +101,9 @@ class Trainer:
                     f"{self.run_dir} holds a run with a different configuration, which cannot be resumed: "
                     f"{'; '.join(conflicts[:8])}. Restore those values, or use a new --run-dir."
                 )
+        if build_loader is build_phase_loader:  # tests may inject loaders without token files
+            progress = saved["trainer"] if saved else {"phase": 0}
+            check_token_files(job.phases[progress["phase"]:])
         torch.manual_seed(job.train.seed)
         self.model = self._build_model(ModelConfig.from_dict(saved["model_config"]) if saved else None)
         if job.train.seq_len > self.model.cfg.max_seq_len:
@@ -112,6 +114,7 @@ class Trainer:
         self.flops_per_token = flops_per_token(self.model.cfg, job.train.seq_len)
         if latest is not None:
             self._resume(latest, saved)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         save_job(job, self.run_dir / "config.toml")
         total = sum(p.tokens for p in job.phases)
         self.metrics = MetricsLogger(
