@@ -28,6 +28,7 @@ def build_optimizer(model: nn.Module, cfg: OptimSection, device: torch.device) -
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every param group's LR (the schedule is applied by the trainer, not by an LRScheduler)."""
     for group in optimizer.param_groups:
         group["lr"] = lr
 

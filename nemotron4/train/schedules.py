@@ -99,6 +99,7 @@ class BatchRamp:
 
     @property
     def sizes(self) -> list[int]:
+        """Every global batch size the ramp uses (for divisibility checks)."""
         return [s for _, s in self.stages]
 
 

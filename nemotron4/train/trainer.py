@@ -93,14 +93,7 @@ class Trainer:
         latest = self.checkpoints.latest()
         saved = CheckpointManager.read_state(latest) if latest else None
         if saved is not None:
-            progress = saved["trainer"]
-            started = progress["phase"] if progress["phase_started"] else progress["phase"] - 1
-            conflicts = resume_conflicts(saved["config"], job_to_dict(job), started)
-            if conflicts:
-                raise ConfigError(
-                    f"{self.run_dir} holds a run with a different configuration, which cannot be resumed: "
-                    f"{'; '.join(conflicts[:8])}. Restore those values, or use a new --run-dir."
-                )
+            self._check_resumable(saved)
         if build_loader is build_phase_loader:  # tests may inject loaders without token files
             progress = saved["trainer"] if saved else {"phase": 0}
             check_token_files(job.phases[progress["phase"]:])
@@ -122,6 +115,17 @@ class Trainer:
         )
 
     # ---- build ----------------------------------------------------------------------------------------------
+
+    def _check_resumable(self, saved: dict[str, Any]) -> None:
+        """Refuse, naming the keys, config changes that would make the resumed run differ from its past."""
+        progress = saved["trainer"]
+        started = progress["phase"] if progress["phase_started"] else progress["phase"] - 1
+        conflicts = resume_conflicts(saved["config"], job_to_dict(self.job), started)
+        if conflicts:
+            raise ConfigError(
+                f"{self.run_dir} holds a run with a different configuration, which cannot be resumed: "
+                f"{'; '.join(conflicts[:8])}. Restore those values, or use a new --run-dir."
+            )
 
     def _build_model(self, cfg: ModelConfig | None) -> Nemotron4:
         """From the checkpoint's shape on resume, else from init_from weights, else a fresh init of the flavour."""
