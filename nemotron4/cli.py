@@ -12,6 +12,10 @@ import sys
 COMMANDS: tuple[str, ...] = (
     "nemotron4.commands.info",
     "nemotron4.commands.convert",
+    "nemotron4.commands.corpus",
+    "nemotron4.commands.tokenizer",
+    "nemotron4.commands.prepare",
+    "nemotron4.commands.data",
     "nemotron4.commands.train",
     "nemotron4.commands.flops",
     "nemotron4.commands.plot",

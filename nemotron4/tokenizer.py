@@ -156,7 +156,12 @@ def train_tokenizer(
         )
     except RuntimeError as e:
         msg = str(e)
-        hint = " (the sample is too small for this vocabulary: lower --vocab-size or add text)" if "ocab" in msg else ""
+        if "smaller than required_chars" in msg:
+            hint = " (the text has more distinct characters than the vocabulary: raise --vocab-size)"
+        elif "ocab" in msg:
+            hint = " (the sample is too small for this vocabulary: lower --vocab-size or add text)"
+        else:
+            hint = ""
         raise UserError(f"SentencePiece training failed: {msg}{hint}") from e
     tmp = output.with_name(output.name + ".tmp")
     tmp.write_bytes(model.getvalue())
