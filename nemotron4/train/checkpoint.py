@@ -214,4 +214,4 @@ def load_weights(path: str | Path, device: torch.device | str = "cpu") -> nn.Mod
         from nemotron4.weights import load_model
     except ImportError as e:
         raise UserError(f"{path} is not a nemotron4 run, and nemotron4.weights is unavailable to read it ({e})") from e
-    return load_model(path).to(device)
+    return load_model(path, device=device)
