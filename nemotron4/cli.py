@@ -16,6 +16,9 @@ COMMANDS: tuple[str, ...] = (
     "nemotron4.commands.tokenizer",
     "nemotron4.commands.prepare",
     "nemotron4.commands.data",
+    "nemotron4.commands.train",
+    "nemotron4.commands.flops",
+    "nemotron4.commands.plot",
 )
 
 
@@ -25,14 +28,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     for name in COMMANDS:
-        importlib.import_module(name).add_parser(subparsers)
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:  # a command's own dependency is missing: a real error
+                raise
+            continue  # a command not in this checkout (branches merge independently)
+        module.add_parser(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from nemotron4.errors import UserError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Commands that set `accepts_overrides` (train) receive unknown `--section.key value` pairs as args.overrides.
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "accepts_overrides", False):
+        args.overrides = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
     except UserError as e:

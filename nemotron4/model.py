@@ -173,7 +173,7 @@ class Nemotron4(nn.Module):
         """The final-normed hidden states (B, T, dim), before the output projection."""
         T = tokens.shape[1]
         if input_pos is None:
-            if T > self.cfg.max_seq_len:
+            if self.cfg.max_seq_len < T:
                 raise ValueError(f"sequence length {T} exceeds max_seq_len {self.cfg.max_seq_len}")
             cos, sin = self.rope_cos[:T], self.rope_sin[:T]
         else:

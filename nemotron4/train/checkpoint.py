@@ -1,0 +1,217 @@
+"""Checkpoints with torch.distributed.checkpoint (DCP), safe to resume from and safe to load.
+
+Layout of a run directory:
+
+    checkpoints/step_00001000/   DCP shards + .metadata (tensors: model, optimizer, RNG states)
+                 step_00001000/state.json   everything else: step, tokens, phase, loader state, RNG scalars,
+                                            model config, run config
+    checkpoints/latest           name of the newest complete checkpoint
+
+A checkpoint is written to `.tmp-step_...` and renamed when complete; `latest` is replaced atomically (temp file +
+os.replace), so a crash at any moment leaves the previous checkpoint usable. Only tensors go through DCP, and its
+.metadata pickle is vetted with an allow-list unpickler first, so loading never runs arbitrary pickled code.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import random
+import re
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed.checkpoint as dcp
+from torch import nn
+
+from nemotron4.config import ModelConfig
+from nemotron4.errors import UserError
+
+__all__ = [
+    "CheckpointManager", "find_checkpoint", "get_rng_state", "load_model_from_checkpoint", "load_weights",
+    "set_rng_state",
+]
+
+FORMAT = "nemotron4-checkpoint/1"
+_NAME_RE = re.compile(r"^step_(\d{8,})$")
+
+
+class CheckpointManager:
+    """Saves, finds and prunes the checkpoints of one run directory."""
+
+    def __init__(self, run_dir: str | Path, keep_last: int = 3) -> None:
+        self.dir = Path(run_dir) / "checkpoints"
+        self.keep_last = keep_last
+
+    def latest(self) -> Path | None:
+        """The checkpoint `latest` points to, or None for a fresh run."""
+        pointer = self.dir / "latest"
+        if not pointer.exists():
+            return None
+        path = self.dir / pointer.read_text().strip()
+        if not (path / "state.json").exists():
+            raise UserError(f"{pointer} points to {path.name}, which is missing or incomplete; fix or remove it")
+        return path
+
+    def save(self, step: int, tensors: dict[str, Any], state: dict[str, Any]) -> Path:
+        """Write `tensors` (nested dicts of tensors) with DCP and `state` (JSON-able) as state.json."""
+        name = f"step_{step:08d}"
+        final, tmp = self.dir / name, self.dir / f".tmp-{name}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        with warnings.catch_warnings():  # "assuming the intent is to save in a single process"
+            warnings.filterwarnings("ignore", message=".*torch.distributed is disabled.*")
+            dcp.save(tensors, checkpoint_id=tmp)
+        (tmp / "state.json").write_text(json.dumps({"format": FORMAT, **state}, indent=1, default=_json_default))
+        if final.exists():  # re-saving the same step after a resume
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _atomic_write(self.dir / "latest", name + "\n")
+        self._prune(keep=final)
+        return final
+
+    def _prune(self, keep: Path) -> None:
+        for stale in self.dir.glob(".tmp-step_*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        if self.keep_last <= 0:
+            return
+        done = sorted(p for p in self.dir.iterdir() if _NAME_RE.match(p.name) and p != keep)
+        for old in done[: max(0, len(done) + 1 - self.keep_last)]:
+            shutil.rmtree(old)
+
+    @staticmethod
+    def read_state(path: Path) -> dict[str, Any]:
+        state = json.loads((path / "state.json").read_text())
+        if state.get("format") != FORMAT:
+            raise UserError(f"{path} is not a {FORMAT} checkpoint (format {state.get('format')!r})")
+        return state
+
+    @staticmethod
+    def load_tensors(path: Path, tensors: dict[str, Any]) -> None:
+        """Load in place into `tensors`; entries absent from the checkpoint (e.g. optimizer state of a
+        never-stepped parameter) keep their values. Model entries must all be present."""
+        meta = _safe_metadata(path)
+        model_keys = {k for k in meta.state_dict_metadata if k.startswith("model.")}
+        missing = sorted(f"model.{k}" for k in tensors.get("model", {}) if f"model.{k}" not in model_keys)
+        if missing:
+            raise UserError(f"checkpoint {path} lacks model weights {missing[:5]}{'...' if len(missing) > 5 else ''}")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*torch.distributed is disabled.*")
+            dcp.load(tensors, checkpoint_id=path, planner=dcp.DefaultLoadPlanner(allow_partial_load=True))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.integer | np.floating | np.bool_):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"cannot store {type(obj).__name__} in state.json")
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """Allows only the classes DCP's .metadata holds (checked on torch 2.11-2.13)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        ok = (
+            module.startswith("torch.distributed.checkpoint.")
+            or (module == "torch" and (name == "Size" or isinstance(getattr(torch, name, None), torch.dtype)))
+            or (module == "torch.serialization" and name == "_get_layout")
+            or (module == "pathlib" and name in ("Path", "PosixPath", "WindowsPath", "PurePosixPath"))
+            or (module == "collections" and name == "OrderedDict")
+        )
+        if not ok:
+            raise UserError(f"refusing to load checkpoint metadata: it references {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _safe_metadata(path: Path) -> Any:
+    try:
+        return _MetadataUnpickler(io.BytesIO((path / ".metadata").read_bytes())).load()
+    except FileNotFoundError:
+        raise UserError(f"{path} is not a DCP checkpoint (no .metadata)") from None
+
+
+def get_rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """RNG states split into tensors (for DCP) and JSON-able scalars."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    tensors = {"torch_cpu": torch.get_rng_state(), "numpy_keys": torch.from_numpy(keys.astype(np.int64))}
+    if torch.cuda.is_available():
+        tensors["torch_cuda"] = torch.cuda.get_rng_state()  # current device
+    scalars = {"python": random.getstate(), "numpy": [kind, int(pos), int(has_gauss), float(gauss)]}
+    return tensors, scalars
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor], scalars: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["torch_cpu"])
+    if "torch_cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["torch_cuda"])
+    kind, pos, has_gauss, gauss = scalars["numpy"]
+    np.random.set_state((kind, tensors["numpy_keys"].numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = scalars["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory from a run directory (its latest), a checkpoints/ directory, or a checkpoint."""
+    path = Path(path)
+    if (path / "state.json").is_file() and (path / ".metadata").is_file():
+        return path
+    run_dir = path if (path / "checkpoints").is_dir() else path.parent if path.name == "checkpoints" else None
+    latest = CheckpointManager(run_dir).latest() if run_dir is not None else None
+    if latest is not None:
+        return latest
+    raise UserError(f"no nemotron4 checkpoint at {path} (expected a run directory with checkpoints/latest)")
+
+
+def load_model_from_checkpoint(
+    path: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype | None = None
+) -> nn.Module:
+    """The model of a run directory's latest checkpoint (or of a given checkpoint directory), for generate, eval
+    and convert. Built on `meta`, materialised on `device`, weights loaded through DCP; fp32 unless `dtype`."""
+    from nemotron4.model import Nemotron4
+
+    ckpt = find_checkpoint(path)
+    cfg = ModelConfig.from_dict(CheckpointManager.read_state(ckpt)["model_config"])
+    with torch.device("meta"):
+        model = Nemotron4(cfg)
+    model.to_empty(device=device)
+    model.init_buffers()
+    CheckpointManager.load_tensors(ckpt, {"model": model.state_dict()})
+    if dtype is not None and dtype != torch.float32:
+        model.to(dtype)
+        model.init_buffers()
+    return model
+
+
+def is_our_checkpoint(path: str | Path) -> bool:
+    try:
+        find_checkpoint(path)
+        return True
+    except UserError:
+        return False
+
+
+def load_weights(path: str | Path, device: torch.device | str = "cpu") -> nn.Module:
+    """Weights only, from a run/checkpoint of ours or, failing that, anything `nemotron4.weights.load_model`
+    reads (a Hugging Face directory)."""
+    if is_our_checkpoint(path):
+        return load_model_from_checkpoint(path, device=device)
+    if not Path(path).exists():
+        raise UserError(f"init_from: {path} does not exist")
+    try:
+        from nemotron4.weights import load_model
+    except ImportError as e:
+        raise UserError(f"{path} is not a nemotron4 run, and nemotron4.weights is unavailable to read it ({e})") from e
+    return load_model(path, device=device)

@@ -1,0 +1,271 @@
+"""The Nemotron-4 recipe in one process: build, step, loop (torchtitan's split).
+
+    trainer = Trainer(load_job("configs/tiny.toml"), "runs/tiny")   # build (or resume from the run directory)
+    trainer.run()                                                    # loop over phases, steps, checkpoints
+
+A run is a list of phases (PAPER.md sections 4-5). Within a phase the global batch follows the phase's ramp of
+consumed tokens (Table 2) and the LR its schedule; a step is `nemotron4.train.step.train_step`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nemotron4.config import ModelConfig
+from nemotron4.errors import ConfigError, UserError
+from nemotron4.model import Nemotron4, build_model
+from nemotron4.train.checkpoint import CheckpointManager, get_rng_state, load_weights, set_rng_state
+from nemotron4.train.config import JobConfig
+from nemotron4.train.config_io import job_to_dict, save_job
+from nemotron4.train.data import build_eval_batches, build_phase_loader, check_token_files
+from nemotron4.train.flops import flops_per_token
+from nemotron4.train.metrics import MetricsLogger, peak_memory_gib
+from nemotron4.train.optim import build_optimizer, init_optimizer_state
+from nemotron4.train.resume import resume_conflicts
+from nemotron4.train.step import autocast_context, cross_entropy_loss, eval_loss, train_step
+
+__all__ = ["NonFiniteLossError", "TrainState", "Trainer"]
+
+
+class NonFiniteLossError(UserError):
+    """Too many NaN/Inf losses in a row; the last checkpoint is still good."""
+
+
+@dataclass
+class TrainState:
+    """Progress of a run; saved in every checkpoint."""
+
+    step: int = 0  # optimizer steps taken (skipped non-finite steps count: their data was consumed)
+    tokens: int = 0  # tokens consumed by all phases
+    phase: int = 0  # index into JobConfig.phases
+    phase_tokens: int = 0  # tokens consumed in the current phase
+    phase_started: bool = False  # the current phase's loader exists (and its init_from/reset has been applied)
+    peak_lr: float | None = None  # the current phase's resolved peak LR
+    last_lr: float | None = None  # LR of the last step (a later phase with lr unset starts from it)
+    nonfinite_in_row: int = 0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device = {name!r} but CUDA is not available; use cpu or auto")
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """Compute dtype: bf16 autocast on GPU by default; weights and optimizer stay fp32 either way."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return torch.bfloat16 if name == "bf16" else torch.float32
+
+
+class Trainer:
+    """Builds everything from a JobConfig and a run directory, resuming from its latest checkpoint if any."""
+
+    def __init__(
+        self,
+        job: JobConfig,
+        run_dir: str | Path,
+        build_loader: Callable[..., Any] = build_phase_loader,
+        build_eval: Callable[..., dict[str, list[torch.Tensor]]] = build_eval_batches,
+    ) -> None:
+        self.job, self.run_dir = job, Path(run_dir)
+        self.build_loader, self.build_eval = build_loader, build_eval
+        self.dp_rank, self.dp_size = 0, 1  # one process; data parallelism arrives with nemotron4.distributed
+        self.device = resolve_device(job.train.device)
+        self.dtype = resolve_dtype(job.train.dtype, self.device)
+        self.autocast = autocast_context(self.device, self.dtype)
+        self.loss_fn = cross_entropy_loss
+        self.checkpoints = CheckpointManager(self.run_dir, job.checkpoint.keep_last)
+        self.state = TrainState()
+        self.loader: Any = None
+        self._eval: tuple[int, dict[str, list[torch.Tensor]]] | None = None  # (phase, batches)
+
+        latest = self.checkpoints.latest()
+        saved = CheckpointManager.read_state(latest) if latest else None
+        if saved is not None:
+            self._check_resumable(saved)
+        if build_loader is build_phase_loader:  # tests may inject loaders without token files
+            progress = saved["trainer"] if saved else {"phase": 0}
+            check_token_files(job.phases[progress["phase"]:])
+        torch.manual_seed(job.train.seed)
+        self.model = self._build_model(ModelConfig.from_dict(saved["model_config"]) if saved else None)
+        if job.train.seq_len > self.model.cfg.max_seq_len:
+            raise ConfigError(f"train.seq_len {job.train.seq_len} exceeds the model's max_seq_len "
+                              f"{self.model.cfg.max_seq_len}")
+        self.step_model = torch.compile(self.model) if job.train.compile else self.model
+        self.optimizer = build_optimizer(self.model, job.optim, self.device)
+        self.flops_per_token = flops_per_token(self.model.cfg, job.train.seq_len)
+        if latest is not None:
+            self._resume(latest, saved)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_job(job, self.run_dir / "config.toml")
+        total = sum(p.tokens for p in job.phases)
+        self.metrics = MetricsLogger(
+            self.run_dir, job.metrics, total, self.state.tokens, self.state.step if latest else None
+        )
+
+    # ---- build ----------------------------------------------------------------------------------------------
+
+    def _check_resumable(self, saved: dict[str, Any]) -> None:
+        """Refuse, naming the keys, config changes that would make the resumed run differ from its past."""
+        progress = saved["trainer"]
+        started = progress["phase"] if progress["phase_started"] else progress["phase"] - 1
+        conflicts = resume_conflicts(saved["config"], job_to_dict(self.job), started)
+        if conflicts:
+            raise ConfigError(
+                f"{self.run_dir} holds a run with a different configuration, which cannot be resumed: "
+                f"{'; '.join(conflicts[:8])}. Restore those values, or use a new --run-dir."
+            )
+
+    def _build_model(self, cfg: ModelConfig | None) -> Nemotron4:
+        """From the checkpoint's shape on resume, else from init_from weights, else a fresh init of the flavour."""
+        if cfg is None and self.job.model.init_from:
+            model = load_weights(self.job.model.init_from, device=self.device)
+            return model.float()
+        cfg = cfg or self.job.model.model_config()
+        return build_model(cfg, device=self.device, seed=self.job.train.seed)
+
+    def _start_phase(self) -> None:
+        """Apply the phase's init_from / reset_optimizer, resolve its peak LR, and build its loader."""
+        i, phase = self.state.phase, self.job.phases[self.state.phase]
+        if phase.init_from:
+            source = load_weights(phase.init_from, device=self.device)
+            try:
+                self.model.load_state_dict(source.state_dict())
+            except RuntimeError as e:
+                raise UserError(f"phases.{i}.init_from {phase.init_from}: weights do not fit the model: {e}") from e
+        if phase.init_from or phase.reset_optimizer:
+            self.optimizer = build_optimizer(self.model, self.job.optim, self.device)
+        self.state.peak_lr = phase.lr if phase.lr is not None else self.state.last_lr
+        if self.state.peak_lr is None:
+            raise ConfigError(f"phases.{i}.lr is unset and no earlier phase ran to inherit its final LR from")
+        self.loader = self._build_loader(i)
+        self.state.phase_started = True
+
+    def _build_loader(self, i: int) -> Any:
+        t = self.job.train
+        return self.build_loader(self.job.phases[i], t.seq_len, t.micro_batch_size, t.seed + i,
+                                 cache_dir=self.run_dir / "cache", dp_rank=self.dp_rank, dp_size=self.dp_size)
+
+    # ---- loop -----------------------------------------------------------------------------------------------
+
+    def run(self) -> TrainState:
+        """Train every remaining phase to its token budget; checkpoint at intervals and at each phase end."""
+        try:
+            while self.state.phase < len(self.job.phases):
+                if not self.state.phase_started:
+                    self._start_phase()
+                phase = self.job.phases[self.state.phase]
+                while self.state.phase_tokens < phase.tokens:
+                    self._train_one_step()
+                self._finish_phase()
+        finally:
+            self.metrics.close()
+        return self.state
+
+    def _train_one_step(self) -> None:
+        s, job = self.state, self.job
+        phase = job.phases[s.phase]
+        t0 = time.perf_counter()
+        batch_size = phase.ramp().size_at(s.phase_tokens)  # a step starting below a threshold keeps the old size
+        step_tokens = batch_size * job.train.seq_len
+        lr = phase.lr_schedule(s.peak_lr)(s.phase_tokens + step_tokens)
+        micro = [b.to(self.device, non_blocking=True) for b in self.loader.next_batch(batch_size)]
+        result = train_step(
+            self.step_model, self.optimizer, micro, lr, job.optim.grad_clip, self.autocast, self.loss_fn
+        )
+        dt = time.perf_counter() - t0
+        s.step += 1
+        s.tokens += step_tokens
+        s.phase_tokens += step_tokens
+        s.last_lr = lr
+        s.nonfinite_in_row = s.nonfinite_in_row + 1 if result.skipped else 0
+        tokens_per_s = step_tokens / dt / self.dp_size
+        record: dict[str, Any] = {
+            "step": s.step, "phase": phase.name, "loss": result.loss, "lr": lr, "batch_size": batch_size,
+            "tokens": s.tokens, "phase_tokens": s.phase_tokens, "tokens_per_s": tokens_per_s,
+            "tflops": self.flops_per_token * tokens_per_s / 1e12,
+            "mfu": self.flops_per_token * tokens_per_s / job.metrics.peak_flops,
+            "grad_norm": result.grad_norm, "memory_gib": peak_memory_gib(self.device), "skipped": result.skipped,
+        }
+        phase_done = s.phase_tokens >= phase.tokens
+        interval = job.metrics.eval_interval
+        if phase_done or (interval and s.step % interval == 0):
+            record["val_loss"] = self.evaluate()
+        self.metrics.log(record)
+        if result.skipped:
+            self._on_nonfinite(result.loss, result.grad_norm)
+        if job.checkpoint.interval and s.step % job.checkpoint.interval == 0 and not phase_done:
+            self.save()
+
+    def _on_nonfinite(self, loss: float, grad_norm: float) -> None:
+        s, limit = self.state, self.job.train.max_nonfinite_in_row
+        self.metrics.write(f"step {s.step}: loss {loss}, grad norm {grad_norm}: update skipped "
+                           f"({s.nonfinite_in_row} in a row, limit {limit})")
+        if s.nonfinite_in_row >= limit:
+            latest = self.checkpoints.latest()
+            raise NonFiniteLossError(
+                f"stopping: {s.nonfinite_in_row} non-finite losses or gradient norms in a row (step {s.step}); "
+                f"the last good checkpoint is {latest or '(none yet)'}. Lower the LR or check the data, then re-run "
+                "(it resumes from there), or raise train.max_nonfinite_in_row."
+            )
+
+    def _finish_phase(self) -> None:
+        """Move to the next phase and checkpoint: a finished phase is always a usable checkpoint."""
+        s = self.state
+        s.phase += 1
+        s.phase_tokens, s.phase_started, s.peak_lr = 0, False, None
+        self.loader = None
+        self.save()
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Held-out loss per category of the current phase (categories whose sources have a valid_path)."""
+        if self._eval is None or self._eval[0] != self.state.phase:
+            t, m = self.job.train, self.job.metrics
+            batches = self.build_eval(self.job.phases[self.state.phase], t.seq_len, t.micro_batch_size,
+                                      m.eval_batches, t.seed, cache_dir=self.run_dir / "cache")
+            self._eval = (self.state.phase, batches)
+        return {cat: eval_loss(self.step_model, [b.to(self.device) for b in batches], self.autocast)
+                for cat, batches in self._eval[1].items()}
+
+    # ---- checkpoint -----------------------------------------------------------------------------------------
+
+    def _tensors(self) -> dict[str, Any]:
+        """Everything tensor-valued in a checkpoint, keyed by parameter name (not optimizer index)."""
+        names = {p: n for n, p in self.model.named_parameters()}
+        optim = {names[p]: st for p, st in self.optimizer.state.items() if st}
+        rng, _ = get_rng_state()
+        return {"model": self.model.state_dict(), "optim": optim, "rng": rng}
+
+    def save(self) -> Path:
+        tensors = self._tensors()
+        _, rng_scalars = get_rng_state()
+        state = {
+            "trainer": dataclasses.asdict(self.state),
+            "loader": self.loader.state_dict() if self.loader is not None else None,
+            "rng": rng_scalars,
+            "model_config": self.model.cfg.to_dict(),
+            "config": job_to_dict(self.job),
+        }
+        return self.checkpoints.save(self.state.step, tensors, state)
+
+    def _resume(self, path: Path, saved: dict[str, Any]) -> None:
+        init_optimizer_state(self.optimizer)  # DCP loads in place, so AdamW's lazy state must exist
+        tensors = self._tensors()
+        CheckpointManager.load_tensors(path, tensors)
+        set_rng_state(tensors["rng"], saved["rng"])
+        self.state = TrainState(**saved["trainer"])
+        if self.state.phase_started:
+            self.loader = self._build_loader(self.state.phase)
+            self.loader.load_state_dict(saved["loader"])

@@ -1,0 +1,64 @@
+"""Resume is exact: `nemotron4 train` killed with SIGKILL and re-run gives, step for step, bitwise the losses of an
+uninterrupted run, across a batch-size threshold (step 33) and the phase switch (step 65)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from nemotron4.train.metrics import read_metrics
+
+from .conftest import TINY_TOML, nemotron4_cmd, run_cli
+
+COMPARED = ("step", "phase", "loss", "lr", "batch_size", "tokens", "grad_norm", "val_loss", "skipped")
+
+
+def train_until_killed(cwd: Path, run_dir: Path, kill_at_step: int, config: Path = TINY_TOML) -> int:
+    """Start `nemotron4 train`, SIGKILL it once metrics.jsonl reaches `kill_at_step`; returns the last step seen."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["train", "--config", str(config), "--run-dir", str(run_dir)]
+    proc = subprocess.Popen(nemotron4_cmd(*args), cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    metrics, deadline, step = run_dir / "metrics.jsonl", time.monotonic() + 120, 0
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            step = read_metrics(metrics)[-1]["step"] if metrics.exists() and metrics.stat().st_size else 0
+            if step >= kill_at_step:
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.005)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, f"run ended before the kill ({proc.returncode}): {proc.stderr.read()}"
+    return step
+
+
+def test_sigkill_and_rerun_matches_uninterrupted_run(corpus_dir: Path, tmp_path: Path) -> None:
+    reference = tmp_path / "reference"
+    run_cli(corpus_dir, "train", "--config", str(TINY_TOML), "--run-dir", str(reference))
+
+    resumed = tmp_path / "resumed"
+    train_until_killed(corpus_dir, resumed, kill_at_step=25)  # checkpoints at 10, 20: resumes at 20 in pretraining
+    assert (resumed / "checkpoints" / "latest").read_text().strip() in ("step_00000020", "step_00000030")
+    train_until_killed(corpus_dir, resumed, kill_at_step=72)  # resumes at 70, in continued training
+    run_cli(corpus_dir, "train", "--config", str(TINY_TOML), "--run-dir", str(resumed))
+
+    want, got = read_metrics(reference), read_metrics(resumed)
+    assert [r["step"] for r in got] == list(range(1, 81))
+    for a, b in zip(want, got, strict=True):
+        assert {k: a.get(k) for k in COMPARED} == {k: b.get(k) for k in COMPARED}, f"step {a['step']} differs"
+    assert {want[31]["batch_size"], want[32]["batch_size"]} == {8, 16}
+    assert (want[63]["phase"], want[64]["phase"]) == ("pretrain", "continued")
+
+
+def test_rerun_with_incompatible_config_is_refused(corpus_dir: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_cli(corpus_dir, "train", "--config", str(TINY_TOML), "--run-dir", str(run_dir), "--phases.0.tokens", "4096",
+            "--phases.0.warmup_tokens", "1024", "--phases.1.tokens", "1024")
+    proc = run_cli(corpus_dir, "train", "--config", str(TINY_TOML), "--run-dir", str(run_dir), check=False)
+    assert proc.returncode == 2
+    assert "different configuration, which cannot be resumed" in proc.stderr
+    assert "phases.0.tokens: 4096 -> 49152" in proc.stderr
