@@ -1,0 +1,1 @@
+"""Evaluation: perplexity per blend category, translation chrF, HumanEval, LM-Evaluation-Harness suites."""
