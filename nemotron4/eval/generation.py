@@ -9,6 +9,7 @@ each text at its first stop string, as lm-eval's HF backend does (`StopSequenceC
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -87,11 +88,9 @@ def _generate_batch(
         if all(done):
             raise _AllStopped
 
-    try:
+    with contextlib.suppress(_AllStopped):
         generate_tokens(model, prompts, max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
                         stop_tokens=stop_tokens, callback=watch)
-    except _AllStopped:
-        pass
     texts = []
     for row in rows:
         end = next((j for j, t in enumerate(row) if t in stop_tokens), len(row))

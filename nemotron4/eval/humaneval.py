@@ -25,6 +25,8 @@ from nemotron4.eval.sandbox import ExecResult, Limits, isolation_method, run_pyt
 
 __all__ = ["STOP", "evaluate_humaneval", "execute", "load_problems", "pass_at_k", "program"]
 
+DEFAULT_LIMITS = Limits()
+
 # Where a function body ends, as in the Codex paper (and lm-eval's humaneval task).
 STOP: tuple[str, ...] = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
 
@@ -67,7 +69,7 @@ def execute(
     problems: Sequence[dict[str, Any]],
     completions: Sequence[Sequence[str]],
     *,
-    limits: Limits = Limits(),
+    limits: Limits = DEFAULT_LIMITS,
     workers: int | None = None,
     progress: bool = False,
 ) -> list[list[ExecResult]]:
@@ -105,7 +107,7 @@ def evaluate_humaneval(
     batch_size: int = 8,
     limit: int | None = None,
     problems: Sequence[dict[str, Any]] | None = None,
-    limits: Limits = Limits(),
+    limits: Limits = DEFAULT_LIMITS,
     workers: int | None = None,
     seed: int = 0,
     progress: bool = True,

@@ -20,6 +20,7 @@ untrusted models, run inside a container as well.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import os
@@ -142,15 +143,14 @@ def _limit_child(limits: Limits, drop_to: int | None) -> None:
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
-def run_python(source: str, limits: Limits = Limits()) -> ExecResult:
+def run_python(source: str, limits: Limits | None = None) -> ExecResult:
     """Run `source` as a Python program in a scratch directory under `limits`; never raises for what the program
     does (crash, hang, fork bomb, huge output)."""
+    limits = limits or Limits()
     method, python = _probe()
     uid = _next_uid()
     start = time.monotonic()

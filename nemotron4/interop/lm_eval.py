@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import lm_eval.models  # noqa: F401  (registers lm-eval's own backends before ours: see `get_model`)
@@ -30,6 +29,7 @@ from lm_eval.api.registry import register_model
 
 from nemotron4.errors import UserError
 from nemotron4.eval.generation import GenerationRequest, generate_until
+from nemotron4.eval.runner import find_tokenizer
 from nemotron4.eval.scoring import continuation_logprobs, rolling_windows
 from nemotron4.model import Nemotron4
 from nemotron4.tokenizer import Tokenizer
@@ -38,21 +38,7 @@ __all__ = ["Nemotron4LM", "find_tokenizer", "main"]
 
 log = logging.getLogger(__name__)
 
-TOKENIZER_FILE = "tokenizer.model"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def find_tokenizer(model_spec: str | Path, tokenizer: str | Path | None = None) -> Tokenizer:
-    """The SentencePiece tokenizer for a model: `tokenizer` if given, else `tokenizer.model` in the model directory
-    (our weights directory, an HF directory) or in the run directory above a checkpoint."""
-    if tokenizer is not None:
-        return Tokenizer.load(tokenizer)
-    path = Path(model_spec)
-    for d in (path, path.parent, path.parent.parent):
-        if (d / TOKENIZER_FILE).is_file():
-            return Tokenizer.load(d / TOKENIZER_FILE)
-    raise UserError(f"{model_spec}: no {TOKENIZER_FILE} next to the weights; pass the SentencePiece model with "
-                    "--tokenizer FILE (model_args tokenizer=FILE)")
 
 
 def _batch_size(value: int | str | None, max_batch_size: int | None) -> int:

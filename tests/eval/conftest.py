@@ -19,7 +19,6 @@ from nemotron4 import ModelConfig, Nemotron4, build_model  # noqa: E402
 from nemotron4.tokenizer import Tokenizer, TokenizerConfig, train_tokenizer  # noqa: E402
 from nemotron4.weights import save_weights  # noqa: E402
 
-
 WORDS = ("the", "of", "and", "to", "in", "is", "was", "for", "on", "that", "with", "as", "by", "at", "from", "it",
          "an", "were", "which", "be", "this", "are", "not", "or", "have", "one", "two", "time", "people", "water")
 GERMAN = ("der", "die", "und", "in", "den", "von", "zu", "das", "mit", "sich", "auf", "für", "ist", "nicht", "ein")
