@@ -57,7 +57,12 @@ def blend_from(spec: str, phase: str | None = None) -> Any:
     if not path.is_file():
         raise UserError(f"--perplexity {spec}: no such file (a training config .toml or a token manifest .json)")
     if path.suffix == ".json":
-        return BlendConfig.from_token_manifest(path)
+        # Shares do not matter for held-out scores: give every category the manifest has one, and no others.
+        try:
+            present = [s["category"] for s in json.loads(path.read_text())["sources"]]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise UserError(f"--perplexity {spec}: not a token manifest with sources ({e})") from e
+        return BlendConfig.from_token_manifest(path, categories=dict.fromkeys(present, 1.0))
     from nemotron4.train.config_io import load_job
     from nemotron4.train.data import to_blend_config
 

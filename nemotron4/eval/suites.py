@@ -36,6 +36,9 @@ class Benchmark:
     unsafe_code: bool = False
     """The harness task executes model-written code (needs --unsafe-code)."""
     note: str = ""
+    """Why a benchmark is run differently or not at all (for docs and the JSON output)."""
+    status: str = ""
+    """Short table status for benchmarks the harness does not run."""
 
 
 PAPER_SUITE: tuple[Benchmark, ...] = (
@@ -54,14 +57,15 @@ PAPER_SUITE: tuple[Benchmark, ...] = (
     Benchmark("MBPP (3)", "code", 3, 40.6, ("mbpp",), "pass_at_1,none", unsafe_code=True,
               note="the harness executes the code (HF evaluate code_eval): pass --unsafe-code"),
     Benchmark("MultiPL-E (0)", "code", 0, 24.5, runner="none",
-              note="not in LM-Evaluation-Harness 0.4; not covered"),
+              note="not in LM-Evaluation-Harness 0.4; not covered", status="not covered (not in lm-eval 0.4)"),
     Benchmark("XCOPA (0)", "multilingual", 0, 59.5, ("xcopa",)),
     Benchmark("XCOPA (4)", "multilingual", 4, 68.9, ("xcopa",)),
     Benchmark("TyDiQA-GoldP (1)", "multilingual", 1, 50.5, _TYDIQA, "exact_match,none"),
     Benchmark("MGSM (8, en CoT)", "multilingual", 8, 41.3, _MGSM_EN_COT, "exact_match,strict-match"),
     Benchmark("FLORES-101 zh->X (8)", "translation", 8, 23.2, runner="translation",
               note="no Chinese->X FLORES task in the harness: `nemotron4 eval --translation FILE --src-lang zh "
-                   "--tgt-lang X` on FLORES-101 devtest pairs (JSONL source/target); chrF, not the paper's spBLEU"),
+                   "--tgt-lang X` on FLORES-101 devtest pairs (JSONL source/target); chrF, not the paper's spBLEU",
+              status="not in lm-eval: --translation FILE (chrF)"),
 )
 
 COMMONSENSE_PAPER_AVERAGE = 73.4

@@ -66,8 +66,10 @@ def _datasets(tm: Any, name: str, seen: set[str] | None = None) -> set[str]:
         raise KeyError(name)
     cfg = entry.cfg or {}
     out = {cfg["dataset_path"]} if cfg.get("dataset_path") else set()
-    members = cfg.get("task") if isinstance(cfg.get("task"), list) else []
-    for m in [*members, *(entry.tags or ())]:
+    members = list(cfg.get("task")) if isinstance(cfg.get("task"), list) else []
+    if entry.kind.name == "TAG":  # a tag's `tags` are its members; a task's are the tags it carries: not followed
+        members += sorted(entry.tags or ())
+    for m in members:
         sub = m.get("task") if isinstance(m, dict) else m
         if isinstance(sub, str):
             out |= _datasets(tm, sub, seen)
@@ -89,12 +91,17 @@ def missing_data(tm: Any, tasks: Iterable[str]) -> dict[str, list[str]]:
     return out
 
 
-def offline_message(task: str, datasets: list[str]) -> str:
-    first = datasets[0]
-    return (f"{task}: skipped: its data ({', '.join(datasets)}) is not in the local Hugging Face cache "
-            f"({_cache_dirs()[0]}) and the hub is unreachable. On a connected machine run "
-            f"`python -c \"import datasets; datasets.load_dataset('{first}')\"` (or `lm-eval run --tasks {task} "
-            "--limit 1`) and copy the cache here (HF_HOME / HF_DATASETS_CACHE), then set HF_DATASETS_OFFLINE=1.")
+def offline_message(benchmark: str, lacking: dict[str, list[str]]) -> str:
+    """One line per benchmark: which of its tasks lack which datasets."""
+    datasets = sorted({d for ds in lacking.values() for d in ds})
+    return f"{benchmark}: skipped: needs {', '.join(datasets)} (tasks {', '.join(lacking)}), not in the local cache"
+
+
+def how_to_provide_data() -> str:
+    return (f"Task data comes from the Hugging Face hub, which is unreachable (or HF_*_OFFLINE is set), and the local "
+            f"cache ({_cache_dirs()[0]}) lacks it. On a connected machine run the same command (or "
+            "`python -c \"import datasets; datasets.load_dataset('DATASET')\"` per dataset), copy its HF_HOME "
+            "(~/.cache/huggingface) here, and set HF_DATASETS_OFFLINE=1.")
 
 
 def run_tasks(
@@ -138,22 +145,26 @@ def run_paper_suite(
     tm = tm or task_manager()
     offline = hub_offline()
     rows: dict[str, dict[str, Any]] = {}
+    skipped_offline = False
     by_shots: dict[int, list[Benchmark]] = {}
     for b in PAPER_SUITE:
         row = rows[b.name] = {"benchmark": b.name, "area": b.area, "shots": b.shots, "tasks": list(b.tasks),
-                              "metric": b.metric, "paper": b.paper, "ours": None, "status": b.note or "ok"}
+                              "metric": b.metric, "paper": b.paper, "ours": None, "status": b.status or "ok",
+                              "note": b.note}
         if b.runner == "lm-eval":
             lacking = missing_data(tm, b.tasks) if offline else {}
             if lacking:
-                for task, datasets in lacking.items():
-                    log(offline_message(task, datasets))
-                row["status"] = "skipped: data not available offline (" + ", ".join(sorted(lacking)) + ")"
+                log(offline_message(b.name, lacking))
+                row["status"] = "skipped: no data offline"
+                skipped_offline = True
             elif b.unsafe_code and not unsafe_code:
                 row["status"] = "skipped: executes model-written code; pass --unsafe-code"
             else:
                 by_shots.setdefault(b.shots, []).append(b)
         elif b.runner == "humaneval" and humaneval is not None:
-            row["ours"], row["status"] = 100.0 * humaneval(), "ok (" + b.note + ")"
+            row["ours"], row["status"] = 100.0 * humaneval(), "ok (nemotron4 sandboxed runner)"
+    if skipped_offline:
+        log(how_to_provide_data())
     for shots, benchmarks in sorted(by_shots.items()):
         tasks = list(dict.fromkeys(t for b in benchmarks for t in b.tasks))
         log(f"lm-eval: {shots}-shot: {', '.join(tasks)}")

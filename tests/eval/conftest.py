@@ -3,6 +3,7 @@ weights directory and as an HF directory (with a matching HF tokenizer). Nothing
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from pathlib import Path
@@ -65,3 +66,37 @@ def weights_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model: Nemotron4,
     path = save_weights(tiny_model, tmp_path_factory.mktemp("weights"))
     (path / "tokenizer.model").write_bytes(sp_path.read_bytes())
     return path
+
+
+def write_mc_task(root: Path, n: int = 24, seed: int = 0) -> Path:
+    """A local multiple-choice lm-eval task (JSONL data + task YAML) under root; returns the include path."""
+    rng = random.Random(seed)
+    docs = []
+    for _ in range(n):
+        q = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12)))
+        choices = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 4))) for _ in range(4)]
+        docs.append({"question": f"Question: {q}\nAnswer:", "choices": choices, "answer": rng.randrange(4)})
+    root.mkdir(parents=True, exist_ok=True)
+    data = root / "tiny_mc.jsonl"
+    data.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (root / "tiny_mc.yaml").write_text(
+        "task: tiny_mc\n"
+        "dataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {data}\n"
+        "output_type: multiple_choice\n"
+        "test_split: test\n"
+        'doc_to_text: "{{question}}"\n'
+        'doc_to_choice: "{{choices}}"\n'
+        'doc_to_target: "{{answer}}"\n'
+        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
+    )
+    return root
+
+
+@pytest.fixture(scope="package", autouse=True)
+def _one_thread():
+    """Tiny models run far faster on one thread (no OpenMP hand-offs), above all on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
