@@ -96,3 +96,16 @@ def test_evaluate_humaneval_with_injected_generator(problems):
 def test_evaluate_humaneval_with_a_real_tiny_model(tiny_model, sp, problems):
     res = evaluate_humaneval(tiny_model, sp, problems=problems[:3], max_new_tokens=8, progress=False)
     assert res["pass@1"] == 0.0 and len(res["results"]) == 3
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another uid needs root")
+def test_setuid_fallback_contains_fork_bomb_and_network(monkeypatch, tmp_path):
+    from nemotron4.eval import sandbox
+
+    python = sandbox._probe()[1]
+    monkeypatch.setattr(sandbox, "_probe", lambda: ("setuid+socket-guard", python))
+    limits = Limits(timeout_s=3, cpu_s=3)
+    assert run_python(HOSTILE["fork_bomb"], limits).status in ("timeout", "failed")
+    assert not run_python(HOSTILE["network"], limits).passed
+    assert not run_python(f"open({str(tmp_path / 'x')!r}, 'w')", limits).passed and not (tmp_path / "x").exists()
+    assert run_python("print('ok')", limits).passed
