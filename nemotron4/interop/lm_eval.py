@@ -80,6 +80,9 @@ class Nemotron4LM(TemplateLM):
         if kwargs:
             log.warning("nemotron4 backend: ignoring model_args %s", sorted(kwargs))
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if device.startswith("cuda") and not torch.cuda.is_available():  # lm-eval's CLI asks for cuda by default
+            log.warning("device %s requested but CUDA is not available; using cpu", device)
+            device = "cpu"
         torch_dtype = None if dtype in (None, "auto") else _DTYPES.get(str(dtype))
         if dtype not in (None, "auto") and torch_dtype is None:
             raise UserError(f"dtype={dtype!r}: choose one of {', '.join(_DTYPES)}")

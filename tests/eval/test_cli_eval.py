@@ -63,3 +63,16 @@ def test_offline_suite_perplexity_translation_humaneval(tmp_path, weights_dir):
 def test_nothing_to_do_is_one_clear_line(tmp_path, weights_dir):
     proc = run_eval(tmp_path, "--model", str(weights_dir))
     assert proc.returncode == 2 and "nothing to evaluate" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_lm_eval_own_cli_finds_the_nemotron4_model(tmp_path, weights_dir):
+    pytest.importorskip("lm_eval")
+    from .conftest import write_mc_task
+
+    tasks = write_mc_task(tmp_path / "tasks", n=6)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "nemotron4.interop.lm_eval", "--model", "nemotron4", "--model_args",
+           f"pretrained={weights_dir}", "--tasks", "tiny_mc", "--include_path", str(tasks), "--batch_size", "4"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "|tiny_mc|" in proc.stdout and "|acc" in proc.stdout
