@@ -12,7 +12,8 @@ from typing import Any
 
 __all__ = ["resume_conflicts"]
 
-_FREE = ("checkpoint.", "metrics.", "train.compile", "train.max_nonfinite_in_row")
+_FREE = ("checkpoint.", "metrics.", "train.compile", "train.max_nonfinite_in_row", "train.attention_backend",
+         "train.activation_checkpointing", "train.fused_loss")
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:

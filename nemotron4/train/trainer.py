@@ -25,6 +25,12 @@ from nemotron4.train.checkpoint import CheckpointManager, get_rng_state, load_we
 from nemotron4.train.config import JobConfig
 from nemotron4.train.config_io import job_to_dict, save_job
 from nemotron4.train.data import build_eval_batches, build_phase_loader, check_token_files
+from nemotron4.train.fast import (
+    apply_activation_checkpointing,
+    compile_blocks,
+    fused_cross_entropy_loss,
+    set_attention_backend,
+)
 from nemotron4.train.flops import flops_per_token
 from nemotron4.train.metrics import MetricsLogger, peak_memory_gib
 from nemotron4.train.optim import build_optimizer, init_optimizer_state
@@ -84,7 +90,7 @@ class Trainer:
         self.device = resolve_device(job.train.device)
         self.dtype = resolve_dtype(job.train.dtype, self.device)
         self.autocast = autocast_context(self.device, self.dtype)
-        self.loss_fn = cross_entropy_loss
+        self.loss_fn = fused_cross_entropy_loss if job.train.fused_loss else cross_entropy_loss
         self.checkpoints = CheckpointManager(self.run_dir, job.checkpoint.keep_last)
         self.state = TrainState()
         self.loader: Any = None
@@ -102,7 +108,7 @@ class Trainer:
         if job.train.seq_len > self.model.cfg.max_seq_len:
             raise ConfigError(f"train.seq_len {job.train.seq_len} exceeds the model's max_seq_len "
                               f"{self.model.cfg.max_seq_len}")
-        self.step_model = torch.compile(self.model) if job.train.compile else self.model
+        self.step_model = self._apply_fast_paths(self.model)
         self.optimizer = build_optimizer(self.model, job.optim, self.device)
         self.flops_per_token = flops_per_token(self.model.cfg, job.train.seq_len)
         if latest is not None:
@@ -134,6 +140,16 @@ class Trainer:
             return model.float()
         cfg = cfg or self.job.model.model_config()
         return build_model(cfg, device=self.device, seed=self.job.train.seed)
+
+    def _apply_fast_paths(self, model: Nemotron4) -> Nemotron4:
+        """Speed options of nemotron4.train.fast, in torchtitan's order: checkpointing, then compile."""
+        train = self.job.train
+        set_attention_backend(train.attention_backend)
+        if train.activation_checkpointing:
+            apply_activation_checkpointing(model)
+        if train.compile:
+            compile_blocks(model)
+        return model
 
     def _start_phase(self) -> None:
         """Apply the phase's init_from / reset_optimizer, resolve its peak LR, and build its loader."""
