@@ -48,9 +48,16 @@ class ParallelStepHooks:
         with loss_parallel() if self.tp > 1 else contextlib.nullcontext():
             yield
 
-    def eval_context(self) -> contextlib.AbstractContextManager:
-        """Around a held-out forward (no backward)."""
-        return loss_parallel() if self.tp > 1 else contextlib.nullcontext()
+    @contextlib.contextmanager
+    def eval_context(self) -> Iterator[None]:
+        """Around held-out forwards (no backward). Afterwards FSDP2 units that keep their parameters gathered after
+        forward (the root, see `apply_fsdp`) are resharded, since no backward will: the optimizer and checkpoints
+        must see the sharded parameters."""
+        with loss_parallel() if self.tp > 1 else contextlib.nullcontext():
+            yield
+        for module in self.model.modules():
+            if isinstance(module, FSDPModule):
+                module.reshard()
 
     def clip_grad_norm(self, params: Sequence[torch.Tensor], max_norm: float) -> torch.Tensor:
         """The L2 norm of all gradients of the full model (before clipping), and clip them to `max_norm` (when > 0).
