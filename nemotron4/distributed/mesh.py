@@ -18,9 +18,10 @@ import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
+from nemotron4.config import ModelConfig
 from nemotron4.errors import ConfigError
 
-__all__ = ["ParallelDims", "launched_by_torchrun", "resolve_backend", "setup_mesh"]
+__all__ = ["ParallelDims", "check_tp", "launched_by_torchrun", "resolve_backend", "setup_mesh"]
 
 
 @dataclass(frozen=True)
@@ -85,3 +86,18 @@ def setup_mesh(dims: ParallelDims, device: torch.device, backend: str, timeout_s
     mesh = init_device_mesh(device.type, (dims.dp, dims.tp), mesh_dim_names=("dp", "tp"))
     mesh[("dp", "tp")]._flatten("dp_tp")
     return mesh
+
+
+def check_tp(cfg: ModelConfig, tp: int, seq_len: int | None = None) -> None:
+    """Raise ConfigError unless `tp` splits the model into whole heads, whole KV heads (GQA groups stay on one rank),
+    and whole rows/columns of every sharded matrix, and the sequence into equal slices (sequence parallelism)."""
+    checks = [("n_heads", cfg.n_heads), ("n_kv_heads", cfg.n_kv_heads), ("ffn_dim", cfg.ffn_dim),
+              ("vocab_size", cfg.vocab_size)]
+    if seq_len is not None:
+        checks.append(("train.seq_len", seq_len))
+    for name, value in checks:
+        if value % tp:
+            raise ConfigError(
+                f"parallel.tp = {tp} must divide {name} = {value} (tensor parallelism shards whole heads, KV heads, "
+                "MLP columns and vocabulary rows, and sequence parallelism splits the sequence evenly)"
+            )

@@ -38,11 +38,10 @@ from torch.distributed.tensor.parallel import (
     parallelize_module,
 )
 
-from nemotron4.config import ModelConfig
-from nemotron4.errors import ConfigError
+from nemotron4.distributed.mesh import check_tp
 from nemotron4.model import Nemotron4
 
-__all__ = ["BLOCK_PLAN", "ROOT_PLAN", "apply_fsdp", "apply_tp", "check_tp", "copy_full_weights",
+__all__ = ["BLOCK_PLAN", "ROOT_PLAN", "apply_fsdp", "apply_tp", "copy_full_weights",
            "init_weights_sharded", "parallelize"]
 
 # Between blocks the residual stream is a plain (B, T / tp, dim) tensor: this rank's slice of the sequence.
@@ -73,21 +72,6 @@ BLOCK_PLAN: dict[str, ParallelStyle] = {
     "feed_forward.w1": ColwiseParallel(),  # (B, T, ffn_dim / tp)
     "feed_forward.w2": RowwiseParallel(output_layouts=Shard(1)),
 }
-
-
-def check_tp(cfg: ModelConfig, tp: int, seq_len: int | None = None) -> None:
-    """Raise ConfigError unless `tp` splits the model into whole heads, whole KV heads (GQA groups stay on one rank),
-    and whole rows/columns of every sharded matrix, and the sequence into equal slices (sequence parallelism)."""
-    checks = [("n_heads", cfg.n_heads), ("n_kv_heads", cfg.n_kv_heads), ("ffn_dim", cfg.ffn_dim),
-              ("vocab_size", cfg.vocab_size)]
-    if seq_len is not None:
-        checks.append(("train.seq_len", seq_len))
-    for name, value in checks:
-        if value % tp:
-            raise ConfigError(
-                f"parallel.tp = {tp} must divide {name} = {value} (tensor parallelism shards whole heads, KV heads, "
-                "MLP columns and vocabulary rows, and sequence parallelism splits the sequence evenly)"
-            )
 
 
 def apply_tp(model: Nemotron4, tp_mesh: DeviceMesh) -> None:

@@ -16,8 +16,8 @@ import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh
 
 from nemotron4.config import ModelConfig
-from nemotron4.distributed.mesh import ParallelDims, launched_by_torchrun, resolve_backend, setup_mesh
-from nemotron4.distributed.parallelize import check_tp, copy_full_weights, init_weights_sharded, parallelize
+from nemotron4.distributed.mesh import ParallelDims, check_tp, launched_by_torchrun, resolve_backend, setup_mesh
+from nemotron4.distributed.parallelize import copy_full_weights, init_weights_sharded, parallelize
 from nemotron4.distributed.step import ParallelStepHooks
 from nemotron4.errors import UserError
 from nemotron4.model import Nemotron4
