@@ -22,6 +22,7 @@ nemotron4.distributed.plan). A flat-buffer ZeRO-1 would need its own resharding 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -85,6 +86,9 @@ def apply_tp(model: Nemotron4, tp_mesh: DeviceMesh) -> None:
 def apply_fsdp(model: Nemotron4, dp_mesh: DeviceMesh) -> None:
     """FSDP2 over `dp_mesh`: one unit per block (its all-gather / reduce-scatter overlaps the neighbouring block's
     compute), the embedding, and the root (final norm + output projection)."""
+    # FSDP2 warns that the embedding returns a view (an in-place op on it would skip its backward hook); the model's
+    # residual adds are out-of-place (`h = x + ...`), so the warning is noise on every step.
+    warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module \(FSDPEmbedding\) returned a view tensor")
     fully_shard(model.tok_embeddings, mesh=dp_mesh)
     for block in model.layers:
         fully_shard(block, mesh=dp_mesh)

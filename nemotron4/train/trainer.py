@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,9 @@ def _setup_parallel(job: JobConfig, device: torch.device) -> Any:
     from nemotron4.distributed.mesh import launched_by_torchrun
 
     if not launched_by_torchrun():
+        if job.parallel.tp > 1 or job.parallel.dp > 1:
+            warnings.warn(f"parallel.tp = {job.parallel.tp}, parallel.dp = {job.parallel.dp} are ignored in a single "
+                          "process; launch with torchrun for tensor / data parallelism", stacklevel=3)
         return None
     from nemotron4.distributed.runtime import setup_parallel
 
