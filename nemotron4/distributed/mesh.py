@@ -84,7 +84,7 @@ def setup_mesh(dims: ParallelDims, device: torch.device, backend: str, timeout_s
     if world != dims.world_size:
         raise ConfigError(f"mesh dp x tp = {dims.dp} x {dims.tp} != world size {world}")
     mesh = init_device_mesh(device.type, (dims.dp, dims.tp), mesh_dim_names=("dp", "tp"))
-    mesh[("dp", "tp")]._flatten("dp_tp")
+    mesh[("dp", "tp")]._flatten("dp_tp")  # private but stable since torch 2.5; DTensor uses it for 2-D reductions
     return mesh
 
 

@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -36,6 +36,9 @@ from nemotron4.train.metrics import MetricsLogger, NullMetrics, peak_memory_gib
 from nemotron4.train.optim import build_optimizer, init_optimizer_state
 from nemotron4.train.resume import resume_conflicts
 from nemotron4.train.step import autocast_context, cross_entropy_loss, eval_loss, train_step
+
+if TYPE_CHECKING:
+    from nemotron4.distributed.runtime import Parallel
 
 __all__ = ["NonFiniteLossError", "TrainState", "Trainer"]
 
@@ -67,7 +70,7 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _setup_parallel(job: JobConfig, device: torch.device) -> Any:
+def _setup_parallel(job: JobConfig, device: torch.device) -> Parallel | None:
     """nemotron4.distributed's `Parallel` under a multi-process torchrun launch, else None (imports nothing)."""
     from nemotron4.distributed.mesh import launched_by_torchrun
 
@@ -167,9 +170,9 @@ class Trainer:
         """From the checkpoint's shape on resume, else from init_from weights, else a fresh init of the flavour."""
         seq_len, seed = self.job.train.seq_len, self.job.train.seed
         if cfg is None and self.job.model.init_from:
-            model = load_weights(self.job.model.init_from, device=self.device).float()
             if self.parallel is None:
-                return model
+                return load_weights(self.job.model.init_from, device=self.device).float()
+            model = load_weights(self.job.model.init_from, device="cpu").float()  # full, then each rank's shards
             return self.parallel.build_model(model.cfg, seq_len, weights=model.state_dict())
         cfg = cfg or self.job.model.model_config()
         if self.parallel is not None:
@@ -180,7 +183,7 @@ class Trainer:
         """Apply the phase's init_from / reset_optimizer, resolve its peak LR, and build its loader."""
         i, phase = self.state.phase, self.job.phases[self.state.phase]
         if phase.init_from:
-            source = load_weights(phase.init_from, device=self.device)
+            source = load_weights(phase.init_from, device=self.device if self.parallel is None else "cpu")
             try:
                 if self.parallel is None:
                     self.model.load_state_dict(source.state_dict())

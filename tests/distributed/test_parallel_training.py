@@ -31,6 +31,11 @@ def runs(dist_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
             shutil.rmtree(run_dir / "checkpoints" / later)
         (run_dir / "checkpoints" / "latest").write_text("step_00000003\n")
         out[name] = launch(dist_corpus, run_dir, nproc, *overrides)
+    for name, (nproc, *overrides) in {"init_from_single": (1,), "init_from_tp2_dp2": (4, "--parallel.tp", "2")}.items():
+        # full weights of a finished run, loaded at start (model.init_from) and again at the phase switch
+        source = str(out["single"]["run_dir"])
+        out[name] = launch(dist_corpus, root / name, nproc, *overrides, "--model.init_from", source,
+                           "--phases.1.init_from", source)
     return out
 
 
@@ -59,6 +64,11 @@ def test_tp2_dp2_checkpoint_resumes_at_another_layout(runs: dict[str, dict[str, 
     assert [r["step"] for r in got] == [1, 2, 3, 4, 5]  # steps 1-3 kept from before the checkpoint
     assert_same_steps(runs["tp2_dp2"]["records"][3:], got[3:])  # the same run, continued at another layout
     assert_same_steps(runs["single"]["records"][3:], got[3:])
+
+
+def test_init_from_full_weights(runs: dict[str, dict[str, Any]]) -> None:
+    assert_same_steps(runs["init_from_single"]["records"], runs["init_from_tp2_dp2"]["records"])
+    assert runs["init_from_single"]["records"][0]["loss"] < runs["single"]["records"][0]["loss"] - 0.3  # trained
 
 
 def test_optimizer_state_per_rank_falls_as_one_over_dp(runs: dict[str, dict[str, Any]]) -> None:
