@@ -3,7 +3,9 @@
 With a 256k vocabulary, full logits for one 4096-token sequence are 1 B elements (4 GiB in fp32, plus as much for
 their gradient). This computes the projection, the loss and both gradients chunk by chunk in the forward pass
 (the approach of Liger-Kernel's fused linear cross-entropy): the backward pass only scales the stored gradients.
-Peak extra memory is one chunk of fp32 logits, and no logits are recomputed.
+Extra memory: one chunk of fp32 logits, the gradient of the output weight (fp32, vocab x dim: 6.3 GB at 15B)
+and a compute-dtype copy of the weight, held from forward to backward; no logits are recomputed. Without grad
+mode (evaluation) only the loss is computed.
 """
 
 from __future__ import annotations
@@ -53,8 +55,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         safe_targets = targets.masked_fill(~valid, 0)
         loss = torch.zeros((), dtype=acc, device=h.device)
         grad_h = torch.empty_like(hc_all)
-        grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if ctx.needs_input_grad[1] \
-            else None
+        grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if ctx.needs_input_grad[1] else None
         for start in range(0, h.shape[0], chunk_size):
             sl = slice(start, start + chunk_size)
             hc, tc, vc = hc_all[sl], safe_targets[sl], valid[sl]
@@ -92,6 +93,25 @@ def linear_cross_entropy(
     """
     if h.is_cuda and torch.is_autocast_enabled("cuda") and compute_dtype is None:
         compute_dtype = torch.get_autocast_dtype("cuda")
+    h2, t1 = h.reshape(-1, h.shape[-1]), targets.reshape(-1)
     with torch.autocast(h.device.type, enabled=False):
-        return _LinearCrossEntropy.apply(h.reshape(-1, h.shape[-1]), weight, targets.reshape(-1), chunk_size,
-                                         compute_dtype)
+        if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
+            return _LinearCrossEntropy.apply(h2, weight, t1, chunk_size, compute_dtype)
+        return _loss_only(h2, weight, t1, chunk_size, compute_dtype)  # evaluation: no gradient buffers
+
+
+def _loss_only(
+    h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_size: int, compute_dtype
+) -> torch.Tensor:
+    cdt = compute_dtype or h.dtype
+    acc = torch.promote_types(cdt, torch.float32)
+    hc_all, w = h.to(cdt), weight.to(cdt)
+    valid = targets != IGNORE_INDEX
+    safe = targets.masked_fill(~valid, 0)
+    total = torch.zeros((), dtype=acc, device=h.device)
+    for start in range(0, h.shape[0], chunk_size):
+        sl = slice(start, start + chunk_size)
+        logits = (hc_all[sl] @ w.T).to(acc)
+        nll = torch.logsumexp(logits, dim=-1) - logits.gather(1, safe[sl][:, None]).squeeze(1)
+        total += (nll * valid[sl]).sum()
+    return total / valid.sum().clamp(min=1).to(acc)

@@ -35,7 +35,7 @@ from nemotron4.config import ModelConfig
 from nemotron4.errors import UserError
 
 __all__ = [
-    "CheckpointManager", "find_checkpoint", "get_rng_state", "load_model_from_checkpoint", "load_weights",
+    "CheckpointManager", "find_checkpoint", "get_rng_state", "load_model_from_checkpoint",
     "set_rng_state",
 ]
 
@@ -216,16 +216,3 @@ def is_our_checkpoint(path: str | Path) -> bool:
     except UserError:
         return False
 
-
-def load_weights(path: str | Path, device: torch.device | str = "cpu") -> nn.Module:
-    """Weights only, from a run/checkpoint of ours or, failing that, anything `nemotron4.weights.load_model`
-    reads (a Hugging Face directory)."""
-    if is_our_checkpoint(path):
-        return load_model_from_checkpoint(path, device=device)
-    if not Path(path).exists():
-        raise UserError(f"init_from: {path} does not exist")
-    try:
-        from nemotron4.weights import load_model
-    except ImportError as e:
-        raise UserError(f"{path} is not a nemotron4 run, and nemotron4.weights is unavailable to read it ({e})") from e
-    return load_model(path, device=device)

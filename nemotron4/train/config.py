@@ -214,9 +214,10 @@ class JobConfig:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(t, name)}")
         if t.dtype not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"train.dtype must be one of: auto, bf16, fp32; got {t.dtype!r}")
-        backends = ("auto", "cudnn", "flash", "efficient", "math")
-        if t.attention_backend not in backends:
-            raise ConfigError(f"train.attention_backend must be one of: {', '.join(backends)}; "
+        from nemotron4.train.fast import ATTENTION_BACKENDS
+
+        if t.attention_backend not in ATTENTION_BACKENDS:
+            raise ConfigError(f"train.attention_backend must be one of: {', '.join(ATTENTION_BACKENDS)}; "
                               f"got {t.attention_backend!r}")
         if self.optim.fused not in ("auto", "true", "false"):
             raise ConfigError(f"optim.fused must be one of: auto, true, false; got {self.optim.fused!r}")

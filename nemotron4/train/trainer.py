@@ -15,6 +15,8 @@ pointer. One process takes none of those paths.
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 import time
 import warnings
 from collections.abc import Callable
@@ -27,7 +29,7 @@ import torch
 from nemotron4.config import ModelConfig
 from nemotron4.errors import ConfigError, UserError
 from nemotron4.model import Nemotron4, build_model
-from nemotron4.train.checkpoint import CheckpointManager, get_rng_state, load_weights, set_rng_state
+from nemotron4.train.checkpoint import CheckpointManager, get_rng_state, set_rng_state
 from nemotron4.train.config import JobConfig
 from nemotron4.train.config_io import job_to_dict, save_job
 from nemotron4.train.data import build_eval_batches, build_phase_loader, check_token_files
@@ -42,6 +44,7 @@ from nemotron4.train.metrics import MetricsLogger, NullMetrics, peak_memory_gib
 from nemotron4.train.optim import build_optimizer, init_optimizer_state
 from nemotron4.train.resume import resume_conflicts
 from nemotron4.train.step import autocast_context, cross_entropy_loss, eval_loss, train_step
+from nemotron4.weights import load_model
 
 if TYPE_CHECKING:
     from nemotron4.distributed.runtime import Parallel
@@ -65,6 +68,10 @@ class TrainState:
     peak_lr: float | None = None  # the current phase's resolved peak LR
     last_lr: float | None = None  # LR of the last step (a later phase with lr unset starts from it)
     nonfinite_in_row: int = 0
+
+
+# Tests set this to have `nemotron4 train` SIGKILL itself right after that step (and its checkpoint, if any).
+_FAULT_SIGKILL_AT_STEP = int(os.environ.get("NEMOTRON4_FAULT_SIGKILL_AT_STEP", "0")) or None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -180,8 +187,8 @@ class Trainer:
         seq_len, seed = self.job.train.seq_len, self.job.train.seed
         if cfg is None and self.job.model.init_from:
             if self.parallel is None:
-                return load_weights(self.job.model.init_from, device=self.device).float()
-            model = load_weights(self.job.model.init_from, device="cpu").float()  # full, then each rank's shards
+                return load_model(self.job.model.init_from, device=self.device).float()
+            model = load_model(self.job.model.init_from, device="cpu").float()  # full, then each rank's shards
             return self.parallel.build_model(model.cfg, seq_len, weights=model.state_dict())
         cfg = cfg or self.job.model.model_config()
         if self.parallel is not None:
@@ -207,7 +214,7 @@ class Trainer:
         """Apply the phase's init_from / reset_optimizer, resolve its peak LR, and build its loader."""
         i, phase = self.state.phase, self.job.phases[self.state.phase]
         if phase.init_from:
-            source = load_weights(phase.init_from, device=self.device if self.parallel is None else "cpu")
+            source = load_model(phase.init_from, device=self.device if self.parallel is None else "cpu")
             try:
                 if self.parallel is None:
                     self.model.load_state_dict(source.state_dict())
@@ -253,7 +260,9 @@ class Trainer:
         batch_size = phase.ramp().size_at(s.phase_tokens)  # a step starting below a threshold keeps the old size
         step_tokens = batch_size * job.train.seq_len
         lr = phase.lr_schedule(s.peak_lr)(s.phase_tokens + step_tokens)
-        micro = [b.to(self.device, non_blocking=True) for b in self.loader.next_batch(batch_size)]
+        micro = self.loader.next_batch(batch_size)
+        self._check_token_range(micro, phase.name)
+        micro = [b.to(self.device, non_blocking=True) for b in micro]
         result = train_step(
             self.step_model, self.optimizer, micro, lr, job.optim.grad_clip, self.autocast, self.loss_fn, self.hooks
         )
@@ -280,6 +289,23 @@ class Trainer:
             self._on_nonfinite(result.loss, result.grad_norm)
         if job.checkpoint.interval and s.step % job.checkpoint.interval == 0 and not phase_done:
             self.save()
+        if s.step == _FAULT_SIGKILL_AT_STEP:  # fault injection for the reliability tests: die like a crash
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def _check_token_range(self, micro: list[torch.Tensor], phase: str) -> None:
+        """Token ids must index the embedding: catches token files made with another tokenizer before the model
+        (on GPU: a device-side assert) does. On the CPU batch, a few microseconds a step; scanning whole
+        trillion-token files at start-up would take hours."""
+        low, high = min(int(b.min()) for b in micro), max(int(b.max()) for b in micro)
+        vocab = self.model.cfg.vocab_size
+        if low < 0 or high >= vocab:
+            sources = ", ".join(src.path for src in self.job.phases[self.state.phase].blend.sources)
+            raise UserError(
+                f"phase {phase!r}, step {self.state.step + 1}: token id {high if high >= vocab else low} is outside "
+                f"the model's vocabulary [0, {vocab}). The token files ({sources}) were made with a tokenizer "
+                "that does not match model.vocab_size: re-run `nemotron4 prepare` with the model's tokenizer, or "
+                "set the vocabulary size to the tokenizer's (`nemotron4 data inspect PREFIX` shows the ids)."
+            )
 
     def _on_nonfinite(self, loss: float, grad_norm: float) -> None:
         s, limit = self.state, self.job.train.max_nonfinite_in_row

@@ -30,3 +30,12 @@ def test_compiled_fused_checkpointed_run_matches_plain_run(corpus_dir: Path, tmp
 def test_attention_backend_is_validated(corpus_dir: Path) -> None:
     with pytest.raises(ConfigError, match="attention_backend"):
         tiny_job(corpus_dir, "--train.attention_backend", "fastest").validate()
+
+
+def test_token_ids_beyond_the_vocabulary_stop_before_the_step(corpus_dir: Path, tmp_path: Path) -> None:
+    from nemotron4.errors import UserError
+
+    trainer = Trainer(tiny_job(corpus_dir, *SHORT, "--model.vocab_size", "100"), tmp_path / "run")
+    with pytest.raises(UserError, match=r"outside the model's vocabulary \[0, 100\).*nemotron4 prepare"):
+        trainer.run()
+    assert trainer.state.step == 0

@@ -36,3 +36,13 @@ def test_ignore_index_and_frozen_weight():
     loss.backward()
     (gh,) = torch.autograd.grad(F.cross_entropy(h @ w.T, t), h)
     torch.testing.assert_close(h.grad, gh, rtol=1e-5, atol=1e-6)
+
+
+def test_no_grad_evaluation_computes_only_the_loss():
+    torch.manual_seed(2)
+    h, w = torch.randn(2, 9, 8, requires_grad=True), torch.randn(40, 8, requires_grad=True)
+    t = torch.randint(0, 40, (2, 9))
+    with torch.no_grad():
+        loss = linear_cross_entropy(h, w, t, chunk_size=4)
+    assert loss.grad_fn is None
+    torch.testing.assert_close(loss, reference(h, w, t).detach())
