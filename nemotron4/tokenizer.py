@@ -157,7 +157,8 @@ def train_tokenizer(
     except RuntimeError as e:
         msg = str(e)
         if "smaller than required_chars" in msg:
-            hint = " (the text has more distinct characters than the vocabulary: raise --vocab-size)"
+            hint = (" (the text has more distinct characters than the vocabulary: raise --vocab-size, or lower "
+                        "--character-coverage, e.g. 0.995: rarer characters then go through byte fallback)")
         elif "ocab" in msg:
             hint = " (the sample is too small for this vocabulary: lower --vocab-size or add text)"
         else:

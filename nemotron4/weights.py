@@ -71,7 +71,9 @@ def describe(spec: str | Path) -> str:
         return "nemotron4"
     if (path / "config.json").exists():
         return "hf"
-    if (path / "latest").exists() or (path / "checkpoints").is_dir() or (path / ".metadata").exists():
+    from nemotron4.train.checkpoint import is_our_checkpoint
+
+    if is_our_checkpoint(path):
         return "checkpoint"
     raise UserError(
         f"{path}: not a model directory: expected {CONFIG_FILE} (nemotron4 weights), config.json (Hugging Face) "
@@ -90,7 +92,20 @@ def load_config(spec: str | Path) -> ModelConfig:
         from nemotron4.interop.hf import read_hf_config
 
         return read_hf_config(spec)
-    return load_model(spec).cfg
+    from nemotron4.train.checkpoint import CheckpointManager, find_checkpoint
+
+    return ModelConfig.from_dict(CheckpointManager.read_state(find_checkpoint(spec))["model_config"])
+
+
+def find_tokenizer(spec: str | Path) -> Path | None:
+    """The SentencePiece model shipped beside a model directory (`tokenizer.model`), if any."""
+    path = Path(spec)
+    if not path.is_dir():
+        return None
+    for candidate in (path / "tokenizer.model", path / "tokenizer" / "tokenizer.model"):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def load_model(
@@ -110,12 +125,6 @@ def load_model(
         from nemotron4.interop.hf import from_hf
 
         return from_hf(spec, device, dtype)
-    try:
-        from nemotron4.train.checkpoint import load_model_from_checkpoint
-    except ImportError as e:  # the trainer is an optional part of a partial install
-        raise UserError(f"{spec}: reading training checkpoints needs nemotron4.train ({e})") from e
-    model = load_model_from_checkpoint(spec)
-    if dtype is not None or str(device) != "cpu":
-        model.to(device=device, dtype=dtype)
-        model.init_buffers()  # rotary tables stay fp32
-    return model
+    from nemotron4.train.checkpoint import load_model_from_checkpoint
+
+    return load_model_from_checkpoint(spec, device=device, dtype=dtype)

@@ -43,6 +43,13 @@ def run(args: argparse.Namespace) -> int:
         out = to_hf(model, args.dest, dtype=dtype, bos_token_id=args.bos_id, eos_token_id=args.eos_id)
     else:
         out = save_weights(model, args.dest, dtype=dtype)
+    from nemotron4.weights import find_tokenizer
+
+    tokenizer = find_tokenizer(args.source)
+    if tokenizer is not None:  # keep the tokenizer beside the weights, where generate and eval look for it
+        import shutil
+
+        shutil.copyfile(tokenizer, out / "tokenizer.model")
     n = model.param_counts()["total"]
     print(f"converted {args.source} ({kind}, {n:,} parameters) -> {out} ({args.to})")
     return 0

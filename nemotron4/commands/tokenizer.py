@@ -24,7 +24,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="weight of multilingual sources in the sample relative to their size (default 2)")
     t.add_argument("--sample-bytes", type=int, default=200_000_000, help="bytes of text in the training sample")
     t.add_argument("--input-sentence-size", type=int, default=2_000_000, help="most chunks SentencePiece keeps")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--character-coverage", type=float, default=0.9999,
+                   help="fraction of characters that get their own piece; the rest go through byte fallback. "
+                   "Small vocabularies over many scripts need less, e.g. 0.995 (default 0.9999)")
+    t.add_argument("--seed", type=int, default=0, help="seed of the document sample (default 0)")
     t.add_argument("--threads", type=int, default=0, help="trainer threads (0: all cores)")
     t.set_defaults(func=train)
 
@@ -39,6 +42,7 @@ def train(args: argparse.Namespace) -> int:
     cfg = TokenizerConfig(
         vocab_size=args.vocab_size, non_english_upsample=args.non_english_upsample, sample_bytes=args.sample_bytes,
         input_sentence_size=args.input_sentence_size, seed=args.seed, num_threads=args.threads,
+        character_coverage=args.character_coverage,
     )
     if args.manifest:
         docs = tokenizer_sample(Manifest.load(args.manifest), cfg.sample_bytes, cfg.non_english_upsample, cfg.seed)

@@ -1,0 +1,127 @@
+"""`nemotron4 generate`: sample text from a model, streamed to the terminal, or interactively."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+_DTYPES = ("bfloat16", "float16", "float32")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "generate",
+        help="generate text from a model (streamed; --interactive for a prompt loop)",
+        description="Generate text with a static KV cache. MODEL is a Hugging Face nemotron directory, a nemotron4 "
+        "weights directory or a training run. The tokenizer is MODEL/tokenizer.model unless --tokenizer is given. "
+        "On a GPU, --compile captures the decode step in a CUDA graph and --quantize int8 halves the weight bytes "
+        "(the 15B model then fits a 24 GB GPU).",
+    )
+    p.add_argument("--model", required=True, help="model directory or training run")
+    p.add_argument("--prompt", action="append", help="prompt text (repeat for a batch); omit with --interactive")
+    p.add_argument("--interactive", action="store_true", help="read prompts from the terminal until EOF")
+    p.add_argument("--tokenizer", help="SentencePiece model (default: MODEL/tokenizer.model)")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="tokens to generate per prompt (default 128)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
+    p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens")
+    p.add_argument("--top-p", type=float, default=None, help="sample from the smallest set with this mass")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--dtype", choices=_DTYPES, default=None, help="default: bfloat16 on GPU, float32 on CPU")
+    p.add_argument("--compile", action="store_true", help="torch.compile the decode step (CUDA graphs)")
+    p.add_argument("--quantize", choices=("int8",), default=None, help="weight-only int8 quantization")
+    p.add_argument("--no-bos", action="store_true", help="do not prepend the bos token")
+    p.set_defaults(func=run)
+
+
+def _load(args: argparse.Namespace):
+    import torch
+
+    from nemotron4.errors import UserError
+    from nemotron4.tokenizer import Tokenizer
+    from nemotron4.weights import find_tokenizer, load_model
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device == "cuda" else torch.float32)
+    tok_path = args.tokenizer or find_tokenizer(args.model)
+    if tok_path is None:
+        raise UserError(f"{args.model}: no tokenizer.model beside the model; pass --tokenizer PATH")
+    tokenizer = Tokenizer.load(tok_path)
+    model = load_model(args.model, device=device, dtype=dtype).eval()
+    if tokenizer.vocab_size > model.cfg.vocab_size:
+        raise UserError(f"tokenizer {tok_path} has {tokenizer.vocab_size} pieces but the model's vocabulary is "
+                        f"{model.cfg.vocab_size}: they do not belong together")
+    if args.quantize == "int8":
+        from nemotron4.inference import quantize_int8
+
+        quantize_int8(model)
+    return model, tokenizer
+
+
+class _Streamer:
+    """Prints one row's text as tokens arrive: decodes the whole row each time and prints what is new, so that
+    byte-fallback pieces and leading spaces come out right."""
+
+    def __init__(self, tokenizer, stop: set[int]) -> None:
+        self.tokenizer, self.stop = tokenizer, stop
+        self.ids: list[int] = []
+        self.shown = ""
+        self.done = False
+
+    def __call__(self, step: int, tokens) -> None:
+        if self.done:
+            return
+        tok = int(tokens[0])
+        if tok in self.stop:
+            self.done = True
+            return
+        self.ids.append(tok)
+        text = self.tokenizer.decode(self.ids)
+        if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next byte piece
+            return
+        sys.stdout.write(text[len(self.shown):])
+        sys.stdout.flush()
+        self.shown = text
+
+
+def _generate_one(model, tokenizer, prompt: str, args: argparse.Namespace) -> None:
+    from nemotron4.inference import generate_tokens
+
+    bos = [] if args.no_bos else [tokenizer.bos_id]
+    stop = {tokenizer.eos_id}
+    streamer = _Streamer(tokenizer, stop)
+    generate_tokens(model, [bos + tokenizer.encode(prompt)], args.max_new_tokens, temperature=args.temperature,
+                    top_k=args.top_k, top_p=args.top_p, seed=args.seed, stop_tokens=sorted(stop),
+                    compile=args.compile, callback=streamer)
+    sys.stdout.write("\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    from nemotron4.errors import UserError
+
+    if not args.prompt and not args.interactive:
+        raise UserError("give --prompt TEXT (repeatable) or --interactive")
+    model, tokenizer = _load(args)
+    if args.prompt and len(args.prompt) > 1:  # a batch: generated together, printed when done
+        from nemotron4.inference import generate
+
+        outs = generate(model, tokenizer, args.prompt, args.max_new_tokens, add_bos=not args.no_bos,
+                        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                        compile=args.compile)
+        for prompt, out in zip(args.prompt, outs, strict=True):
+            print(f"--- {prompt}\n{prompt}{out}")
+        return 0
+    for prompt in args.prompt or []:
+        sys.stdout.write(prompt)
+        _generate_one(model, tokenizer, prompt, args)
+    if args.interactive:
+        print("interactive: type a prompt and press Enter; Ctrl-D to quit", file=sys.stderr)
+        while True:
+            try:
+                prompt = input("> ")
+            except EOFError:
+                print(file=sys.stderr)
+                return 0
+            if prompt.strip():
+                _generate_one(model, tokenizer, prompt, args)
+    return 0
