@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 HELP = """Train (or resume) a run. Re-running the same command on the same --run-dir resumes from its latest
@@ -41,11 +42,12 @@ def run(args: argparse.Namespace) -> int:
                 from nemotron4.distributed.runtime import shutdown
 
                 shutdown()
-    if trainer.stopped and stop.signum is not None:
+    if trainer.stopped:  # by a signal here or, under torchrun, on another rank (then exit as for SIGTERM)
+        signum = stop.signum or signal.SIGTERM
         if trainer.primary:
-            print(f"stopped by signal {stop.signum} after step {state.step}; checkpoint "
+            print(f"stopped by {signal.Signals(signum).name} after step {state.step}; checkpoint "
                   f"{trainer.checkpoints.latest()} written. Re-run the same command to resume.", file=sys.stderr)
-        return exit_code(stop.signum)
+        return exit_code(signum)
     if trainer.primary:
         print(f"done: {state.step} steps, {state.tokens:,} tokens; checkpoints in {args.run_dir}/checkpoints")
     return 0
