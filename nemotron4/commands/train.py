@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 
 HELP = """Train (or resume) a run. Re-running the same command on the same --run-dir resumes from its latest
 checkpoint. Any config field can be overridden: --optim.eps 1e-8, --train.micro_batch_size=2,
 --phases.1.lr 1e-5, --model.vocab_size 1024 (values are TOML literals: 3e-4, true, "0:8 1M:16").
 Several processes: torchrun --nproc-per-node 8 -m nemotron4.cli train ... --parallel.tp 8 (docs/distributed.md);
-a checkpoint resumes at any (tp, dp) layout."""
+a checkpoint resumes at any (tp, dp) layout.
+SIGTERM or SIGINT (Ctrl-C) stops the run after the current step with a checkpoint, exit code 143 / 130; a second
+signal stops it at once (docs/reliability.md)."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -26,16 +30,24 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(dumps_toml(job_to_dict(job)), end="")
         return 0
+    from nemotron4.train.signals import GracefulShutdown, exit_code
     from nemotron4.train.trainer import Trainer
 
-    trainer = Trainer(job, args.run_dir)
-    try:
-        state = trainer.run()
-    finally:
-        if trainer.parallel is not None:
-            from nemotron4.distributed.runtime import shutdown
+    with GracefulShutdown() as stop:  # SIGTERM / SIGINT: finish the step, checkpoint, exit 143 / 130
+        trainer = Trainer(job, args.run_dir)
+        try:
+            state = trainer.run(stop=stop.requested)
+        finally:
+            if trainer.parallel is not None:
+                from nemotron4.distributed.runtime import shutdown
 
-            shutdown()
+                shutdown()
+    if trainer.stopped:  # by a signal here or, under torchrun, on another rank (then exit as for SIGTERM)
+        signum = stop.signum or signal.SIGTERM
+        if trainer.primary:
+            print(f"stopped by {signal.Signals(signum).name} after step {state.step}; checkpoint "
+                  f"{trainer.checkpoints.latest()} written. Re-run the same command to resume.", file=sys.stderr)
+        return exit_code(signum)
     if trainer.primary:
         print(f"done: {state.step} steps, {state.tokens:,} tokens; checkpoints in {args.run_dir}/checkpoints")
     return 0

@@ -50,6 +50,12 @@ class Parallel:
     def barrier(self) -> None:
         dist.barrier()
 
+    def any_rank(self, flag: bool) -> bool:
+        """True on every rank when `flag` is True on any (e.g. a SIGTERM that reached some ranks first)."""
+        t = torch.tensor([int(flag)], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
     def build_model(self, cfg: ModelConfig, seq_len: int, seed: int | None = None,
                     weights: Mapping[str, torch.Tensor] | None = None) -> Nemotron4:
         """Build on `meta`, parallelize (TP, then FSDP2), materialise only this rank's shards, and fill them with

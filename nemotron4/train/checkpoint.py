@@ -8,12 +8,15 @@ Layout of a run directory:
     checkpoints/latest           name of the newest complete checkpoint
 
 A checkpoint is written to `.tmp-step_...` and renamed when complete; `latest` is replaced atomically (temp file +
-os.replace), so a crash at any moment leaves the previous checkpoint usable. Only tensors go through DCP, and its
-.metadata pickle is vetted with an allow-list unpickler first, so loading never runs arbitrary pickled code.
+os.replace), so a crash at any moment leaves the previous checkpoint usable, and the debris of a save that died is
+removed when the run restarts. A save that fails (e.g. a full disk) removes its temp directory and raises
+`CheckpointWriteError`, leaving `latest` on the previous checkpoint. Only tensors go through DCP, and its .metadata
+pickle is vetted with an allow-list unpickler first, so loading never runs arbitrary pickled code.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -30,17 +33,23 @@ import numpy as np
 import torch
 import torch.distributed.checkpoint as dcp
 from torch import nn
+from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
 from nemotron4.config import ModelConfig
 from nemotron4.errors import UserError
+from nemotron4.train.faults import Faults
 
 __all__ = [
-    "CheckpointManager", "find_checkpoint", "get_rng_state", "load_model_from_checkpoint",
+    "CheckpointManager", "CheckpointWriteError", "find_checkpoint", "get_rng_state", "load_model_from_checkpoint",
     "set_rng_state",
 ]
 
 FORMAT = "nemotron4-checkpoint/1"
 _NAME_RE = re.compile(r"^step_(\d{8,})$")
+
+
+class CheckpointWriteError(UserError):
+    """A checkpoint could not be written; the previous one is intact and `latest` still names it."""
 
 
 class CheckpointManager:
@@ -52,12 +61,27 @@ class CheckpointManager:
     """
 
     def __init__(
-        self, run_dir: str | Path, keep_last: int = 3, primary: bool = True, barrier: Callable[[], None] | None = None
+        self, run_dir: str | Path, keep_last: int = 3, primary: bool = True, barrier: Callable[[], None] | None = None,
+        faults: Faults | None = None,
     ) -> None:
         self.dir = Path(run_dir) / "checkpoints"
         self.keep_last = keep_last
         self.primary = primary
         self.barrier = barrier or (lambda: None)
+        self.faults = faults or Faults()
+
+    def remove_partial(self) -> list[str]:
+        """Delete what saves that died left behind (`.tmp-step_*` directories, a `.latest.tmp`); never loaded, but
+        they hold disk space. Primary rank only; returns the names removed."""
+        if not self.primary or not self.dir.is_dir():
+            return []
+        debris = [*self.dir.glob(".tmp-step_*"), *self.dir.glob(".latest.tmp")]
+        for path in debris:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        return sorted(p.name for p in debris)
 
     def latest(self) -> Path | None:
         """The checkpoint `latest` points to, or None for a fresh run."""
@@ -77,11 +101,13 @@ class CheckpointManager:
             self.dir.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(tmp, ignore_errors=True)
         self.barrier()
-        with warnings.catch_warnings():  # "assuming the intent is to save in a single process"
-            warnings.filterwarnings("ignore", message=".*torch.distributed is disabled.*")
-            dcp.save(tensors, checkpoint_id=tmp)
+        try:
+            self._write(step, tmp, tensors, state)
+        except (OSError, dcp.CheckpointException) as e:
+            if self.primary:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise CheckpointWriteError(self._write_error(name, e)) from e
         if self.primary:
-            (tmp / "state.json").write_text(json.dumps({"format": FORMAT, **state}, indent=1, default=_json_default))
             if final.exists():  # re-saving the same step after a resume
                 shutil.rmtree(final)
             os.rename(tmp, final)
@@ -89,6 +115,29 @@ class CheckpointManager:
             self._prune(keep=final)
         self.barrier()  # no rank moves on (e.g. to the next save) before the checkpoint is complete
         return final
+
+    def _write(self, step: int, tmp: Path, tensors: dict[str, Any], state: dict[str, Any]) -> None:
+        """DCP shards + .metadata, then (primary) state.json, all into the temp directory."""
+        with warnings.catch_warnings():  # "assuming the intent is to save in a single process"
+            warnings.filterwarnings("ignore", message=".*torch.distributed is disabled.*")
+            dcp.save(tensors, checkpoint_id=tmp)
+        self.faults.in_checkpoint(step, tmp)
+        if self.primary:
+            (tmp / "state.json").write_text(json.dumps({"format": FORMAT, **state}, indent=1, default=_json_default))
+
+    def _write_error(self, name: str, error: BaseException) -> str:
+        """What failed, where, and what to do; DCP wraps each rank's exception in a CheckpointException."""
+        causes = [error]
+        if isinstance(error, dcp.CheckpointException):
+            causes = [e[0] if isinstance(e, tuple) else e for e in error.failures.values()] or causes
+        reason = "; ".join(dict.fromkeys(str(c) for c in causes))
+        full = any(isinstance(c, OSError) and c.errno in (errno.ENOSPC, errno.EDQUOT) for c in causes)
+        latest = self.dir / "latest"
+        previous = latest.read_text().strip() if latest.exists() else "(none yet)"
+        hint = "free disk space (or lower checkpoint.keep_last)" if full else "fix the cause"
+        return (f"cannot write checkpoint {name} in {self.dir}: {reason}. The partial checkpoint was removed; the "
+                f"previous one, {previous}, is intact and `latest` still points to it. {hint.capitalize()}, then "
+                "re-run the same command to resume from it.")
 
     def _prune(self, keep: Path) -> None:
         for stale in self.dir.glob(".tmp-step_*"):
@@ -111,6 +160,10 @@ class CheckpointManager:
         """Load in place into `tensors`; entries absent from the checkpoint (e.g. optimizer state of a
         never-stepped parameter) keep their values. Model entries must all be present."""
         meta = _safe_metadata(path)
+        pickled = sorted(k for k, v in meta.state_dict_metadata.items() if not isinstance(v, TensorStorageMetadata))
+        if pickled:  # DCP would torch.load(weights_only=False) such entries: arbitrary code
+            raise UserError(f"refusing to load checkpoint {path}: its .metadata declares non-tensor entries "
+                            f"{pickled[:5]}, which would be unpickled; nemotron4 checkpoints hold only tensors")
         model_keys = {k for k in meta.state_dict_metadata if k.startswith("model.")}
         missing = sorted(f"model.{k}" for k in tensors.get("model", {}) if f"model.{k}" not in model_keys)
         if missing:

@@ -276,6 +276,26 @@ class JobConfig:
         empty = [c for c in b.categories if not any(s.category == c for s in b.sources)]
         if empty:
             raise ConfigError(f"{where}.blend categories {empty} have no sources")
+        self._validate_weights(where, b)
+
+    @staticmethod
+    def _validate_weights(where: str, b: BlendSection) -> None:
+        """Category shares and source weights: finite, >= 0, not all zero (checked for every phase at load, so a
+        bad later phase fails before the first step rather than at the phase switch)."""
+        for cat, share in b.categories.items():
+            if not 0 <= share < float("inf"):
+                raise ConfigError(f"{where}.blend.categories.{cat} = {share}: shares must be finite and >= 0")
+        if sum(b.categories.values()) <= 0:
+            raise ConfigError(f"{where}.blend.categories are all zero; give at least one category a positive share")
+        for j, s in enumerate(b.sources):
+            if s.weight is not None and not 0 <= s.weight < float("inf"):
+                raise ConfigError(f"{where}.blend.sources.{j}.weight = {s.weight} (source {s.name!r}): weights must "
+                                  "be finite and >= 0, or unset (by size)")
+        for cat, share in b.categories.items():
+            weights = [s.weight for s in b.sources if s.category == cat]
+            if share > 0 and None not in weights and sum(weights) <= 0:
+                raise ConfigError(f"{where}.blend: every source weight in category {cat!r} is zero, but the category "
+                                  f"has share {share}; give a source a positive weight or set the share to 0")
 
 
 def tokens_field(value: Any, where: str) -> int:

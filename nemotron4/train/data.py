@@ -15,18 +15,29 @@ from nemotron4.train.config import BlendSection, PhaseSection
 __all__ = ["build_eval_batches", "build_phase_loader", "check_token_files", "to_blend_config"]
 
 
-def check_token_files(phases: list[PhaseSection]) -> None:
-    """Fail fast, before a large model is built, if a source's .bin/.idx pair is missing."""
-    from nemotron4.data.indexed import dataset_exists
+def check_token_files(phases: list[PhaseSection], first: int = 0) -> None:
+    """Fail fast, before a large model is built and before any step, if a source's .bin/.idx pair is missing,
+    truncated or corrupt (header, sizes and offsets are checked; token ids are checked batch by batch as they are
+    read, since scanning whole files would take hours). `first` is the index of `phases[0]` in the run, for
+    messages."""
+    from nemotron4.data.indexed import IndexedDataset, IndexedFormatError, dataset_exists
 
-    for i, phase in enumerate(phases):
+    checked: set[str] = set()
+    for i, phase in enumerate(phases, start=first):
         for j, s in enumerate(phase.blend.sources):
             for key, prefix in (("path", s.path), ("valid_path", s.valid_path)):
+                where = f"phases.{i}.blend.sources.{j}.{key}"
                 if prefix and not dataset_exists(prefix):
                     raise UserError(
-                        f"phases.{i}.blend.sources.{j}.{key}: no token files {prefix}.bin / {prefix}.idx "
+                        f"{where}: no token files {prefix}.bin / {prefix}.idx "
                         f"(source {s.name!r}); write them with the data pipeline or fix the path"
                     )
+                if prefix and prefix not in checked:
+                    try:
+                        IndexedDataset(prefix)
+                    except IndexedFormatError as e:
+                        raise UserError(f"{where} (source {s.name!r}): {e}") from e
+                    checked.add(prefix)
 
 
 def to_blend_config(section: BlendSection, category: str | None = None) -> Any:

@@ -10,13 +10,15 @@ Launched by torchrun with several processes, the same Trainer runs on every rank
 (`nemotron4.distributed`, configured by the [parallel] section): the model is built sharded, each data-parallel
 replica reads its slice of every global batch, and rank 0 alone writes metrics, config.toml and the checkpoint
 pointer. One process takes none of those paths.
+
+Everything a run reads is checked before its first step (config, every phase's token files and init_from weights);
+`run(stop=...)` ends early, with a checkpoint at the step it stopped, when asked (SIGTERM: nemotron4.train.signals).
+Failure modes and the tests that show them: docs/reliability.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import signal
 import time
 import warnings
 from collections.abc import Callable
@@ -39,12 +41,13 @@ from nemotron4.train.fast import (
     fused_cross_entropy_loss,
     set_attention_backend,
 )
+from nemotron4.train.faults import Faults
 from nemotron4.train.flops import flops_per_token
 from nemotron4.train.metrics import MetricsLogger, NullMetrics, peak_memory_gib
 from nemotron4.train.optim import build_optimizer, init_optimizer_state
 from nemotron4.train.resume import resume_conflicts
 from nemotron4.train.step import autocast_context, cross_entropy_loss, eval_loss, train_step
-from nemotron4.weights import load_model
+from nemotron4.weights import load_config, load_model
 
 if TYPE_CHECKING:
     from nemotron4.distributed.runtime import Parallel
@@ -68,10 +71,6 @@ class TrainState:
     peak_lr: float | None = None  # the current phase's resolved peak LR
     last_lr: float | None = None  # LR of the last step (a later phase with lr unset starts from it)
     nonfinite_in_row: int = 0
-
-
-# Tests set this to have `nemotron4 train` SIGKILL itself right after that step (and its checkpoint, if any).
-_FAULT_SIGKILL_AT_STEP = int(os.environ.get("NEMOTRON4_FAULT_SIGKILL_AT_STEP", "0")) or None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -137,18 +136,24 @@ class Trainer:
         if self.parallel is None and job.train.fused_loss:
             # Under tp/dp the loss goes through loss_parallel (the fused loss reads the full output weight).
             self.loss_fn = fused_cross_entropy_loss
-        self.checkpoints = CheckpointManager(self.run_dir, job.checkpoint.keep_last, **checkpoint_sync)
+        self.faults = Faults.from_env()  # no-ops unless a reliability test set NEMOTRON4_FAULT_*
+        self.checkpoints = CheckpointManager(self.run_dir, job.checkpoint.keep_last, faults=self.faults,
+                                             **checkpoint_sync)
         self.state = TrainState()
         self.loader: Any = None
+        self.stopped = False  # run() returned early because `stop` asked it to
+        self._saved_step: int | None = None
         self._eval: tuple[int, dict[str, list[torch.Tensor]]] | None = None  # (phase, batches)
 
+        self.checkpoints.remove_partial()  # debris of a save that died; never loaded
         latest = self.checkpoints.latest()
         saved = CheckpointManager.read_state(latest) if latest else None
         if saved is not None:
             self._check_resumable(saved)
+        remaining = saved["trainer"]["phase"] if saved else 0
         if build_loader is build_phase_loader:  # tests may inject loaders without token files
-            progress = saved["trainer"] if saved else {"phase": 0}
-            check_token_files(job.phases[progress["phase"]:])
+            check_token_files(job.phases[remaining:], first=remaining)
+        self._check_init_from(remaining, started=bool(saved and saved["trainer"]["phase_started"]))
         torch.manual_seed(job.train.seed)
         self.model = self._build_model(ModelConfig.from_dict(saved["model_config"]) if saved else None)
         if job.train.seq_len > self.model.cfg.max_seq_len:
@@ -181,6 +186,17 @@ class Trainer:
                 f"{self.run_dir} holds a run with a different configuration, which cannot be resumed: "
                 f"{'; '.join(conflicts[:8])}. Restore those values, or use a new --run-dir."
             )
+
+    def _check_init_from(self, first: int, started: bool) -> None:
+        """Read the config of every phase's init_from that is still to come, so that a missing or unsupported
+        source fails now, not at the phase switch hours later (the weights are read when the phase starts)."""
+        for i in range(first + int(started), len(self.job.phases)):
+            spec = self.job.phases[i].init_from
+            if spec:
+                try:
+                    load_config(spec)
+                except UserError as e:
+                    raise UserError(f"phases.{i}.init_from: {e}") from e
 
     def _build_model(self, cfg: ModelConfig | None) -> Nemotron4:
         """From the checkpoint's shape on resume, else from init_from weights, else a fresh init of the flavour."""
@@ -239,8 +255,11 @@ class Trainer:
 
     # ---- loop -----------------------------------------------------------------------------------------------
 
-    def run(self) -> TrainState:
-        """Train every remaining phase to its token budget; checkpoint at intervals and at each phase end."""
+    def run(self, stop: Callable[[], bool] | None = None) -> TrainState:
+        """Train every remaining phase to its token budget; checkpoint at intervals and at each phase end.
+
+        `stop` is polled after every step (under torchrun the ranks agree: all stop if any asks); once it returns
+        True the run checkpoints that step, sets `self.stopped` and returns. Re-running resumes from there."""
         try:
             while self.state.phase < len(self.job.phases):
                 if not self.state.phase_started:
@@ -248,10 +267,28 @@ class Trainer:
                 phase = self.job.phases[self.state.phase]
                 while self.state.phase_tokens < phase.tokens:
                     self._train_one_step()
+                    if self._stop_requested(stop):
+                        self._stop(phase.tokens)
+                        return self.state
                 self._finish_phase()
         finally:
             self.metrics.close()
         return self.state
+
+    def _stop_requested(self, stop: Callable[[], bool] | None) -> bool:
+        if stop is None:
+            return False
+        if self.parallel is not None:
+            return self.parallel.any_rank(stop())  # one tiny all-reduce a step, only when stoppable
+        return stop()
+
+    def _stop(self, phase_tokens: int) -> None:
+        """Checkpoint the step just taken (unless its interval checkpoint already did) and mark the run stopped."""
+        if self.state.phase_tokens >= phase_tokens:
+            self._finish_phase()  # the phase is done: move on and checkpoint, as an uninterrupted run would
+        elif self._saved_step != self.state.step:
+            self.save()
+        self.stopped = self.state.phase < len(self.job.phases)
 
     def _train_one_step(self) -> None:
         s, job = self.state, self.job
@@ -289,8 +326,7 @@ class Trainer:
             self._on_nonfinite(result.loss, result.grad_norm)
         if job.checkpoint.interval and s.step % job.checkpoint.interval == 0 and not phase_done:
             self.save()
-        if s.step == _FAULT_SIGKILL_AT_STEP:  # fault injection for the reliability tests: die like a crash
-            os.kill(os.getpid(), signal.SIGKILL)
+        self.faults.after_step(s.step)
 
     def _check_token_range(self, micro: list[torch.Tensor], phase: str) -> None:
         """Token ids must index the embedding: catches token files made with another tokenizer before the model
@@ -358,7 +394,9 @@ class Trainer:
             "model_config": self.model.cfg.to_dict(),
             "config": job_to_dict(self.job),
         }
-        return self.checkpoints.save(self.state.step, tensors, state)
+        path = self.checkpoints.save(self.state.step, tensors, state)
+        self._saved_step = self.state.step
+        return path
 
     def _resume(self, path: Path, saved: dict[str, Any]) -> None:
         init_optimizer_state(self.optimizer)  # DCP loads in place, so AdamW's lazy state must exist

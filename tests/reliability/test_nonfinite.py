@@ -1,0 +1,37 @@
+"""NaN losses: a single one is skipped (tests/train/test_checkpoint.py::test_nan_skips_then_stops shows the skip,
+the recovery and the stop); here, the stop leaves a run that the same command resumes from its last good
+checkpoint once the cause is gone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from train.conftest import tiny_job
+
+from nemotron4.train.metrics import read_metrics
+from nemotron4.train.trainer import NonFiniteLossError, Trainer
+
+from .conftest import SHORT, STEPS
+
+
+def test_nan_stop_then_resume_from_the_last_good_checkpoint(corpus: Path, tmp_path: Path) -> None:
+    job = tiny_job(corpus, *SHORT, "--train.max_nonfinite_in_row", "2")
+    trainer = Trainer(job, tmp_path)
+    real_loss = trainer.loss_fn
+
+    def nan_from_step_5(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        loss = real_loss(model, batch)
+        return loss * float("nan") if trainer.state.step >= 4 else loss
+
+    trainer.loss_fn = nan_from_step_5
+    with pytest.raises(NonFiniteLossError, match=r"2 non-finite .* in a row \(step 6\).*step_00000004"):
+        trainer.run()
+    assert [r["skipped"] for r in read_metrics(tmp_path)] == [False] * 4 + [True] * 2
+
+    resumed = Trainer(tiny_job(corpus, *SHORT, "--train.max_nonfinite_in_row", "2"), tmp_path)  # cause fixed
+    assert resumed.state.step == 4
+    resumed.run()
+    records = read_metrics(tmp_path)
+    assert [r["step"] for r in records] == list(range(1, STEPS + 1)) and not any(r["skipped"] for r in records)
