@@ -19,6 +19,7 @@ COMMANDS: tuple[str, ...] = (
     "nemotron4.commands.train",
     "nemotron4.commands.flops",
     "nemotron4.commands.plot",
+    "nemotron4.commands.demo",
     "nemotron4.commands.generate",
 )
 
