@@ -189,22 +189,31 @@ class Nemotron4(nn.Module):
         cos, sin = rope_cache(self.cfg, device=self.output.weight.device)
         self.rope_cos, self.rope_sin = cos, sin
 
+    def init_std_of(self, name: str) -> float | None:
+        """Normal std of parameter `name` at init, or None for zeros. Embeddings and projections: init_std; block
+        output projections (attention.wo, feed_forward.w2): init_std / sqrt(2 * n_layers), as Megatron's
+        `scaled_init_method_normal`; LayerNorm1P gains and biases: zero (gain 1 after the +1)."""
+        module = self.get_submodule(name.rpartition(".")[0])
+        if isinstance(module, LayerNorm1P):
+            return None
+        if name.endswith(("attention.wo.weight", "feed_forward.w2.weight")):
+            return self.cfg.init_std / math.sqrt(2 * self.cfg.n_layers)
+        return self.cfg.init_std
+
     @torch.no_grad()
     def init_weights(self, seed: int | None = None) -> None:
-        """Normal(0, init_std) for embeddings and projections; block output projections (attention.wo,
-        feed_forward.w2) use init_std / sqrt(2 * n_layers) as Megatron's `scaled_init_method_normal`;
-        LayerNorm1P gains and biases zero (gain 1 after the +1)."""
+        """Initialise every parameter per `init_std_of`, in `named_parameters` order from one generator (seeded
+        when `seed` is given, else the global RNG). nemotron4.distributed reproduces this order on sharded
+        parameters, so keep the two in step."""
         generator = None
         if seed is not None:
             generator = torch.Generator(device=self.output.weight.device).manual_seed(seed)
-        std = self.cfg.init_std
-        out_std = std / math.sqrt(2 * self.cfg.n_layers)
-        for name, module in self.named_modules():
-            if isinstance(module, nn.Linear | nn.Embedding):
-                s = out_std if name.endswith(("attention.wo", "feed_forward.w2")) else std
-                nn.init.normal_(module.weight, mean=0.0, std=s, generator=generator)
-            elif isinstance(module, LayerNorm1P):
-                module.reset_parameters()
+        for name, param in self.named_parameters():
+            std = self.init_std_of(name)
+            if std is None:
+                nn.init.zeros_(param)
+            else:
+                nn.init.normal_(param, mean=0.0, std=std, generator=generator)
         self.init_buffers()
 
     def param_counts(self) -> dict[str, int]:

@@ -92,7 +92,9 @@ def load_config(spec: str | Path) -> ModelConfig:
         from nemotron4.interop.hf import read_hf_config
 
         return read_hf_config(spec)
-    return load_model(spec).cfg  # a training checkpoint: its config lives in its state
+    from nemotron4.train.checkpoint import CheckpointManager, find_checkpoint
+
+    return ModelConfig.from_dict(CheckpointManager.read_state(find_checkpoint(spec))["model_config"])
 
 
 def find_tokenizer(spec: str | Path) -> Path | None:

@@ -6,7 +6,9 @@ import argparse
 
 HELP = """Train (or resume) a run. Re-running the same command on the same --run-dir resumes from its latest
 checkpoint. Any config field can be overridden: --optim.eps 1e-8, --train.micro_batch_size=2,
---phases.1.lr 1e-5, --model.vocab_size 1024 (values are TOML literals: 3e-4, true, "0:8 1M:16")."""
+--phases.1.lr 1e-5, --model.vocab_size 1024 (values are TOML literals: 3e-4, true, "0:8 1M:16").
+Several processes: torchrun --nproc-per-node 8 -m nemotron4.cli train ... --parallel.tp 8 (docs/distributed.md);
+a checkpoint resumes at any (tp, dp) layout."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -26,6 +28,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from nemotron4.train.trainer import Trainer
 
-    state = Trainer(job, args.run_dir).run()
-    print(f"done: {state.step} steps, {state.tokens:,} tokens; checkpoints in {args.run_dir}/checkpoints")
+    trainer = Trainer(job, args.run_dir)
+    try:
+        state = trainer.run()
+    finally:
+        if trainer.parallel is not None:
+            from nemotron4.distributed.runtime import shutdown
+
+            shutdown()
+    if trainer.primary:
+        print(f"done: {state.step} steps, {state.tokens:,} tokens; checkpoints in {args.run_dir}/checkpoints")
     return 0

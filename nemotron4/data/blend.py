@@ -22,6 +22,7 @@ import numpy as np
 
 from nemotron4.data.indexed import IndexedDataset, dataset_exists
 from nemotron4.data.manifest import CATEGORIES
+from nemotron4.data.npcache import load_arrays, save_arrays
 from nemotron4.data.samples import SequenceSamples, cache_key, file_fingerprint
 from nemotron4.errors import ConfigError, UserError
 
@@ -243,18 +244,12 @@ def build_blend(
 def _cached_blend(
     shares: np.ndarray, num_samples: int, cache_dir: str | os.PathLike | None, key: str
 ) -> tuple[np.ndarray, np.ndarray]:
+    parts = ("dataset", "sample")
     if cache_dir is not None:
-        paths = [Path(cache_dir) / f"blend-{key}.{p}.npy" for p in ("dataset", "sample")]
-        if all(p.exists() for p in paths):
-            try:
-                return np.load(paths[0], mmap_mode="r"), np.load(paths[1], mmap_mode="r")
-            except (OSError, ValueError):
-                pass  # damaged: rebuild
+        cached = load_arrays(cache_dir, f"blend-{key}", parts)
+        if cached is not None:
+            return cached  # type: ignore[return-value]
     arrays = blending_indices(shares, num_samples)
     if cache_dir is not None:
-        Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        for p, a in zip(paths, arrays, strict=True):
-            tmp = p.with_name(f"{p.name}.{os.getpid()}.tmp.npy")
-            np.save(tmp, a)
-            os.replace(tmp, p)
+        save_arrays(cache_dir, f"blend-{key}", parts, arrays)
     return arrays

@@ -16,6 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from nemotron4.data.indexed import IndexedDataset
+from nemotron4.data.npcache import load_arrays, save_arrays
+
+_PARTS = ("doc", "sample", "shuffle")
 
 __all__ = ["SequenceSamples", "build_sample_index", "file_fingerprint"]
 
@@ -65,11 +68,11 @@ class SequenceSamples:
             raise ValueError(f"{dataset.prefix}: no tokens to sample from")
         key = cache_key(v=_INDEX_VERSION, f=file_fingerprint(dataset.prefix), s=seq_len, n=num_samples, seed=seed,
                         name=self.name)
-        arrays = _load_cached(cache_dir, f"{self.name}-{key}") if cache_dir else None
+        arrays = load_arrays(cache_dir, f"{self.name}-{key}", _PARTS) if cache_dir else None
         if arrays is None:
             arrays = self._build(seed)
             if cache_dir:
-                _save_cached(cache_dir, f"{self.name}-{key}", arrays)
+                save_arrays(cache_dir, f"{self.name}-{key}", _PARTS, arrays)
         self.doc_order, self.sample_index, self.shuffle = arrays
         self.cache_key = key
 
@@ -101,22 +104,3 @@ class SequenceSamples:
             filled += take
             pos, offset = pos + 1, 0
         return out
-
-
-def _load_cached(cache_dir: str | os.PathLike, stem: str) -> tuple[np.ndarray, ...] | None:
-    paths = [Path(cache_dir) / f"{stem}.{part}.npy" for part in ("doc", "sample", "shuffle")]
-    if not all(p.exists() for p in paths):
-        return None
-    try:
-        return tuple(np.load(p, mmap_mode="r") for p in paths)
-    except (OSError, ValueError):
-        return None  # a damaged cache is rebuilt
-
-
-def _save_cached(cache_dir: str | os.PathLike, stem: str, arrays: tuple[np.ndarray, ...]) -> None:
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    for part, arr in zip(("doc", "sample", "shuffle"), arrays, strict=True):
-        path = Path(cache_dir) / f"{stem}.{part}.npy"
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npy")
-        np.save(tmp, arr)
-        os.replace(tmp, path)  # atomic: ranks building the same cache at once never see a partial file

@@ -13,8 +13,9 @@ from typing import Protocol
 
 import torch
 
+from nemotron4.errors import ConfigError
 from nemotron4.inference.kv_cache import cache_len, setup_caches
-from nemotron4.inference.sampling import sample
+from nemotron4.inference.sampling import check_sampling, sample
 from nemotron4.model import Nemotron4
 
 
@@ -75,9 +76,10 @@ def generate_tokens(
     """Generate up to `max_new_tokens` after each prompt (token ids). Returns the new tokens of each row, without
     the stop token that ended it. `callback(step, tokens)` sees each step's tokens (B,) as they come."""
     if not prompts or any(len(p) == 0 for p in prompts):
-        raise ValueError("every prompt needs at least one token")
+        raise ConfigError("every prompt needs at least one token")
     if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    check_sampling(temperature, top_k, top_p)
     device = model.tok_embeddings.weight.device
     B, L = len(prompts), max(len(p) for p in prompts)
     pad = torch.tensor([L - len(p) for p in prompts], device=device)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nemotron4.errors import ConfigError
 from nemotron4.model import Nemotron4
 
 
@@ -32,7 +33,7 @@ class KVCache(nn.Module):
 def setup_caches(model: Nemotron4, batch: int, max_len: int, dtype: torch.dtype | None = None) -> None:
     """Attach a fresh cache to every attention layer (reusing the existing ones if they already fit)."""
     if max_len > model.cfg.max_seq_len:
-        raise ValueError(f"prompt + new tokens = {max_len} exceeds the model's max_seq_len {model.cfg.max_seq_len}")
+        raise ConfigError(f"prompt + new tokens = {max_len} exceeds the model's max_seq_len {model.cfg.max_seq_len}")
     weight = model.tok_embeddings.weight  # stays floating point under weight-only quantization
     dtype = dtype or weight.dtype
     for layer in model.layers:

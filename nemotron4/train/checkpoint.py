@@ -22,6 +22,7 @@ import random
 import re
 import shutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from nemotron4.config import ModelConfig
 from nemotron4.errors import UserError
 
 __all__ = [
-    "CheckpointManager", "find_checkpoint", "get_rng_state", "load_model_from_checkpoint", "load_weights",
+    "CheckpointManager", "find_checkpoint", "get_rng_state", "load_model_from_checkpoint",
     "set_rng_state",
 ]
 
@@ -43,11 +44,20 @@ _NAME_RE = re.compile(r"^step_(\d{8,})$")
 
 
 class CheckpointManager:
-    """Saves, finds and prunes the checkpoints of one run directory."""
+    """Saves, finds and prunes the checkpoints of one run directory.
 
-    def __init__(self, run_dir: str | Path, keep_last: int = 3) -> None:
+    In a multi-process run every rank calls `save` and `load_tensors` (DCP writes / reads each rank's shards of the
+    DTensors; a checkpoint holds global shapes, so it loads at any (tp, dp) layout, or in one process); `primary`
+    (rank 0) alone writes state.json, renames and moves `latest`, and `barrier` keeps the ranks in step around that.
+    """
+
+    def __init__(
+        self, run_dir: str | Path, keep_last: int = 3, primary: bool = True, barrier: Callable[[], None] | None = None
+    ) -> None:
         self.dir = Path(run_dir) / "checkpoints"
         self.keep_last = keep_last
+        self.primary = primary
+        self.barrier = barrier or (lambda: None)
 
     def latest(self) -> Path | None:
         """The checkpoint `latest` points to, or None for a fresh run."""
@@ -63,17 +73,21 @@ class CheckpointManager:
         """Write `tensors` (nested dicts of tensors) with DCP and `state` (JSON-able) as state.json."""
         name = f"step_{step:08d}"
         final, tmp = self.dir / name, self.dir / f".tmp-{name}"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
+        if self.primary:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.barrier()
         with warnings.catch_warnings():  # "assuming the intent is to save in a single process"
             warnings.filterwarnings("ignore", message=".*torch.distributed is disabled.*")
             dcp.save(tensors, checkpoint_id=tmp)
-        (tmp / "state.json").write_text(json.dumps({"format": FORMAT, **state}, indent=1, default=_json_default))
-        if final.exists():  # re-saving the same step after a resume
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-        _atomic_write(self.dir / "latest", name + "\n")
-        self._prune(keep=final)
+        if self.primary:
+            (tmp / "state.json").write_text(json.dumps({"format": FORMAT, **state}, indent=1, default=_json_default))
+            if final.exists():  # re-saving the same step after a resume
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+            _atomic_write(self.dir / "latest", name + "\n")
+            self._prune(keep=final)
+        self.barrier()  # no rank moves on (e.g. to the next save) before the checkpoint is complete
         return final
 
     def _prune(self, keep: Path) -> None:
@@ -202,16 +216,3 @@ def is_our_checkpoint(path: str | Path) -> bool:
     except UserError:
         return False
 
-
-def load_weights(path: str | Path, device: torch.device | str = "cpu") -> nn.Module:
-    """Weights only, from a run/checkpoint of ours or, failing that, anything `nemotron4.weights.load_model`
-    reads (a Hugging Face directory)."""
-    if is_our_checkpoint(path):
-        return load_model_from_checkpoint(path, device=device)
-    if not Path(path).exists():
-        raise UserError(f"init_from: {path} does not exist")
-    try:
-        from nemotron4.weights import load_model
-    except ImportError as e:
-        raise UserError(f"{path} is not a nemotron4 run, and nemotron4.weights is unavailable to read it ({e})") from e
-    return load_model(path, device=device)

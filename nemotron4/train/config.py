@@ -16,7 +16,7 @@ from nemotron4.train.schedules import DECAY_STYLES, BatchRamp, LRSchedule, parse
 
 __all__ = [
     "BlendSection", "CheckpointSection", "JobConfig", "MetricsSection", "ModelSection", "OptimSection",
-    "PhaseSection", "SourceSection", "TrainSection",
+    "ParallelSection", "PhaseSection", "SourceSection", "TrainSection",
 ]
 
 
@@ -53,7 +53,14 @@ class TrainSection:
     dtype: str = "auto"
     """"auto" (bf16 autocast with fp32 master weights on GPU, fp32 on CPU), "bf16" or "fp32"."""
     compile: bool = False
-    """Wrap the model in torch.compile."""
+    """torch.compile each transformer block (and the loss's chunk work on GPU); parameter names unchanged."""
+    fused_loss: bool = True
+    """Cross-entropy through the output projection chunk by chunk, never holding (tokens x vocab) logits: with a
+    256k vocabulary, gigabytes less memory and (compiled, on GPU) faster. Same value and gradients."""
+    attention_backend: str = "auto"
+    """SDPA kernel on GPU: "auto" (PyTorch's choice), "cudnn" (fastest on H100/H200), "flash", "efficient", "math"."""
+    activation_checkpointing: bool = False
+    """Recompute each block's activations in backward: less memory, about a third more compute."""
     max_nonfinite_in_row: int = 5
     """A NaN/Inf loss or gradient norm skips that update; this many in a row stops the run."""
 
@@ -141,6 +148,20 @@ class PhaseSection:
 
 
 @dataclass
+class ParallelSection:
+    """Tensor x data parallelism under torchrun (nemotron4.distributed); ignored in a single process. The layout may
+    change when resuming: checkpoints reshard on load."""
+
+    tp: int = 1
+    """Tensor-parallel size (PAPER.md section 4: 8, one DGX node); must divide n_heads, n_kv_heads, ffn_dim,
+    vocab_size and train.seq_len, and the world size."""
+    dp: int = 0
+    """Data-parallel size; 0 derives it as world size / tp. Parameters, gradients and AdamW state shard over dp."""
+    backend: str = "auto"
+    """Process-group backend: "auto" (nccl on CUDA, gloo on CPU), "nccl" or "gloo"."""
+
+
+@dataclass
 class CheckpointSection:
     """Distributed checkpoints (DCP) under <run-dir>/checkpoints."""
 
@@ -182,6 +203,8 @@ class JobConfig:
     """Checkpointing."""
     metrics: MetricsSection = field(default_factory=MetricsSection)
     """Logging."""
+    parallel: ParallelSection = field(default_factory=ParallelSection)
+    """Tensor / data parallelism (multi-process runs)."""
 
     def validate(self, dp_size: int = 1) -> None:
         """Cross-field checks, once, with messages that name the key. Field types are checked on load."""
@@ -191,10 +214,20 @@ class JobConfig:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(t, name)}")
         if t.dtype not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"train.dtype must be one of: auto, bf16, fp32; got {t.dtype!r}")
+        from nemotron4.train.fast import ATTENTION_BACKENDS
+
+        if t.attention_backend not in ATTENTION_BACKENDS:
+            raise ConfigError(f"train.attention_backend must be one of: {', '.join(ATTENTION_BACKENDS)}; "
+                              f"got {t.attention_backend!r}")
         if self.optim.fused not in ("auto", "true", "false"):
             raise ConfigError(f"optim.fused must be one of: auto, true, false; got {self.optim.fused!r}")
         if len(self.optim.betas) != 2:
             raise ConfigError(f"optim.betas must be two numbers, got {self.optim.betas}")
+        par = self.parallel
+        if par.tp < 1 or par.dp < 0:
+            raise ConfigError(f"parallel.tp must be >= 1 and parallel.dp >= 0 (0: derived), got {par.tp}, {par.dp}")
+        if par.backend not in ("auto", "nccl", "gloo"):
+            raise ConfigError(f"parallel.backend must be one of: auto, nccl, gloo; got {par.backend!r}")
         if self.checkpoint.interval < 0 or self.checkpoint.keep_last < 0:
             raise ConfigError("checkpoint.interval and checkpoint.keep_last must be >= 0")
         if self.model.init_from is None:

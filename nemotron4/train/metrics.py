@@ -18,7 +18,7 @@ import torch
 from nemotron4.errors import UserError
 from nemotron4.train.config import MetricsSection
 
-__all__ = ["MetricsLogger", "peak_memory_gib", "read_metrics"]
+__all__ = ["MetricsLogger", "NullMetrics", "peak_memory_gib", "read_metrics"]
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -95,3 +95,16 @@ class MetricsLogger:
             self.bar.close()
         if self.tb is not None:
             self.tb.close()
+
+
+class NullMetrics:
+    """The logger of ranks other than 0 in a multi-process run: records are written once, by rank 0."""
+
+    def log(self, record: dict[str, Any]) -> None:
+        pass
+
+    def write(self, message: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -1,8 +1,8 @@
 """Which configuration changes a resumed run tolerates.
 
 Everything that shapes the trajectory so far (model, optimizer, shapes, seed, the phases already started) must
-match the checkpoint; logging, checkpointing, and phases not yet started may change (e.g. append a continued-training
-phase after pretraining finished).
+match the checkpoint; logging, checkpointing, the (tp, dp) layout (checkpoints reshard), and phases not yet started
+may change (e.g. append a continued-training phase after pretraining finished).
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from typing import Any
 
 __all__ = ["resume_conflicts"]
 
-_FREE = ("checkpoint.", "metrics.", "train.compile", "train.max_nonfinite_in_row")
+_FREE = ("checkpoint.", "metrics.", "parallel.", "train.compile", "train.max_nonfinite_in_row",
+         "train.attention_backend", "train.activation_checkpointing", "train.fused_loss")
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """One optimizer step and the held-out loss: the functions a benchmark times.
 
 `train_step` takes the micro-batches of one global batch, accumulates gradients, clips, and steps unless the loss
-or the gradient norm is not finite (then the update is skipped and the gradients are dropped).
+or the gradient norm is not finite (then the update is skipped and the gradients are dropped). Under tensor / data
+parallelism the same function runs on every rank with `StepHooks` from `nemotron4.distributed.step`; without hooks
+it is the single-process step, unchanged.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import contextlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +20,7 @@ from torch import nn
 
 from nemotron4.train.optim import set_lr
 
-__all__ = ["StepResult", "autocast_context", "cross_entropy_loss", "eval_loss", "train_step"]
+__all__ = ["StepHooks", "StepResult", "autocast_context", "cross_entropy_loss", "eval_loss", "train_step"]
 
 
 def cross_entropy_loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
@@ -32,6 +35,26 @@ def autocast_context(device: torch.device, dtype: torch.dtype) -> Callable[[], c
     if dtype == torch.bfloat16:
         return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext
+
+
+class StepHooks(Protocol):
+    """What a step needs from parallelism (implemented by `nemotron4.distributed.step.ParallelStepHooks`)."""
+
+    def micro_batch(self, last: bool) -> contextlib.AbstractContextManager:
+        """Context around one micro-batch's forward + backward; `last` is the step's final micro-batch."""
+        ...
+
+    def eval_context(self) -> contextlib.AbstractContextManager:
+        """Context around a held-out forward."""
+        ...
+
+    def clip_grad_norm(self, params: Sequence[torch.Tensor], max_norm: float) -> torch.Tensor:
+        """Global gradient norm before clipping; clips in place when max_norm > 0."""
+        ...
+
+    def mean_over_dp(self, value: torch.Tensor) -> torch.Tensor:
+        """Mean of a per-replica scalar over data-parallel replicas."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -49,20 +72,26 @@ def train_step(
     grad_clip: float = 1.0,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     loss_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor] = cross_entropy_loss,
+    hooks: StepHooks | None = None,
 ) -> StepResult:
     """Forward/backward every micro-batch (gradient accumulation), clip, and take one AdamW step at `lr`.
 
-    Every micro-batch has the same number of tokens, so the mean of their losses is the global-batch mean.
+    Every micro-batch has the same number of tokens, so the mean of their losses is the global-batch mean (with
+    data parallelism: this replica's micro-batches, then the mean over replicas, which hold equal shares).
     """
     n = len(micro_batches)
     total = torch.zeros((), device=micro_batches[0].device)
-    for batch in micro_batches:
-        with autocast():
-            loss = loss_fn(model, batch)
-        (loss / n).backward()
+    for i, batch in enumerate(micro_batches):
+        with hooks.micro_batch(last=i == n - 1) if hooks is not None else contextlib.nullcontext():
+            with autocast():
+                loss = loss_fn(model, batch)
+            (loss / n).backward()
         total += loss.detach()
     params = [p for p in model.parameters() if p.grad is not None]
-    if grad_clip > 0:
+    if hooks is not None:
+        total = hooks.mean_over_dp(total)
+        norm = hooks.clip_grad_norm(params, grad_clip)
+    elif grad_clip > 0:
         norm = torch.nn.utils.clip_grad_norm_(params, grad_clip, foreach=True)
     else:
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
@@ -80,11 +109,13 @@ def eval_loss(
     model: nn.Module,
     batches: Sequence[torch.Tensor],
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    loss_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor] = cross_entropy_loss,
+    hooks: StepHooks | None = None,
 ) -> float:
-    """Mean next-token cross-entropy over held-out (B, T + 1) batches."""
+    """Mean next-token cross-entropy over held-out (B, T + 1) batches (every rank evaluates all of them)."""
     was_training = model.training
     model.eval()
-    with autocast():
-        losses = [cross_entropy_loss(model, b) for b in batches]
+    with autocast(), hooks.eval_context() if hooks is not None else contextlib.nullcontext():
+        losses = [loss_fn(model, b) for b in batches]
     model.train(was_training)
     return torch.stack(losses).mean().item()

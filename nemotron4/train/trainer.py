@@ -5,31 +5,49 @@
 
 A run is a list of phases (PAPER.md sections 4-5). Within a phase the global batch follows the phase's ramp of
 consumed tokens (Table 2) and the LR its schedule; a step is `nemotron4.train.step.train_step`.
+
+Launched by torchrun with several processes, the same Trainer runs on every rank with tensor x data parallelism
+(`nemotron4.distributed`, configured by the [parallel] section): the model is built sharded, each data-parallel
+replica reads its slice of every global batch, and rank 0 alone writes metrics, config.toml and the checkpoint
+pointer. One process takes none of those paths.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from nemotron4.config import ModelConfig
 from nemotron4.errors import ConfigError, UserError
 from nemotron4.model import Nemotron4, build_model
-from nemotron4.train.checkpoint import CheckpointManager, get_rng_state, load_weights, set_rng_state
+from nemotron4.train.checkpoint import CheckpointManager, get_rng_state, set_rng_state
 from nemotron4.train.config import JobConfig
 from nemotron4.train.config_io import job_to_dict, save_job
 from nemotron4.train.data import build_eval_batches, build_phase_loader, check_token_files
+from nemotron4.train.fast import (
+    apply_activation_checkpointing,
+    compile_blocks,
+    fused_cross_entropy_loss,
+    set_attention_backend,
+)
 from nemotron4.train.flops import flops_per_token
-from nemotron4.train.metrics import MetricsLogger, peak_memory_gib
+from nemotron4.train.metrics import MetricsLogger, NullMetrics, peak_memory_gib
 from nemotron4.train.optim import build_optimizer, init_optimizer_state
 from nemotron4.train.resume import resume_conflicts
 from nemotron4.train.step import autocast_context, cross_entropy_loss, eval_loss, train_step
+from nemotron4.weights import load_model
+
+if TYPE_CHECKING:
+    from nemotron4.distributed.runtime import Parallel
 
 __all__ = ["NonFiniteLossError", "TrainState", "Trainer"]
 
@@ -52,6 +70,10 @@ class TrainState:
     nonfinite_in_row: int = 0
 
 
+# Tests set this to have `nemotron4 train` SIGKILL itself right after that step (and its checkpoint, if any).
+_FAULT_SIGKILL_AT_STEP = int(os.environ.get("NEMOTRON4_FAULT_SIGKILL_AT_STEP", "0")) or None
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -59,6 +81,20 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device = {name!r} but CUDA is not available; use cpu or auto")
     return device
+
+
+def _setup_parallel(job: JobConfig, device: torch.device) -> Parallel | None:
+    """nemotron4.distributed's `Parallel` under a multi-process torchrun launch, else None (imports nothing)."""
+    from nemotron4.distributed.mesh import launched_by_torchrun
+
+    if not launched_by_torchrun():
+        if job.parallel.tp > 1 or job.parallel.dp > 1:
+            warnings.warn(f"parallel.tp = {job.parallel.tp}, parallel.dp = {job.parallel.dp} are ignored in a single "
+                          "process; launch with torchrun for tensor / data parallelism", stacklevel=3)
+        return None
+    from nemotron4.distributed.runtime import setup_parallel
+
+    return setup_parallel(job.parallel, device)
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -80,12 +116,28 @@ class Trainer:
     ) -> None:
         self.job, self.run_dir = job, Path(run_dir)
         self.build_loader, self.build_eval = build_loader, build_eval
-        self.dp_rank, self.dp_size = 0, 1  # one process; data parallelism arrives with nemotron4.distributed
         self.device = resolve_device(job.train.device)
+        self.parallel = _setup_parallel(job, self.device)  # None in one process
+        self.dp_rank, self.dp_size, self.world_size, self.primary = 0, 1, 1, True
+        self.loss_fn: Callable[..., torch.Tensor] = cross_entropy_loss
+        checkpoint_sync: dict[str, Any] = {}
+        if self.parallel is not None:
+            p = self.parallel
+            self.device = p.device
+            self.dp_rank, self.dp_size, self.world_size, self.primary = (
+                p.dp_rank, p.dims.dp, p.dims.world_size, p.primary
+            )
+            job.validate(self.dp_size)  # global batches must split over the replicas
+            from nemotron4.distributed.step import local_loss
+
+            self.loss_fn = local_loss(cross_entropy_loss)
+            checkpoint_sync = {"primary": p.primary, "barrier": p.barrier}
         self.dtype = resolve_dtype(job.train.dtype, self.device)
         self.autocast = autocast_context(self.device, self.dtype)
-        self.loss_fn = cross_entropy_loss
-        self.checkpoints = CheckpointManager(self.run_dir, job.checkpoint.keep_last)
+        if self.parallel is None and job.train.fused_loss:
+            # Under tp/dp the loss goes through loss_parallel (the fused loss reads the full output weight).
+            self.loss_fn = fused_cross_entropy_loss
+        self.checkpoints = CheckpointManager(self.run_dir, job.checkpoint.keep_last, **checkpoint_sync)
         self.state = TrainState()
         self.loader: Any = None
         self._eval: tuple[int, dict[str, list[torch.Tensor]]] | None = None  # (phase, batches)
@@ -102,17 +154,20 @@ class Trainer:
         if job.train.seq_len > self.model.cfg.max_seq_len:
             raise ConfigError(f"train.seq_len {job.train.seq_len} exceeds the model's max_seq_len "
                               f"{self.model.cfg.max_seq_len}")
-        self.step_model = torch.compile(self.model) if job.train.compile else self.model
+        self.step_model = self._apply_fast_paths(self.model)
+        self.hooks = self.parallel.step_hooks(self.model) if self.parallel is not None else None
         self.optimizer = build_optimizer(self.model, job.optim, self.device)
         self.flops_per_token = flops_per_token(self.model.cfg, job.train.seq_len)
         if latest is not None:
             self._resume(latest, saved)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_job(job, self.run_dir / "config.toml")
         total = sum(p.tokens for p in job.phases)
-        self.metrics = MetricsLogger(
-            self.run_dir, job.metrics, total, self.state.tokens, self.state.step if latest else None
-        )
+        self.metrics: MetricsLogger | NullMetrics = NullMetrics()
+        if self.primary:
+            save_job(job, self.run_dir / "config.toml")
+            self.metrics = MetricsLogger(
+                self.run_dir, job.metrics, total, self.state.tokens, self.state.step if latest else None
+            )
 
     # ---- build ----------------------------------------------------------------------------------------------
 
@@ -129,20 +184,45 @@ class Trainer:
 
     def _build_model(self, cfg: ModelConfig | None) -> Nemotron4:
         """From the checkpoint's shape on resume, else from init_from weights, else a fresh init of the flavour."""
+        seq_len, seed = self.job.train.seq_len, self.job.train.seed
         if cfg is None and self.job.model.init_from:
-            model = load_weights(self.job.model.init_from, device=self.device)
-            return model.float()
+            if self.parallel is None:
+                return load_model(self.job.model.init_from, device=self.device).float()
+            model = load_model(self.job.model.init_from, device="cpu").float()  # full, then each rank's shards
+            return self.parallel.build_model(model.cfg, seq_len, weights=model.state_dict())
         cfg = cfg or self.job.model.model_config()
-        return build_model(cfg, device=self.device, seed=self.job.train.seed)
+        if self.parallel is not None:
+            return self.parallel.build_model(cfg, seq_len, seed=seed)
+        return build_model(cfg, device=self.device, seed=seed)
+
+    def _apply_fast_paths(self, model: Nemotron4) -> Nemotron4:
+        """Speed options of nemotron4.train.fast, in torchtitan's order: checkpointing, then compile."""
+        train = self.job.train
+        set_attention_backend(train.attention_backend)
+        if self.parallel is not None:
+            if train.compile or train.activation_checkpointing:  # torchtitan applies both before fully_shard
+                warnings.warn("train.compile and train.activation_checkpointing are not wired for tp/dp yet; "
+                              "running without them", stacklevel=2)
+            return model
+        if train.activation_checkpointing:
+            apply_activation_checkpointing(model)
+        if train.compile:
+            compile_blocks(model)
+        return model
 
     def _start_phase(self) -> None:
         """Apply the phase's init_from / reset_optimizer, resolve its peak LR, and build its loader."""
         i, phase = self.state.phase, self.job.phases[self.state.phase]
         if phase.init_from:
-            source = load_weights(phase.init_from, device=self.device)
+            source = load_model(phase.init_from, device=self.device if self.parallel is None else "cpu")
             try:
-                self.model.load_state_dict(source.state_dict())
-            except RuntimeError as e:
+                if self.parallel is None:
+                    self.model.load_state_dict(source.state_dict())
+                else:
+                    from nemotron4.distributed.runtime import load_full_weights
+
+                    load_full_weights(self.model, source.state_dict(), self.device)
+            except (RuntimeError, UserError) as e:
                 raise UserError(f"phases.{i}.init_from {phase.init_from}: weights do not fit the model: {e}") from e
         if phase.init_from or phase.reset_optimizer:
             self.optimizer = build_optimizer(self.model, self.job.optim, self.device)
@@ -180,9 +260,11 @@ class Trainer:
         batch_size = phase.ramp().size_at(s.phase_tokens)  # a step starting below a threshold keeps the old size
         step_tokens = batch_size * job.train.seq_len
         lr = phase.lr_schedule(s.peak_lr)(s.phase_tokens + step_tokens)
-        micro = [b.to(self.device, non_blocking=True) for b in self.loader.next_batch(batch_size)]
+        micro = self.loader.next_batch(batch_size)
+        self._check_token_range(micro, phase.name)
+        micro = [b.to(self.device, non_blocking=True) for b in micro]
         result = train_step(
-            self.step_model, self.optimizer, micro, lr, job.optim.grad_clip, self.autocast, self.loss_fn
+            self.step_model, self.optimizer, micro, lr, job.optim.grad_clip, self.autocast, self.loss_fn, self.hooks
         )
         dt = time.perf_counter() - t0
         s.step += 1
@@ -190,7 +272,7 @@ class Trainer:
         s.phase_tokens += step_tokens
         s.last_lr = lr
         s.nonfinite_in_row = s.nonfinite_in_row + 1 if result.skipped else 0
-        tokens_per_s = step_tokens / dt / self.dp_size
+        tokens_per_s = step_tokens / dt / self.world_size  # per device, as MFU needs
         record: dict[str, Any] = {
             "step": s.step, "phase": phase.name, "loss": result.loss, "lr": lr, "batch_size": batch_size,
             "tokens": s.tokens, "phase_tokens": s.phase_tokens, "tokens_per_s": tokens_per_s,
@@ -207,6 +289,23 @@ class Trainer:
             self._on_nonfinite(result.loss, result.grad_norm)
         if job.checkpoint.interval and s.step % job.checkpoint.interval == 0 and not phase_done:
             self.save()
+        if s.step == _FAULT_SIGKILL_AT_STEP:  # fault injection for the reliability tests: die like a crash
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def _check_token_range(self, micro: list[torch.Tensor], phase: str) -> None:
+        """Token ids must index the embedding: catches token files made with another tokenizer before the model
+        (on GPU: a device-side assert) does. On the CPU batch, a few microseconds a step; scanning whole
+        trillion-token files at start-up would take hours."""
+        low, high = min(int(b.min()) for b in micro), max(int(b.max()) for b in micro)
+        vocab = self.model.cfg.vocab_size
+        if low < 0 or high >= vocab:
+            sources = ", ".join(src.path for src in self.job.phases[self.state.phase].blend.sources)
+            raise UserError(
+                f"phase {phase!r}, step {self.state.step + 1}: token id {high if high >= vocab else low} is outside "
+                f"the model's vocabulary [0, {vocab}). The token files ({sources}) were made with a tokenizer "
+                "that does not match model.vocab_size: re-run `nemotron4 prepare` with the model's tokenizer, or "
+                "set the vocabulary size to the tokenizer's (`nemotron4 data inspect PREFIX` shows the ids)."
+            )
 
     def _on_nonfinite(self, loss: float, grad_norm: float) -> None:
         s, limit = self.state, self.job.train.max_nonfinite_in_row
@@ -236,7 +335,8 @@ class Trainer:
             batches = self.build_eval(self.job.phases[self.state.phase], t.seq_len, t.micro_batch_size,
                                       m.eval_batches, t.seed, cache_dir=self.run_dir / "cache")
             self._eval = (self.state.phase, batches)
-        return {cat: eval_loss(self.step_model, [b.to(self.device) for b in batches], self.autocast)
+        return {cat: eval_loss(self.step_model, [b.to(self.device) for b in batches], self.autocast, self.loss_fn,
+                               self.hooks)
                 for cat, batches in self._eval[1].items()}
 
     # ---- checkpoint -----------------------------------------------------------------------------------------

@@ -138,3 +138,23 @@ def test_cache_without_positions_is_a_clear_error(model):
 def test_too_long_is_a_clear_error(model):
     with pytest.raises(ValueError, match="max_seq_len"):
         generate_tokens(model, [[1] * 100], 40)
+
+
+@pytest.mark.parametrize("kw,needle", [({"temperature": -1.0}, "temperature"), ({"top_k": 0}, "top_k"),
+                                       ({"top_p": 0.0}, "top_p"), ({"top_p": 1.5}, "top_p")])
+def test_bad_sampling_settings_are_clear_errors(model, kw, needle):
+    from nemotron4.errors import UserError
+
+    with pytest.raises(UserError, match=needle):
+        generate_tokens(model, [[1, 2]], 2, **kw)
+
+
+def test_rows_stop_independently(model):
+    prompts = [[5, 6, 7], [40, 41]]
+    free = [generate_tokens(model, [p], 16)[0] for p in prompts]
+    stop = free[0][3]
+    out = generate_tokens(model, prompts, 16, stop_tokens=[stop])
+    for row, alone in zip(out, free, strict=True):
+        cut = alone.index(stop) if stop in alone else len(alone)
+        assert row == alone[:cut]
+    assert len(out[0]) == free[0].index(stop) <= 3

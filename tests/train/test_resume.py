@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 from nemotron4.train.metrics import read_metrics
@@ -17,23 +16,14 @@ COMPARED = ("step", "phase", "loss", "lr", "batch_size", "tokens", "grad_norm", 
 
 
 def train_until_killed(cwd: Path, run_dir: Path, kill_at_step: int, config: Path = TINY_TOML) -> int:
-    """Start `nemotron4 train`, SIGKILL it once metrics.jsonl reaches `kill_at_step`; returns the last step seen."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    """Run `nemotron4 train`, which SIGKILLs itself right after step `kill_at_step` (a deterministic crash: no race
+    between this process polling and the run); returns the last step in metrics.jsonl."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NEMOTRON4_FAULT_SIGKILL_AT_STEP": str(kill_at_step)}
     args = ["train", "--config", str(config), "--run-dir", str(run_dir)]
-    proc = subprocess.Popen(nemotron4_cmd(*args), cwd=cwd, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    metrics, deadline, step = run_dir / "metrics.jsonl", time.monotonic() + 120, 0
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            step = read_metrics(metrics)[-1]["step"] if metrics.exists() and metrics.stat().st_size else 0
-            if step >= kill_at_step:
-                proc.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.005)
-    finally:
-        proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, f"run ended before the kill ({proc.returncode}): {proc.stderr.read()}"
-    return step
+    proc = subprocess.run(nemotron4_cmd(*args), cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, f"run was not killed ({proc.returncode}): {proc.stderr[-2000:]}"
+    return read_metrics(run_dir / "metrics.jsonl")[-1]["step"]
 
 
 def test_sigkill_and_rerun_matches_uninterrupted_run(corpus_dir: Path, tmp_path: Path) -> None:
@@ -41,9 +31,10 @@ def test_sigkill_and_rerun_matches_uninterrupted_run(corpus_dir: Path, tmp_path:
     run_cli(corpus_dir, "train", "--config", str(TINY_TOML), "--run-dir", str(reference))
 
     resumed = tmp_path / "resumed"
-    train_until_killed(corpus_dir, resumed, kill_at_step=25)  # checkpoints at 10, 20: resumes at 20 in pretraining
-    assert (resumed / "checkpoints" / "latest").read_text().strip() in ("step_00000020", "step_00000030")
-    train_until_killed(corpus_dir, resumed, kill_at_step=72)  # resumes at 70, in continued training
+    assert train_until_killed(corpus_dir, resumed, kill_at_step=25) == 25  # checkpoints at 10, 20
+    assert (resumed / "checkpoints" / "latest").read_text().strip() == "step_00000020"
+    assert train_until_killed(corpus_dir, resumed, kill_at_step=72) == 72  # resumed at 20; now in continued training
+    assert (resumed / "checkpoints" / "latest").read_text().strip() == "step_00000070"
     run_cli(corpus_dir, "train", "--config", str(TINY_TOML), "--run-dir", str(resumed))
 
     want, got = read_metrics(reference), read_metrics(resumed)

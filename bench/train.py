@@ -1,0 +1,184 @@
+"""Training throughput on one GPU: Hugging Face `NemotronForCausalLM` against our trainer's own step, one process.
+
+Both: the same shapes (Minitron-4B by default: dim 3072, 32 layers, 24/8 heads, ffn 9216, vocab 256000, seq 4096),
+bf16 autocast over fp32 master weights, fused AdamW, gradient clipping 1.0, the same global batch of sequences
+made of micro-batches with gradient accumulation. Ours runs `nemotron4.train.step.train_step` (what
+`nemotron4 train` runs) with the fast paths of `nemotron4.train.fast`. Prints tokens/s, MFU (PAPER.md convention,
+989e12 peak), ours / HF and peak memory; writes JSON.
+
+    python bench/train.py --out bench/results/train_h200.json
+    python bench/train.py --device cpu --model tiny --seq-len 64 --layers 2     # smoke test of this script
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nemotron4 import ModelConfig, build_model  # noqa: E402
+from nemotron4.interop.hf import config_to_hf  # noqa: E402
+from nemotron4.train.config import OptimSection  # noqa: E402
+from nemotron4.train.fast import compile_blocks, fused_cross_entropy_loss, set_attention_backend  # noqa: E402
+from nemotron4.train.flops import flops_per_token  # noqa: E402
+from nemotron4.train.optim import build_optimizer  # noqa: E402
+from nemotron4.train.step import autocast_context, train_step  # noqa: E402
+
+PEAK = 989e12  # H100/H200 dense bf16, PAPER.md section 4
+
+
+def log(*a) -> None:
+    print(*a, flush=True)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def hf_loss(model, batch: torch.Tensor) -> torch.Tensor:
+    """HF's own loss path: full logits, upcast to fp32, cross-entropy (labels shifted by us: same targets)."""
+    import torch.nn.functional as F
+
+    logits = model(input_ids=batch[:, :-1]).logits
+    return F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten())
+
+
+def time_steps(model, optimizer, batches, micro: int, loss_fn, device, warmup: int, steps: int) -> dict:
+    autocast = autocast_context(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
+    gbs = batches.shape[0]
+    micro_batches = list(batches.split(micro))
+    losses = []
+    for _ in range(warmup):
+        losses.append(train_step(model, optimizer, micro_batches, 1e-4, 1.0, autocast, loss_fn).loss)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        losses.append(train_step(model, optimizer, micro_batches, 1e-4, 1.0, autocast, loss_fn).loss)
+    sync(device)
+    dt = (time.perf_counter() - t0) / steps
+    tokens = gbs * (batches.shape[1] - 1)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+    return {"micro_batch": micro, "accumulation": gbs // micro, "global_batch": gbs, "step_s": dt,
+            "tokens_per_s": tokens / dt, "peak_mem_gib": peak, "losses": losses}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="minitron-4b")
+    ap.add_argument("--layers", type=int, default=None, help="override n_layers (e.g. the 15B width that fits)")
+    ap.add_argument("--seq-len", type=int, default=4096)
+    ap.add_argument("--global-batch", type=int, default=8)
+    ap.add_argument("--micro", default="1,2,4", help="micro-batch sizes to time at the global batch")
+    ap.add_argument("--single", action="store_true", help="also time micro-batch 1 without accumulation")
+    ap.add_argument("--peers", default="hf,ours", help="which of hf, ours")
+    ap.add_argument("--attention", default="cudnn", help="our SDPA backend: cudnn, flash, efficient, math, auto")
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--out", default="bench/results/train_h200.json")
+    args = ap.parse_args()
+
+    device = torch.device(args.device)
+    overrides = {"max_seq_len": max(args.seq_len, 4096)}
+    if args.layers:
+        overrides["n_layers"] = args.layers
+    cfg = ModelConfig.from_name(args.model, **overrides)
+    fpt = flops_per_token(cfg, args.seq_len)
+    g = torch.Generator().manual_seed(0)
+    batches = torch.randint(0, cfg.vocab_size, (args.global_batch, args.seq_len + 1), generator=g).to(device)
+    micros = [int(m) for m in args.micro.split(",")]
+
+    import transformers
+
+    res: dict = {
+        "bench": "train", "command": " ".join(["python"] + sys.argv),
+        "gpu": torch.cuda.get_device_name() if device.type == "cuda" else "none (cpu)",
+        "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
+        "model": args.model, "config": cfg.to_dict(), "seq_len": args.seq_len, "flops_per_token": fpt,
+        "mfu_convention": "6 x (non-embedding + output params) + 12 x layers x seq_len x dim per token; 989e12 peak",
+        "runs": [],
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def record(peer: str, r: dict) -> None:
+        r["peer"] = peer
+        r["mfu"] = r["tokens_per_s"] * fpt / PEAK
+        res["runs"].append(r)
+        out.write_text(json.dumps(res, indent=2) + "\n")
+        log(f"{peer:5s} mb {r['micro_batch']} x acc {r['accumulation']}: {r['tokens_per_s']:,.0f} tok/s, "
+            f"MFU {r['mfu']:.1%}, {r['step_s']:.3f} s/step, peak {r['peak_mem_gib']:.1f} GiB")
+
+    plans = [(args.global_batch, m) for m in micros] + ([(1, 1)] if args.single else [])
+    for peer in args.peers.split(","):
+        torch.manual_seed(0)
+        if peer == "hf":
+            hf_cfg = transformers.NemotronConfig(**{k: v for k, v in config_to_hf(cfg, torch.float32).items()
+                                                    if k not in ("architectures", "model_type", "torch_dtype",
+                                                                 "dtype")})
+            with torch.device(device):
+                model = transformers.NemotronForCausalLM._from_config(hf_cfg, attn_implementation="sdpa",
+                                                                      dtype=torch.float32)
+            loss_fn = hf_loss
+        else:
+            model = build_model(cfg, device=device, seed=0)
+            set_attention_backend(args.attention if device.type == "cuda" else "auto")
+            if not args.no_compile:
+                compile_blocks(model)
+            loss_fn = fused_cross_entropy_loss
+        model.train()
+        optimizer = build_optimizer(model, OptimSection(fused="true" if device.type == "cuda" else "false"), device)
+        for gbs, micro in plans:
+            try:
+                record(peer, time_steps(model, optimizer, batches[:gbs], micro, loss_fn, device,
+                                        args.warmup, args.steps))
+            except torch.OutOfMemoryError as e:
+                log(f"{peer} mb {micro}: out of memory ({str(e)[:80]})")
+                res["runs"].append({"peer": peer, "micro_batch": micro, "global_batch": gbs, "error": "OOM"})
+            with contextlib.suppress(Exception):
+                optimizer.zero_grad(set_to_none=True)
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        del model, optimizer
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    ok = [r for r in res["runs"] if "mfu" in r]
+    best = {p: max((r for r in ok if r["peer"] == p and r["global_batch"] == args.global_batch),
+                   key=lambda r: r["mfu"], default=None) for p in ("hf", "ours")}
+    if best["hf"] and best["ours"]:
+        res["ours_over_hf_best"] = best["ours"]["tokens_per_s"] / best["hf"]["tokens_per_s"]
+        same = [r for r in ok if r["peer"] == "hf" and r["micro_batch"] == best["ours"]["micro_batch"]
+                and r["global_batch"] == args.global_batch]
+        if same:
+            res["ours_over_hf_same_micro"] = best["ours"]["tokens_per_s"] / same[0]["tokens_per_s"]
+    for r in ok:
+        r["losses"] = [round(x, 4) for x in r["losses"]]
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    log("\n| peer | micro x acc | tokens/s | MFU | peak GiB |")
+    log("|---|---|---|---|---|")
+    for r in ok:
+        log(f"| {r['peer']} | {r['micro_batch']} x {r['accumulation']} | {r['tokens_per_s']:,.0f} | "
+            f"{r['mfu']:.1%} | {r['peak_mem_gib']:.1f} |")
+    for k in ("ours_over_hf_best", "ours_over_hf_same_micro"):
+        if k in res:
+            log(f"{k}: {res[k]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""Memory per GPU and time to train, for a model on `gpus` GPUs at tensor-parallel size `tp` (pure arithmetic: no
+process group, no model built). Backs `nemotron4 plan`.
+
+Memory follows the paper's layout (PAPER.md section 4: TP 8 + DP with Megatron's distributed optimizer, bf16):
+
+    weights      2 bytes x params/GPU          bf16, sharded over tp (whole model; norms replicated)
+    gradients    g bytes x params/GPU          bf16 (g = 2) or fp32 (g = 4) buffers, sharded over tp
+    optimizer   12 bytes x params/GPU / dp     fp32 master copy + Adam m + v, sharded over dp (ZeRO-1)
+
+Activations per micro-batch of b sequences of s tokens, per layer, with tensor + sequence parallelism (Korthikanti
+et al. 2022, "Reducing Activation Recomputation in Large Transformer Models", eq. 3, bytes):
+
+    none       34 s b h / t + 5 a s^2 b / t   (every activation kept, attention scores included)
+    selective  34 s b h / t                   (attention scores recomputed, or never stored: flash attention)
+    full        2 s b h / t                   (only each layer's input; one layer's `selective` set live in backward)
+
+plus the output layer's logits, 6 s b V / t (bf16 logits and their fp32 copy for the loss, vocabulary-parallel).
+The 34 counts a GPT block with a 4h MLP; Nemotron-4's squared-ReLU 4h MLP without a gate matches it, and GQA's
+smaller K/V makes it a slight over-estimate. Pipeline parallelism's extra in-flight micro-batches do not apply.
+
+Time uses the FLOPs convention of `nemotron4.train.flops` (PAPER.md section 4, 6N + 12 L T d per token): a stage of
+`tokens` on `gpus` GPUs at MFU m takes tokens x flops/token / (gpus x peak x m). The report's three stages (Table 2)
+give 0.8 + 0.4 + 11.9 = 13 days.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from nemotron4.config import ModelConfig
+from nemotron4.errors import ConfigError
+from nemotron4.train.flops import H100_BF16_PEAK, flops_per_token
+from nemotron4.train.schedules import parse_tokens
+
+__all__ = ["PAPER_STAGES", "Memory", "Stage", "StagePlan", "memory_per_gpu", "params_per_gpu", "parse_stages",
+           "plan_stages"]
+
+RECOMPUTE = ("none", "selective", "full")
+
+# PAPER.md section 4, Table 2: GPUs, global batch (sequences of 4096), tokens, MFU.
+PAPER_STAGES = "768:384:200B:0.343 1536:768:200B:0.333 2304:1152:7.6T:0.305"
+
+
+def params_per_gpu(cfg: ModelConfig, tp: int) -> float:
+    """Parameters one GPU holds under TP: every matrix (embedding, projections, output) / tp; norms replicated."""
+    q, kv = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+    matrices = cfg.n_layers * (2 * cfg.dim * q + 2 * cfg.dim * kv + 2 * cfg.dim * cfg.ffn_dim)
+    matrices += 2 * cfg.vocab_size * cfg.dim  # input embedding (vocab-parallel) + output projection
+    norms = (cfg.n_layers * 2 + 1) * 2 * cfg.dim  # LayerNorm1P weight + bias
+    return matrices / tp + norms
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Bytes per GPU."""
+
+    weights: float
+    gradients: float
+    optimizer: float
+    activations: float
+    logits: float
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.gradients + self.optimizer + self.activations + self.logits
+
+    def as_dict(self) -> dict[str, float]:
+        return {**asdict(self), "total": self.total}
+
+
+def memory_per_gpu(
+    cfg: ModelConfig, tp: int, dp: int, seq_len: int, micro_batch: int = 1, recompute: str = "selective",
+    grad_bytes: int = 2,
+) -> Memory:
+    """Model state and activation bytes on one GPU (see the module docstring for the formulas)."""
+    if recompute not in RECOMPUTE:
+        raise ConfigError(f"recompute must be one of {', '.join(RECOMPUTE)}, got {recompute!r}")
+    p = params_per_gpu(cfg, tp)
+    s, b, h, a, t = seq_len, micro_batch, cfg.dim, cfg.n_heads, tp
+    per_layer = {"none": 34 * s * b * h / t + 5 * a * s * s * b / t, "selective": 34 * s * b * h / t,
+                 "full": 2 * s * b * h / t}[recompute]
+    activations = cfg.n_layers * per_layer
+    if recompute == "full":
+        activations += 34 * s * b * h / t  # the layer being recomputed in backward
+    return Memory(weights=2 * p, gradients=grad_bytes * p, optimizer=12 * p / dp, activations=activations,
+                  logits=6 * s * b * cfg.vocab_size / t)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stretch of training at one GPU count (a row of Table 2)."""
+
+    gpus: int
+    batch_size: int  # global batch, sequences
+    tokens: int
+    mfu: float  # 0..1
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    stage: Stage
+    dp: int
+    accumulation: int  # micro-batches per optimizer step on each replica
+    iteration_s: float
+    days: float
+    memory: Memory
+
+    def as_dict(self) -> dict[str, object]:
+        return {**asdict(self.stage), "dp": self.dp, "accumulation": self.accumulation,
+                "iteration_s": self.iteration_s, "days": self.days, "memory_bytes": self.memory.as_dict()}
+
+
+def parse_stages(text: str) -> list[Stage]:
+    """"gpus:batch:tokens:mfu ..." (e.g. PAPER_STAGES; "paper" for it); mfu as a fraction or a percentage."""
+    if text == "paper":
+        text = PAPER_STAGES
+    stages = []
+    for item in text.split():
+        parts = item.split(":")
+        if len(parts) != 4:
+            raise ConfigError(f"stage {item!r}: expected gpus:batch_size:tokens:mfu, e.g. 768:384:200B:0.343")
+        gpus, batch, tokens, mfu = parts
+        try:
+            m = float(mfu)
+            stages.append(Stage(int(gpus), int(batch), parse_tokens(tokens, f"stage {item}"), m / 100 if m > 1 else m))
+        except ValueError as e:
+            raise ConfigError(f"stage {item!r}: {e}") from e
+    if not stages:
+        raise ConfigError("no stages given")
+    return stages
+
+
+def plan_stages(
+    cfg: ModelConfig, stages: list[Stage], tp: int, seq_len: int, micro_batch: int = 1, recompute: str = "selective",
+    grad_bytes: int = 2, peak_flops: float = H100_BF16_PEAK,
+) -> list[StagePlan]:
+    """Per stage: data-parallel size, accumulation steps, iteration time, days and memory per GPU."""
+    fpt = flops_per_token(cfg, seq_len)
+    out = []
+    for st in stages:
+        if st.gpus % tp:
+            raise ConfigError(f"tp = {tp} does not divide {st.gpus} GPUs")
+        dp = st.gpus // tp
+        if st.batch_size % (dp * micro_batch):
+            raise ConfigError(f"batch size {st.batch_size} is not a multiple of dp x micro-batch = {dp} x "
+                              f"{micro_batch} at {st.gpus} GPUs")
+        if not 0 < st.mfu <= 1:
+            raise ConfigError(f"MFU must be in (0, 1], got {st.mfu}")
+        per_s = st.gpus * peak_flops * st.mfu / fpt  # tokens per second
+        out.append(StagePlan(
+            stage=st, dp=dp, accumulation=st.batch_size // (dp * micro_batch),
+            iteration_s=st.batch_size * seq_len / per_s, days=st.tokens / per_s / 86400,
+            memory=memory_per_gpu(cfg, tp, dp, seq_len, micro_batch, recompute, grad_bytes),
+        ))
+    return out

@@ -1,0 +1,102 @@
+"""One object the trainer holds for a multi-process run: the mesh, this rank's place in it, and the parallel
+versions of the few things that differ from one process (building the model, loading full weights, step hooks,
+rank-0-only writes).
+
+    parallel = setup_parallel(job.parallel, device, world_size)   # None unless launched with WORLD_SIZE > 1
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch.distributed.device_mesh import DeviceMesh
+
+from nemotron4.config import ModelConfig
+from nemotron4.distributed.mesh import ParallelDims, check_tp, launched_by_torchrun, resolve_backend, setup_mesh
+from nemotron4.distributed.parallelize import copy_full_weights, init_weights_sharded, parallelize
+from nemotron4.distributed.step import ParallelStepHooks
+from nemotron4.errors import UserError
+from nemotron4.model import Nemotron4
+from nemotron4.train.config import ParallelSection
+
+__all__ = ["Parallel", "load_full_weights", "setup_parallel", "shutdown"]
+
+
+@dataclass
+class Parallel:
+    """This process's place in a (dp, tp) run."""
+
+    mesh: DeviceMesh
+    dims: ParallelDims
+    device: torch.device
+
+    @property
+    def rank(self) -> int:
+        return dist.get_rank()
+
+    @property
+    def primary(self) -> bool:
+        """Rank 0 writes metrics, config.toml and the checkpoint pointer; every rank writes its DCP shards."""
+        return self.rank == 0
+
+    @property
+    def dp_rank(self) -> int:
+        return self.mesh["dp"].get_local_rank()
+
+    def barrier(self) -> None:
+        dist.barrier()
+
+    def build_model(self, cfg: ModelConfig, seq_len: int, seed: int | None = None,
+                    weights: Mapping[str, torch.Tensor] | None = None) -> Nemotron4:
+        """Build on `meta`, parallelize (TP, then FSDP2), materialise only this rank's shards, and fill them with
+        either the single-process init of `seed` or the full `weights` (e.g. init_from), sliced locally."""
+        check_tp(cfg, self.dims.tp, seq_len)
+        with torch.device("meta"):
+            model = Nemotron4(cfg)
+        parallelize(model, self.mesh)
+        model.to_empty(device=self.device)
+        if weights is None:
+            init_weights_sharded(model, seed if seed is not None else 0, self.device)
+        else:
+            load_full_weights(model, weights, self.device)
+        return model
+
+    def step_hooks(self, model: Nemotron4) -> ParallelStepHooks:
+        return ParallelStepHooks(model, self.mesh)
+
+
+def load_full_weights(model: Nemotron4, weights: Mapping[str, torch.Tensor], device: torch.device) -> None:
+    """Load full (unsharded) tensors, the same on every rank, into a parallelized model; each rank keeps its shard.
+    UserError names missing, unexpected or mis-shaped keys (like `load_state_dict`'s strict mode)."""
+    names = dict(model.named_parameters())
+    missing, unexpected = sorted(set(names) - set(weights)), sorted(set(weights) - set(names))
+    shapes = [f"{n}: {tuple(weights[n].shape)} vs {tuple(p.shape)}" for n, p in names.items()
+              if n in weights and weights[n].shape != p.shape]
+    if missing or unexpected or shapes:
+        raise UserError(f"weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}, "
+                        f"shape mismatches {shapes[:5]}")
+    copy_full_weights(model, lambda name, _: weights[name].to(device))
+    model.init_buffers()
+
+
+def setup_parallel(section: ParallelSection, device: torch.device) -> Parallel | None:
+    """Join the process group and build the mesh when torchrun launched several processes; None otherwise (the
+    single-process path, untouched). On CUDA each process takes the GPU of its LOCAL_RANK."""
+    if not launched_by_torchrun():
+        return None
+    world_size = int(os.environ["WORLD_SIZE"])
+    dims = ParallelDims.resolve(world_size, section.tp, section.dp)
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    mesh = setup_mesh(dims, device, resolve_backend(section.backend, device))
+    return Parallel(mesh, dims, device)
+
+
+def shutdown() -> None:
+    """Leave the process group, if this process joined one."""
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,87 @@
+"""Tensor x data parallel training on CPU (gloo) equals one process: per-step losses, gradient norms and held-out
+losses over 5 steps with a batch-size change and a phase switch; a tp=2 x dp=2 checkpoint resumes at tp=1 x dp=1 and
+tp=1 x dp=4 with the same next-step losses; AdamW state per rank falls as 1/dp."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import launch
+
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+
+RTOL = 1e-5  # fp32, different reduction orders (sharded matmuls, all-reduces, reduce-scatters)
+LAYOUTS = {"tp2": (2, "--parallel.tp", "2"), "dp2": (2, "--parallel.dp", "2"), "tp2_dp2": (4, "--parallel.tp", "2")}
+
+
+@pytest.fixture(scope="module")
+def runs(dist_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    root = tmp_path_factory.mktemp("dist_runs")
+    out = {"single": launch(dist_corpus, root / "single", 1)}
+    for name, (nproc, *overrides) in LAYOUTS.items():
+        out[name] = launch(dist_corpus, root / name, nproc, *overrides)
+    for name, (nproc, *overrides) in {"resumed_tp1_dp1": (1,), "resumed_tp1_dp4": (4, "--parallel.tp", "1")}.items():
+        run_dir = root / name
+        shutil.copytree(out["tp2_dp2"]["run_dir"], run_dir, ignore=shutil.ignore_patterns("optim"))
+        for later in ("step_00000004", "step_00000005"):  # resume from the step-3 checkpoint
+            shutil.rmtree(run_dir / "checkpoints" / later)
+        (run_dir / "checkpoints" / "latest").write_text("step_00000003\n")
+        out[name] = launch(dist_corpus, run_dir, nproc, *overrides)
+    for name, (nproc, *overrides) in {"init_from_single": (1,), "init_from_tp2_dp2": (4, "--parallel.tp", "2")}.items():
+        # full weights of a finished run, loaded at start (model.init_from) and again at the phase switch
+        source = str(out["single"]["run_dir"])
+        out[name] = launch(dist_corpus, root / name, nproc, *overrides, "--model.init_from", source,
+                           "--phases.1.init_from", source)
+    return out
+
+
+def assert_same_steps(want: list[dict[str, Any]], got: list[dict[str, Any]]) -> None:
+    assert [r["step"] for r in got] == [r["step"] for r in want]
+    for a, b in zip(want, got, strict=True):
+        same = ("batch_size", "phase", "tokens", "lr")
+        assert [a[k] for k in same] == [b[k] for k in same], f"step {a['step']}"
+        assert b["loss"] == pytest.approx(a["loss"], rel=RTOL), f"step {a['step']}"
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4), f"step {a['step']}"
+        if "val_loss" in a:
+            assert b["val_loss"] == pytest.approx(a["val_loss"], rel=RTOL), f"step {a['step']}"
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_losses_equal_one_process(runs: dict[str, dict[str, Any]], layout: str) -> None:
+    want = runs["single"]["records"]
+    assert [r["batch_size"] for r in want] == [8, 8, 16, 16, 16]
+    assert [r["phase"] for r in want] == ["pretrain"] * 4 + ["continued"]
+    assert_same_steps(want, runs[layout]["records"])
+
+
+@pytest.mark.parametrize("layout", ["resumed_tp1_dp1", "resumed_tp1_dp4"])
+def test_tp2_dp2_checkpoint_resumes_at_another_layout(runs: dict[str, dict[str, Any]], layout: str) -> None:
+    got = runs[layout]["records"]
+    assert [r["step"] for r in got] == [1, 2, 3, 4, 5]  # steps 1-3 kept from before the checkpoint
+    assert_same_steps(runs["tp2_dp2"]["records"][3:], got[3:])  # the same run, continued at another layout
+    assert_same_steps(runs["single"]["records"][3:], got[3:])
+
+
+def test_init_from_full_weights(runs: dict[str, dict[str, Any]]) -> None:
+    assert_same_steps(runs["init_from_single"]["records"], runs["init_from_tp2_dp2"]["records"])
+    assert runs["init_from_single"]["records"][0]["loss"] < runs["single"]["records"][0]["loss"] - 0.3  # trained
+
+
+def test_optimizer_state_per_rank_falls_as_one_over_dp(runs: dict[str, dict[str, Any]]) -> None:
+    def moments(name: str) -> list[int]:
+        return [r["moment_bytes"] for r in runs[name]["ranks"]]
+
+    (single,) = moments("single")
+    assert single == 2 * 4 * 168_576  # exp_avg + exp_avg_sq in fp32 for the tiny model's 168,576 parameters
+    assert moments("dp2") == [single // 2] * 2
+    assert moments("resumed_tp1_dp4") == [single // 4] * 4
+    tp2, tp2_dp2 = moments("tp2"), moments("tp2_dp2")
+    assert tp2_dp2 == [tp2[0] // 2] * 4  # dp halves what tp left on each rank
+    assert tp2 == [tp2[0]] * 2 and tp2[0] < single  # tp shards all but the (replicated) norm weights
+    for name in ("dp2", "tp2_dp2", "resumed_tp1_dp4"):
+        ranks = runs[name]["ranks"]
+        assert [r["world"] for r in ranks] == [len(ranks)] * len(ranks)

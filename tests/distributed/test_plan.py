@@ -1,0 +1,66 @@
+"""`nemotron4 plan`: the report's three stages (PAPER.md Table 2) come out at its iteration times and about 13 days,
+and the memory components scale as their formulas say."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nemotron4.cli import main
+from nemotron4.config import ModelConfig
+from nemotron4.distributed.plan import memory_per_gpu, params_per_gpu, parse_stages, plan_stages
+from nemotron4.errors import ConfigError
+from nemotron4.train.flops import param_counts
+
+pytestmark = pytest.mark.distributed
+
+CFG = ModelConfig.from_name("15b")
+
+
+def test_paper_stages_take_about_13_days() -> None:
+    plans = plan_stages(CFG, parse_stages("paper"), tp=8, seq_len=4096)
+    assert [p.dp for p in plans] == [96, 192, 288]  # Table 2's DP sizes
+    assert [p.accumulation for p in plans] == [4, 4, 4]
+    assert [p.iteration_s for p in plans] == pytest.approx([0.57, 0.58, 0.64], abs=0.01)  # Table 2
+    assert [p.days for p in plans] == pytest.approx([0.8, 0.4, 11.9], abs=0.06)
+    assert sum(p.days for p in plans) == pytest.approx(13.0, rel=0.1)
+
+
+def test_memory_components() -> None:
+    p = params_per_gpu(CFG, 8)
+    norms = (2 * CFG.n_layers + 1) * 2 * CFG.dim
+    assert (p - norms) * 8 + norms == param_counts(CFG)["total"]  # every matrix split 8 ways, norms replicated
+    m96, m288 = (memory_per_gpu(CFG, tp=8, dp=dp, seq_len=4096) for dp in (96, 288))
+    assert m96.weights == m288.weights == 2 * p and m96.gradients == 2 * p  # bf16, sharded over tp only
+    assert m96.optimizer == 12 * p / 96 and m288.optimizer == pytest.approx(m96.optimizer / 3)  # fp32 x 3, over dp
+    s, h, t = 4096, CFG.dim, 8
+    assert m96.activations == CFG.n_layers * 34 * s * h / t  # selective recompute (Korthikanti et al. eq. 3)
+    none = memory_per_gpu(CFG, tp=8, dp=96, seq_len=4096, recompute="none")
+    full = memory_per_gpu(CFG, tp=8, dp=96, seq_len=4096, recompute="full")
+    assert none.activations == m96.activations + CFG.n_layers * 5 * CFG.n_heads * s * s / t
+    assert full.activations < m96.activations < none.activations
+    assert memory_per_gpu(CFG, tp=8, dp=96, seq_len=4096, micro_batch=2).activations == 2 * m96.activations
+    assert 8 * 2**30 < m96.total < 80e9  # fits an 80 GB H100 with room to spare, as trained in the report
+    assert memory_per_gpu(CFG, 8, 96, 4096, grad_bytes=4).gradients == 2 * m96.gradients
+
+
+def test_bad_stages_are_refused() -> None:
+    with pytest.raises(ConfigError, match="gpus:batch_size:tokens:mfu"):
+        parse_stages("768:384:200B")
+    with pytest.raises(ConfigError, match="not a multiple of dp"):
+        plan_stages(CFG, parse_stages("768:100:200B:0.3"), tp=8, seq_len=4096)
+    with pytest.raises(ConfigError, match="does not divide"):
+        plan_stages(CFG, parse_stages("764:384:200B:0.3"), tp=8, seq_len=4096)
+
+
+def test_plan_command_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "--model", "15b", "--gpus", "2304", "--tp", "8", "--batch-size", "1152", "--seq-len",
+                 "4096", "--mfu", "30.5", "--tokens", "7.6T", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["total_days"] == pytest.approx(11.9, abs=0.05)
+    assert out["stages"][0]["dp"] == 288
+    assert main(["plan", "--stages", "paper"]) == 0
+    assert "13.2 days" in capsys.readouterr().out
+    assert main(["plan", "--tp", "3"]) == 2  # 3 does not divide n_kv_heads = 8: a clear error, not a traceback
+    assert "n_kv_heads" in capsys.readouterr().err

@@ -1,0 +1,52 @@
+"""Run under torchrun by the tests: `nemotron4 train` (through the CLI, as a user would launch it), then write this
+rank's optimizer-state bytes, counted from the AdamW state tensors it actually holds, to <run-dir>/optim/rank<r>.json.
+
+    torchrun --standalone --nproc-per-node 4 tests/distributed/worker.py --config C --run-dir D [--k v ...]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+from torch.distributed.tensor import DTensor
+
+from nemotron4.distributed.runtime import shutdown
+from nemotron4.train.config_io import load_job
+from nemotron4.train.trainer import Trainer
+
+
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> dict[str, int]:
+    """Bytes of the state tensors this rank stores (its local shards for DTensors): all of them, and the Adam
+    moments alone (without the per-parameter scalar `step` counters, which every rank keeps)."""
+    total = moments = 0
+    for state in optimizer.state.values():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                local = value.to_local() if isinstance(value, DTensor) else value
+                total += local.numel() * local.element_size()
+                moments += local.numel() * local.element_size() if key in ("exp_avg", "exp_avg_sq") else 0
+    return {"bytes": total, "moment_bytes": moments}
+
+
+def main(argv: list[str]) -> None:
+    config, run_dir, overrides = argv[1], Path(argv[3]), argv[4:]
+    assert argv[0] == "--config" and argv[2] == "--run-dir", argv
+    trainer = Trainer(load_job(config, overrides), run_dir)
+    try:
+        trainer.run()
+        rank = int(os.environ.get("RANK", "0"))
+        out = run_dir / "optim"
+        out.mkdir(exist_ok=True)
+        record = {"rank": rank, "dp": trainer.dp_size, "world": trainer.world_size,
+                  **optimizer_state_bytes(trainer.optimizer)}
+        (out / f"rank{rank}.json").write_text(json.dumps(record))
+    finally:
+        shutdown()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

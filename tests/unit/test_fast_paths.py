@@ -1,0 +1,60 @@
+"""Every training fast path computes the same loss and gradients as the plain model (fp32, CPU)."""
+
+import copy
+
+import pytest
+import torch
+
+from nemotron4 import ModelConfig, build_model
+from nemotron4.train.fast import (
+    apply_activation_checkpointing,
+    compile_blocks,
+    fused_cross_entropy_loss,
+    set_attention_backend,
+)
+from nemotron4.train.step import cross_entropy_loss
+
+
+def loss_and_grads(model, loss_fn, batch):
+    model.zero_grad(set_to_none=True)
+    loss = loss_fn(model, batch)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = build_model(ModelConfig.from_name("tiny"), seed=0)
+    batch = torch.randint(0, 512, (3, 33), generator=torch.Generator().manual_seed(0))
+    return model, batch, loss_and_grads(model, cross_entropy_loss, batch)
+
+
+def check(result, ref, tol=1e-5):
+    loss, grads = result
+    torch.testing.assert_close(loss, ref[0], rtol=tol, atol=tol)
+    for name, g in ref[1].items():
+        torch.testing.assert_close(grads[name], g, rtol=tol, atol=tol, msg=name)
+
+
+def test_fused_cross_entropy(setup):
+    model, batch, ref = setup
+    check(loss_and_grads(model, lambda m, b: fused_cross_entropy_loss(m, b, chunk_size=17), batch), ref)
+
+
+def test_activation_checkpointing(setup):
+    model, batch, ref = setup
+    ckpt = apply_activation_checkpointing(copy.deepcopy(model))
+    check(loss_and_grads(ckpt, cross_entropy_loss, batch), ref)
+
+
+def test_compiled_blocks_with_fused_loss_and_checkpointing(setup):
+    model, batch, ref = setup
+    fast = compile_blocks(apply_activation_checkpointing(copy.deepcopy(model)))
+    assert [n for n, _ in fast.named_parameters()] == [n for n, _ in model.named_parameters()]
+    check(loss_and_grads(fast, fused_cross_entropy_loss, batch), ref, tol=1e-4)
+
+
+def test_attention_backend_names():
+    set_attention_backend("auto")
+    with pytest.raises(ValueError, match="cudnn"):
+        set_attention_backend("fastest")
