@@ -1,0 +1,92 @@
+"""`nemotron4 eval`: LM-Evaluation-Harness tasks, the paper's suite, HumanEval, translation and perplexity."""
+
+from __future__ import annotations
+
+import argparse
+
+_EPILOG = """\
+examples:
+  nemotron4 eval --model runs/demo/final --tasks arc_easy,hellaswag --limit 100
+  nemotron4 eval --model hf/minitron-4b --suite paper --output results/paper.json
+  nemotron4 eval --model runs/demo/final --suite offline --perplexity configs/demo.toml \\
+      --translation data/corpus/translation/en-de.jsonl
+  nemotron4 eval --model runs/demo/final --humaneval --samples 20 --k 1,10
+
+The harness (pip install 'nemotron4[eval]') reads task data from the Hugging Face hub or its local cache; offline,
+tasks whose data is not cached are named and skipped. HumanEval, translation and perplexity need no download.
+lm-eval's own CLI with this model: python -m nemotron4.interop.lm_eval --model nemotron4 --model_args pretrained=DIR
+"""
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from e
+
+
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="evaluate a model: lm-eval tasks, the paper's suite, HumanEval, translation, perplexity",
+        description="Evaluate a model. Choose one or more of --tasks, --suite, --perplexity, --humaneval, "
+        "--translation; they share one loaded model.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    g = p.add_argument_group("model")
+    g.add_argument("--model", required=True, help="a nemotron4 weights directory, a Hugging Face nemotron directory, "
+                   "a training run / checkpoint, or a flavour name (random weights)")
+    g.add_argument("--tokenizer", help="SentencePiece .model file (default: tokenizer.model beside the weights)")
+    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default cpu)")
+    g.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="cast weights (default: as stored)")
+    g.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass (default 8)")
+    g.add_argument("--output", help="write all results to this JSON file")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+    g = p.add_argument_group("LM-Evaluation-Harness")
+    g.add_argument("--tasks", type=_names, default=[], help="comma-separated lm-eval tasks or groups")
+    g.add_argument("--suite", choices=("paper", "offline"),
+                   help="paper: the benchmarks of the Nemotron-4 report (PAPER.md section 6) with its shot counts, "
+                   "beside its numbers; offline: HumanEval plus --perplexity / --translation if given")
+    g.add_argument("--num-fewshot", type=int, help="shots for --tasks (default: each task's own)")
+    g.add_argument("--limit", type=int, help="evaluate only the first N examples of each task (also HumanEval)")
+    g.add_argument("--include-path", help="a folder of extra lm-eval task YAML files")
+    g.add_argument("--unsafe-code", action="store_true",
+                   help="allow lm-eval tasks that execute model-written code in-process (MBPP, lm-eval humaneval)")
+
+    g = p.add_argument_group("perplexity")
+    g.add_argument("--perplexity", metavar="CONFIG_OR_MANIFEST",
+                   help="held-out perplexity and bits per byte per category and source: a training config (.toml) "
+                   "or a token manifest (sources.json); uses each source's valid_path")
+    g.add_argument("--phase", help="which phase's blend of a training config (default the first)")
+    g.add_argument("--seq-len", type=int, help="window length (default the model's max_seq_len, at most 4096)")
+    g.add_argument("--max-samples", type=int, default=64, help="windows per source (default 64)")
+
+    g = p.add_argument_group("HumanEval")
+    g.add_argument("--humaneval", action="store_true", help="HumanEval pass@k, executed in a sandbox")
+    g.add_argument("--samples", type=int, default=1, help="completions per problem (default 1: greedy)")
+    g.add_argument("--k", type=_ints, default=[1], help="pass@k values, comma-separated (default 1)")
+    g.add_argument("--temperature", type=float, help="sampling temperature when --samples > 1 (default 0.8)")
+
+    g = p.add_argument_group("translation")
+    g.add_argument("--translation", metavar="FILE", help="JSONL of {source, target} pairs, e.g. the demo corpus's "
+                   "translation/en-de.jsonl; k-shot prompts, greedy until newline, corpus chrF")
+    g.add_argument("--src-lang", default="en", help="source language code (default en)")
+    g.add_argument("--tgt-lang", help="target language code (default: from FILE's name, en-<tgt>.jsonl)")
+    g.add_argument("--shots", type=int, default=8, help="examples in each prompt, the first of FILE (default 8)")
+    g.add_argument("--max-pairs", type=int, help="score at most this many pairs")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nemotron4.eval.runner import EvalOptions
+    from nemotron4.eval.runner import run as run_eval
+
+    fields = {k: v for k, v in vars(args).items() if k in EvalOptions.__dataclass_fields__}
+    run_eval(EvalOptions(**fields))
+    return 0

@@ -1,0 +1,78 @@
+"""`nemotron4 eval` end to end, in a subprocess, offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nemotron4.data.indexed import IndexedDatasetBuilder
+
+
+def run_eval(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
+           "HF_HOME": str(tmp_path / "empty-hf-home")}  # an empty cache: no benchmark data is available
+    cmd = [sys.executable, "-c", "import sys; from nemotron4.cli import main; sys.exit(main())", "eval", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+
+
+def test_paper_suite_offline_names_missing_data_and_runs_the_rest(tmp_path, weights_dir):
+    pytest.importorskip("lm_eval")
+    out = tmp_path / "paper.json"
+    proc = run_eval(tmp_path, "--model", str(weights_dir), "--suite", "paper", "--limit", "2", "--no-progress",
+                    "--output", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = proc.stdout
+    # Each harness task is named with the dataset it lacks and how to provide it, before anything runs.
+    assert "SIQA (0): skipped: needs lighteval/siqa (tasks social_iqa)" in text
+    assert "GSM8K (8): skipped: needs openai/gsm8k" in text and "HF_DATASETS_OFFLINE=1" in text
+    rows = {r["benchmark"]: r for r in json.loads(out.read_text())["paper_suite"]}
+    assert rows["ARC-c (0)"]["paper"] == 55.5 and rows["ARC-c (0)"]["status"] == "skipped: no data offline"
+    assert rows["HumanEval (0, pass@1)"]["ours"] == 0.0 and rows["HumanEval (0, pass@1)"]["status"].startswith("ok")
+    assert rows["MultiPL-E (0)"]["status"].startswith("not covered")
+    assert "Nemotron-4 15B" in text and "commonsense avg (0)" in text and "73.4" in text
+
+
+def test_offline_suite_perplexity_translation_humaneval(tmp_path, weights_dir):
+    rng = np.random.default_rng(0)
+    sources = []
+    for name, cat in (("web", "english"), ("code", "code")):
+        for split in ("", "_valid"):
+            b = IndexedDatasetBuilder(tmp_path / f"{name}{split}", dtype=np.uint16)
+            b.add_document(rng.integers(4, 300, 2_000))
+            b.finalize()
+        sources.append({"name": name, "path": name, "category": cat, "valid_path": f"{name}_valid"})
+    (tmp_path / "sources.json").write_text(json.dumps({"sources": sources}))
+    pairs = [{"source": f"open file {i}", "target": f"Datei {i} öffnen"} for i in range(6)]
+    (tmp_path / "en-de.jsonl").write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
+    proc = run_eval(tmp_path, "--model", str(weights_dir), "--suite", "offline", "--limit", "3", "--no-progress",
+                    "--perplexity", "sources.json", "--seq-len", "32", "--max-samples", "4",
+                    "--translation", "en-de.jsonl", "--shots", "2", "--output", "out.json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((tmp_path / "out.json").read_text())
+    assert set(res["perplexity"]["by_category"]) == {"english", "code"}
+    assert res["translation"]["n"] == 4 and res["humaneval"]["n_problems"] == 3
+    assert "chrF" in proc.stdout and "bits/byte" in proc.stdout and "HumanEval" in proc.stdout
+
+
+def test_nothing_to_do_is_one_clear_line(tmp_path, weights_dir):
+    proc = run_eval(tmp_path, "--model", str(weights_dir))
+    assert proc.returncode == 2 and "nothing to evaluate" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_lm_eval_own_cli_finds_the_nemotron4_model(tmp_path, weights_dir):
+    pytest.importorskip("lm_eval")
+    from .conftest import write_mc_task
+
+    tasks = write_mc_task(tmp_path / "tasks", n=6)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "nemotron4.interop.lm_eval", "--model", "nemotron4", "--model_args",
+           f"pretrained={weights_dir}", "--tasks", "tiny_mc", "--include_path", str(tasks), "--batch_size", "4"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "|tiny_mc|" in proc.stdout and "|acc" in proc.stdout
