@@ -30,8 +30,12 @@ class TranslationSection:
     """Pairs with a side longer than this are not used, so that k-shot prompts fit in train.seq_len."""
     examples_per_document: int = 6
     """Examples per training document, blank-line separated like a k-shot prompt."""
-    copies: int = 4
+    copies: int = 1
     """Shuffled groupings of the training pairs written to the examples' token file."""
+    from_catalogs: bool = True
+    """Also train on the target language's own gettext catalogs (whose translations the multilingual training text
+    already holds), not only on the corpus's kept-aside pairs; pairs that share a side with a held-out one are
+    dropped either way."""
 
 
 @dataclass

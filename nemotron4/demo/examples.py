@@ -1,19 +1,42 @@
-"""English -> X translation pairs for the demo: pick the language, split the pairs into a held-out evaluation set and
-a training set, and write the training set as benchmark-style documents for continued training (PAPER.md section
-5), in the very template the evaluation prompts with (`nemotron4.eval.prompts`)."""
+"""English -> X translation pairs for the demo: pick the language, hold out an evaluation set from the corpus's
+translation pairs, gather training pairs, and write them as benchmark-style documents for continued training
+(PAPER.md section 5) in the very template the evaluation prompts with (`nemotron4.eval.prompts`).
+
+The corpus keeps only a sample of each catalog's pairs aside (their translations are left out of the training
+text); the held-out set comes from those. Training pairs come from the rest of that sample and from the language's
+gettext catalogs themselves, whose translations the multilingual training text already holds: any pair that shares
+a side with a held-out pair is dropped, so the evaluation stays unseen. Only plain phrases are used (no format
+directives, options or markup), so that chrF measures translation rather than copying of `%s`.
+"""
 
 from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+import re
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from nemotron4.data.corpus_files import mo_pairs
 from nemotron4.data.manifest import Manifest
 from nemotron4.errors import UserError
 from nemotron4.eval.prompts import translation_example
 
-__all__ = ["examples_documents", "pick_language", "read_pairs", "split_pairs", "write_jsonl"]
+__all__ = ["catalog_pairs", "examples_documents", "is_plain", "pick_language", "read_pairs", "split_pairs",
+           "training_pairs", "write_jsonl"]
+
+_MARKUP = re.compile(r"[%$`{}<>\[\]=_/\\|@#]|--|\.\.\.|^\W")
+
+
+def is_plain(source: str, target: str, max_chars: int) -> bool:
+    """A single-line pair of at most `max_chars` per side whose source is a plain phrase of two or more words:
+    letters and spaces (90%+), no format directive, option, path or markup."""
+    if not source or not target or len(source) > max_chars or len(target) > max_chars or "\n" in source + target:
+        return False
+    if _MARKUP.search(source) or len(source.split()) < 2:
+        return False
+    return sum(c.isalpha() or c == " " for c in source) >= 0.9 * len(source)
 
 
 def pick_language(manifest: Manifest, candidates: Sequence[str]) -> tuple[str, int]:
@@ -38,21 +61,43 @@ def read_pairs(manifest: Manifest, lang: str) -> list[dict]:
 
 
 def split_pairs(pairs: list[dict], heldout: int, max_chars: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
-    """(held-out, train): single-line pairs with both sides at most `max_chars`, one per distinct source text,
-    shuffled with `seed`; the first `heldout` are held out (at most half of them, so training keeps some)."""
+    """(held-out, rest): the plain pairs (`is_plain`), one per distinct source, shuffled with `seed`; the first
+    `heldout` are held out (at most half, so that some remain)."""
     seen: set[str] = set()
     usable = []
     for p in pairs:
         s, t = p["source"].strip(), p["target"].strip()
-        if s and t and s not in seen and "\n" not in s + t and len(s) <= max_chars and len(t) <= max_chars:
+        if s not in seen and is_plain(s, t, max_chars):
             seen.add(s)
             usable.append({"source": s, "target": t})
     random.Random(seed).shuffle(usable)
     n = min(heldout, len(usable) // 2)
     if n == 0:
-        raise UserError(f"only {len(usable)} usable translation pairs (<= {max_chars} characters): too few to hold "
+        raise UserError(f"only {len(usable)} plain translation pairs of <= {max_chars} characters: too few to hold "
                         "some out; raise demo.translation.max_chars or demo.corpus.max_translation_pairs")
     return usable[:n], usable[n:]
+
+
+def catalog_pairs(locale_root: Path, lang: str, max_chars: int) -> Iterator[dict]:
+    """The plain en-><lang> pairs of the gettext catalogs under `locale_root/<lang>/LC_MESSAGES`, in file order."""
+    skips: Counter = Counter()
+    for mo in sorted((Path(locale_root) / lang / "LC_MESSAGES").glob("*.mo")):
+        for s, t in mo_pairs(mo, skips):
+            s, t = s.strip(), t.strip()
+            if t != s and is_plain(s, t, max_chars):
+                yield {"source": s, "target": t}
+
+
+def training_pairs(candidates: Iterator[dict], heldout: list[dict]) -> list[dict]:
+    """`candidates` without repeats and without any pair that shares a side with a held-out pair."""
+    banned = {p["source"] for p in heldout} | {p["target"] for p in heldout}
+    seen: set[str] = set()
+    out = []
+    for p in candidates:
+        if p["source"] not in banned and p["target"] not in banned and p["source"] not in seen:
+            seen.add(p["source"])
+            out.append(p)
+    return out
 
 
 def examples_documents(

@@ -15,6 +15,7 @@ command after an interruption picks up where it stopped.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import shutil
@@ -31,7 +32,15 @@ from nemotron4.config import ModelConfig
 from nemotron4.data.indexed import dataset_exists
 from nemotron4.data.manifest import Manifest
 from nemotron4.demo.config import DemoConfig
-from nemotron4.demo.examples import examples_documents, pick_language, read_pairs, split_pairs, write_jsonl
+from nemotron4.demo.examples import (
+    catalog_pairs,
+    examples_documents,
+    pick_language,
+    read_pairs,
+    split_pairs,
+    training_pairs,
+    write_jsonl,
+)
 from nemotron4.demo.job import build_job, read_token_sources
 from nemotron4.demo.report import format_table, write_summary
 from nemotron4.demo.threads import fastest_thread_count
@@ -54,7 +63,8 @@ class Demo:
         self.manifest: Manifest | None = None
         self.tokenizer: Tokenizer | None = None
         self.lang = ""
-        self.heldout: list[dict] = []
+        self.heldout: list[dict] = []  # translation pairs evaluated on
+        self.train_pairs: list[dict] = []  # the rest: benchmark-style training examples, and the prompts' shots
         self.job: JobConfig | None = None
 
     def path(self, *parts: str) -> Path:
@@ -138,7 +148,11 @@ class Demo:
                 print(f"   {cat:<13} {n:>11,} tokens")
             self.lang, n_pairs = pick_language(self.manifest, self.cfg.languages)
             t = self.cfg.translation
-            self.heldout, train = split_pairs(read_pairs(self.manifest, self.lang), t.heldout_pairs, t.max_chars)
+            self.heldout, rest = split_pairs(read_pairs(self.manifest, self.lang), t.heldout_pairs, t.max_chars)
+            locale_root = Path(self.cfg.corpus.get("locale_root", "/usr/share/locale"))
+            catalogs = catalog_pairs(locale_root, self.lang, t.max_chars) if t.from_catalogs else iter(())
+            self.train_pairs = training_pairs(itertools.chain(rest, catalogs), self.heldout)
+            train = self.train_pairs
             write_jsonl(self.path("translation", "heldout.jsonl"), self.heldout)
             bench = f"translation-en-{self.lang}"
             for split, pairs, copies in (("", train, t.copies), (".heldout", self.heldout, 1)):
@@ -149,9 +163,10 @@ class Demo:
                     prepare([jsonl], self.tokenizer.path, prefix, progress=False)
             sources.append({"name": bench, "category": "benchmark", "path": str(tokens / bench),
                             "valid_path": str(tokens / f"{bench}.heldout"), "tokens": _num_tokens(tokens / bench)})
-            print(f"   translation en->{self.lang} ({n_pairs} pairs in the corpus; candidates "
-                  f"{', '.join(self.cfg.languages)}): {len(self.heldout)} held out for evaluation, {len(train)} "
-                  f"written as benchmark-style examples ({sources[-1]['tokens']:,} tokens, {t.copies} groupings)")
+            print(f"   translation en->{self.lang} (the best covered of {', '.join(self.cfg.languages)}: {n_pairs} "
+                  f"pairs kept aside by the corpus): {len(self.heldout)} plain pairs held out for evaluation; "
+                  f"{len(train):,} others (+ the catalogs) written as benchmark-style examples, "
+                  f"{sources[-1]['tokens']:,} tokens")
             self.job = build_job(self.cfg.job, sources, self.cfg.reweight, self.lang, self.tokenizer.vocab_size)
 
     # ---- 4-5: training --------------------------------------------------------------------------------------
@@ -208,8 +223,8 @@ class Demo:
                                               max_samples_per_source=e.max_samples_per_source,
                                               batch_size=e.batch_size, tokenizer=self.tokenizer, device="cpu")
                     tr = evaluate_translation(model, self.tokenizer, self.heldout, src_lang="en", tgt_lang=self.lang,
-                                              shots=e.shots, max_new_tokens=e.max_new_tokens, seed=0,
-                                              batch_size=e.batch_size)
+                                              shots=e.shots, shot_pairs=self.train_pairs,
+                                              max_new_tokens=e.max_new_tokens, seed=0, batch_size=e.batch_size)
                     evals[phase.name] = {"perplexity": ppl, "translation": tr}
                 out_path.write_text(json.dumps(evals, indent=1, ensure_ascii=False) + "\n")
             print()
@@ -237,8 +252,8 @@ class Demo:
             plot = plot_run(self.run_dir)
             print(f"   {plot}")
         names = list(evals)
-        examples = [{"source": ex["source"], "reference": ex["reference"],
-                     **{n: evals[n]["translation"]["examples"][k]["hypothesis"] for n in names}}
+        examples = [{"source": ex["source"], "reference": ex["target"],
+                     **{n: evals[n]["translation"]["examples"][k]["output"] for n in names}}
                     for k, ex in enumerate(evals[names[0]]["translation"]["examples"][:8])]
         summary = {
             "budget": self.budget, "run_dir": str(self.run_dir), "language": self.lang,
