@@ -165,8 +165,8 @@ class Demo:
                             "valid_path": str(tokens / f"{bench}.heldout"), "tokens": _num_tokens(tokens / bench)})
             print(f"   translation en->{self.lang} (the best covered of {', '.join(self.cfg.languages)}: {n_pairs} "
                   f"pairs kept aside by the corpus): {len(self.heldout)} plain pairs held out for evaluation; "
-                  f"{len(train):,} others (+ the catalogs) written as benchmark-style examples, "
-                  f"{sources[-1]['tokens']:,} tokens")
+                  f"{len(train):,} others (from those and the language's catalogs, none sharing a side with a "
+                  f"held-out pair) written as benchmark-style examples, {sources[-1]['tokens']:,} tokens")
             self.job = build_job(self.cfg.job, sources, self.cfg.reweight, self.lang, self.tokenizer.vocab_size)
 
     # ---- 4-5: training --------------------------------------------------------------------------------------
