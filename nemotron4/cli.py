@@ -20,6 +20,7 @@ COMMANDS: tuple[str, ...] = (
     "nemotron4.commands.flops",
     "nemotron4.commands.plan",
     "nemotron4.commands.plot",
+    "nemotron4.commands.demo",
     "nemotron4.commands.generate",
     "nemotron4.commands.eval",
 )
