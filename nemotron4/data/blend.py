@@ -23,7 +23,7 @@ import numpy as np
 from nemotron4.data.indexed import IndexedDataset, dataset_exists
 from nemotron4.data.manifest import CATEGORIES
 from nemotron4.data.npcache import load_arrays, save_arrays
-from nemotron4.data.samples import SequenceSamples, cache_key, file_fingerprint
+from nemotron4.data.samples import SequenceSamples, cache_key, content_fingerprint
 from nemotron4.errors import ConfigError, UserError
 
 __all__ = ["BlendConfig", "BlendedDataset", "Source", "blending_indices", "build_blend"]
@@ -230,7 +230,7 @@ def build_blend(
     shares = cfg.source_shares([ds.num_tokens for ds in indexed])
     fingerprint = cache_key(
         shares=shares.round(12).tolist(), n=num_samples, seq_len=seq_len, seed=seed,
-        files=[file_fingerprint(s.path) for s in sources], names=[s.name for s in sources],
+        files=[content_fingerprint(s.path) for s in sources], names=[s.name for s in sources],
     )
     dataset_index, dataset_sample_index = _cached_blend(shares, num_samples, cache_dir, fingerprint)
     counts = np.bincount(dataset_index, minlength=len(sources))

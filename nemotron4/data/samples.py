@@ -20,7 +20,7 @@ from nemotron4.data.npcache import load_arrays, save_arrays
 
 _PARTS = ("doc", "sample", "shuffle")
 
-__all__ = ["SequenceSamples", "build_sample_index", "file_fingerprint"]
+__all__ = ["SequenceSamples", "build_sample_index", "content_fingerprint", "file_fingerprint"]
 
 _INDEX_VERSION = 1  # bump when the index construction changes, so old caches are not reused
 
@@ -32,6 +32,21 @@ def file_fingerprint(prefix: str | os.PathLike) -> dict:
         st = os.stat(f"{os.fspath(prefix)}{ext}")
         out[ext] = [st.st_size, st.st_mtime_ns]
     return out
+
+
+def content_fingerprint(prefix: str | os.PathLike, window: int = 1 << 20) -> dict:
+    """What identifies a token file's content wherever it lives: sizes of .bin and .idx, and a hash of the first
+    and last MiB of the .idx (document lengths). Unlike `file_fingerprint` it survives a copy or a restage to
+    another disk, so a run resumes on moved data; a re-tokenized file changes it."""
+    idx = f"{os.fspath(prefix)}.idx"
+    size = os.path.getsize(idx)
+    digest = hashlib.sha256()
+    with open(idx, "rb") as f:
+        digest.update(f.read(window))
+        if size > window:
+            f.seek(max(window, size - window))
+            digest.update(f.read())
+    return {"bin": os.path.getsize(f"{os.fspath(prefix)}.bin"), "idx": size, "idx_sha256": digest.hexdigest()[:24]}
 
 
 def cache_key(**inputs: object) -> str:

@@ -8,6 +8,9 @@ import signal
 import subprocess
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from nemotron4.train.metrics import read_metrics
 
 from .conftest import TINY_TOML, nemotron4_cmd, run_cli
@@ -53,3 +56,41 @@ def test_rerun_with_incompatible_config_is_refused(corpus_dir: Path, tmp_path: P
     assert proc.returncode == 2
     assert "different configuration, which cannot be resumed" in proc.stderr
     assert "phases.0.tokens: 4096 -> 49152" in proc.stderr
+
+
+def test_resume_after_the_data_moved(corpus_dir: Path, tmp_path: Path) -> None:
+    """Copying the token files elsewhere (new paths, new mtimes) and pointing the config there still resumes, and
+    continues as the uninterrupted run; re-tokenized data (other content) is refused."""
+    import shutil
+
+    from nemotron4.data.indexed import IndexedDataset
+    from nemotron4.errors import UserError
+    from nemotron4.train.trainer import Trainer
+
+    from .conftest import tiny_job, write_source
+    from .test_checkpoint import SHORT
+
+    reference = tmp_path / "reference"
+    Trainer(tiny_job(corpus_dir, *SHORT), reference).run()
+    run = tmp_path / "run"
+    first = Trainer(tiny_job(corpus_dir, *SHORT), run)
+    first.run(stop=lambda: first.state.step >= 4)
+    moved = tmp_path / "moved"
+    shutil.copytree(corpus_dir, moved)  # copytree keeps mtimes: touch them like a plain cp would
+    for f in moved.rglob("*"):
+        if f.is_file():
+            os.utime(f)
+    Trainer(tiny_job(moved, *SHORT), run).run()
+    want, got = read_metrics(reference), read_metrics(run)
+    assert [r["loss"] for r in got] == [r["loss"] for r in want]
+
+    changed = tmp_path / "changed"
+    shutil.copytree(corpus_dir, changed)
+    web = next(changed.rglob("web.idx")).with_suffix("")
+    tokens = np.concatenate([IndexedDataset(web)[i] for i in range(len(IndexedDataset(web)))])
+    write_source(web, tokens, doc_len=299)  # the same tokens cut into other documents: another sample order
+    third = tmp_path / "third"
+    early = Trainer(tiny_job(corpus_dir, *SHORT), third)
+    early.run(stop=lambda: early.state.step >= 4)
+    with pytest.raises(UserError, match="changed"):
+        Trainer(tiny_job(changed, *SHORT), third).run()
