@@ -67,7 +67,8 @@ class DataLoader:
         mine, theirs = getattr(self.dataset, "fingerprint", None), state.get("fingerprint")
         if mine is not None and theirs is not None and mine != theirs:
             raise UserError(
-                f"loader state was saved for dataset {theirs} but this dataset is {mine} (the blend, the token files' content, seq_len, "
-                "seed or sample count changed); resume with the same data config or start the phase afresh"
+                f"loader state was saved for dataset {theirs} but this dataset is {mine} (the blend, the token "
+                "files' content, seq_len, seed or sample count changed); resume with the same data config or start "
+                "the phase afresh"
             )
         self.consumed_samples = int(state["consumed_samples"])
