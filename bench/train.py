@@ -74,6 +74,71 @@ def time_steps(model, optimizer, batches, micro: int, loss_fn, device, warmup: i
             "tokens_per_s": tokens / dt, "peak_mem_gib": peak, "losses": losses}
 
 
+def markov_batches(vocab: int, steps: int, gbs: int, seq_len: int, seed: int = 0) -> torch.Tensor:
+    """(steps, gbs, seq_len + 1) tokens with learnable structure: each token is a fixed random successor of the
+    previous one, or (one time in five) a uniformly random token. Loss falls from ln(vocab) toward ~2.9 nats."""
+    g = torch.Generator().manual_seed(seed)
+    successor = torch.randperm(vocab, generator=g)
+    n = steps * gbs
+    out = torch.empty(n, seq_len + 1, dtype=torch.long)
+    out[:, 0] = torch.randint(0, vocab, (n,), generator=g)
+    noise = torch.rand(n, seq_len, generator=g) < 0.2
+    rand = torch.randint(0, vocab, (n, seq_len), generator=g)
+    for t in range(seq_len):
+        out[:, t + 1] = torch.where(noise[:, t], rand[:, t], successor[out[:, t]])
+    return out.view(steps, gbs, seq_len + 1)
+
+
+def loss_curves(cfg: ModelConfig, args, device: torch.device, hf_factory, attention: str) -> dict:
+    """HF and ours from the same initial weights on the same batches for `args.curve` steps (PAPER.md optimizer,
+    LR warmup 10 steps to 3e-4, then constant); per-step losses of both."""
+    steps, micro = args.curve, int(args.micro.split(",")[0])
+    data = markov_batches(cfg.vocab_size, steps, args.global_batch, args.seq_len)
+    torch.manual_seed(0)
+    hf = hf_factory()
+    initial = {k: v.detach().to("cpu", copy=True) for k, v in hf.state_dict().items()}
+    autocast = autocast_context(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
+
+    def train(model, loss_fn) -> list[float]:
+        optimizer = build_optimizer(model, OptimSection(fused="true" if device.type == "cuda" else "false"), device)
+        losses = []
+        for i in range(steps):
+            lr = 3e-4 * min(1.0, (i + 1) / 10)
+            micro_batches = list(data[i].to(device).split(micro))
+            losses.append(train_step(model, optimizer, micro_batches, lr, 1.0, autocast, loss_fn).loss)
+        return losses
+
+    hf.train()
+    hf_losses = train(hf, hf_loss)
+    del hf
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    from nemotron4.interop.hf import our_name
+    from nemotron4.model import Nemotron4
+
+    with torch.device("meta"):
+        ours = Nemotron4(cfg)
+    ours.load_state_dict({our_name(k): v.to(device) for k, v in initial.items() if not k.endswith("inv_freq")},
+                         assign=True)
+    ours.init_buffers()
+    set_attention_backend(attention if device.type == "cuda" else "auto")
+    if not args.no_compile:
+        compile_blocks(ours)
+    ours.train()
+    our_losses = train(ours, fused_cross_entropy_loss)
+    rel = [abs(a - b) / abs(a) for a, b in zip(hf_losses, our_losses, strict=True)]
+    log("\n| step | HF loss | ours loss | rel diff |")
+    log("|---|---|---|---|")
+    for i in range(0, steps, max(1, steps // 10)):
+        log(f"| {i + 1} | {hf_losses[i]:.4f} | {our_losses[i]:.4f} | {rel[i]:.2e} |")
+    log(f"| {steps} | {hf_losses[-1]:.4f} | {our_losses[-1]:.4f} | {rel[-1]:.2e} |")
+    log(f"max rel diff {max(rel):.2e}, mean {sum(rel) / steps:.2e}")
+    return {"steps": steps, "micro_batch": micro, "global_batch": args.global_batch, "data": "markov (successor 80%)",
+            "hf": [round(x, 5) for x in hf_losses], "ours": [round(x, 5) for x in our_losses],
+            "max_rel_diff": max(rel), "mean_rel_diff": sum(rel) / steps}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="minitron-4b")
@@ -87,6 +152,8 @@ def main() -> None:
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--curve", type=int, default=0,
+                    help="also train HF and ours N steps from the same weights on the same data; print both losses")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--out", default="bench/results/train_h200.json")
     args = ap.parse_args()
@@ -122,16 +189,18 @@ def main() -> None:
         log(f"{peer:5s} mb {r['micro_batch']} x acc {r['accumulation']}: {r['tokens_per_s']:,.0f} tok/s, "
             f"MFU {r['mfu']:.1%}, {r['step_s']:.3f} s/step, peak {r['peak_mem_gib']:.1f} GiB")
 
+    def hf_factory():
+        hf_cfg = transformers.NemotronConfig(**{k: v for k, v in config_to_hf(cfg, torch.float32).items()
+                                                if k not in ("architectures", "model_type", "torch_dtype", "dtype")})
+        with torch.device(device):
+            return transformers.NemotronForCausalLM._from_config(hf_cfg, attn_implementation="sdpa",
+                                                                 dtype=torch.float32)
+
     plans = [(args.global_batch, m) for m in micros] + ([(1, 1)] if args.single else [])
-    for peer in args.peers.split(","):
+    for peer in filter(None, args.peers.split(",")):
         torch.manual_seed(0)
         if peer == "hf":
-            hf_cfg = transformers.NemotronConfig(**{k: v for k, v in config_to_hf(cfg, torch.float32).items()
-                                                    if k not in ("architectures", "model_type", "torch_dtype",
-                                                                 "dtype")})
-            with torch.device(device):
-                model = transformers.NemotronForCausalLM._from_config(hf_cfg, attn_implementation="sdpa",
-                                                                      dtype=torch.float32)
+            model = hf_factory()
             loss_fn = hf_loss
         else:
             model = build_model(cfg, device=device, seed=0)
@@ -157,6 +226,10 @@ def main() -> None:
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
+
+    if args.curve:
+        res["loss_curves"] = loss_curves(cfg, args, device, hf_factory, args.attention)
+        out.write_text(json.dumps(res, indent=2) + "\n")
 
     ok = [r for r in res["runs"] if "mfu" in r]
     best = {p: max((r for r in ok if r["peer"] == p and r["global_batch"] == args.global_batch),
