@@ -53,16 +53,22 @@ def cache_key(**inputs: object) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def build_sample_index(doc_lengths: np.ndarray, seq_len: int, num_samples: int) -> np.ndarray:
+def build_sample_index(
+    doc_lengths: np.ndarray, seq_len: int, num_samples: int, chunk: int = 1 << 22
+) -> np.ndarray:
     """(num_samples, 2) int64: for each sample, the position in `doc_lengths` (documents in epoch order) where it
     starts, and the token offset inside that document."""
     cum = np.zeros(len(doc_lengths) + 1, np.int64)
     np.cumsum(doc_lengths, out=cum[1:])
     if cum[-1] < num_samples * seq_len + 1:
         raise ValueError(f"{cum[-1]} tokens cannot hold {num_samples} samples of {seq_len} + 1")
-    starts = np.arange(num_samples, dtype=np.int64) * seq_len
-    pos = np.searchsorted(cum, starts, side="right") - 1  # last document starting at or before `start`
-    return np.stack([pos, starts - cum[pos]], axis=1)
+    out = np.empty((num_samples, 2), np.int64)
+    for lo in range(0, num_samples, chunk):  # chunks: peak memory is the output plus one chunk, not 3x the output
+        starts = np.arange(lo, min(lo + chunk, num_samples), dtype=np.int64) * seq_len
+        pos = np.searchsorted(cum, starts, side="right") - 1  # last document starting at or before `start`
+        out[lo : lo + len(starts), 0] = pos
+        out[lo : lo + len(starts), 1] = starts - cum[pos]
+    return out
 
 
 class SequenceSamples:
