@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
+from fake_text import fake_docs as _fake_docs
 
 from nemotron4.tokenizer import Tokenizer, TokenizerConfig, train_tokenizer
 
@@ -20,17 +20,8 @@ GERMAN = (
     "der", "die", "und", "in", "den", "von", "zu", "das", "mit", "sich", "des", "auf", "für", "ist", "im", "dem",
     "nicht", "ein", "eine", "als", "auch", "es", "an"
 )
-CODE = ["def f(x):\n    return x + 1\n", "for i in range(10):\n\tprint(i)\n", "if (a == b) {\n  x = 42;\n}\n"]
-
-
 def fake_docs(n: int, seed: int = 0, words: tuple[str, ...] = WORDS) -> list[str]:
-    rng = random.Random(seed)
-    docs = []
-    for _ in range(n):
-        k = rng.randint(5, 120)
-        text = " ".join(rng.choice(words) for _ in range(k))
-        docs.append(text.capitalize() + f". Year {rng.randint(1000, 2999)}.\n" + rng.choice(CODE))
-    return docs
+    return _fake_docs(n, words, seed, max_words=120)
 
 
 def write_jsonl(path: Path, docs: list[str], field: str = "text") -> Path:

@@ -15,6 +15,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from fake_text import fake_docs as _fake_docs  # noqa: E402
 
 from nemotron4 import ModelConfig, Nemotron4, build_model  # noqa: E402
 from nemotron4.tokenizer import Tokenizer, TokenizerConfig, train_tokenizer  # noqa: E402
@@ -23,13 +24,10 @@ from nemotron4.weights import save_weights  # noqa: E402
 WORDS = ("the", "of", "and", "to", "in", "is", "was", "for", "on", "that", "with", "as", "by", "at", "from", "it",
          "an", "were", "which", "be", "this", "are", "not", "or", "have", "one", "two", "time", "people", "water")
 GERMAN = ("der", "die", "und", "in", "den", "von", "zu", "das", "mit", "sich", "auf", "für", "ist", "nicht", "ein")
-CODE = ["def f(x):\n    return x + 1\n", "for i in range(10):\n\tprint(i)\n", "if (a == b) {\n  x = 42;\n}\n"]
 
 
 def fake_docs(n: int, seed: int = 0, words: tuple[str, ...] = WORDS) -> list[str]:
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(words) for _ in range(rng.randint(5, 80))).capitalize()
-            + f". Year {rng.randint(1000, 2999)}.\n" + rng.choice(CODE) for _ in range(n)]
+    return _fake_docs(n, words, seed, max_words=80)
 
 
 @pytest.fixture(scope="session")
