@@ -12,3 +12,13 @@ def fake_docs(n: int, words: tuple[str, ...], seed: int = 0, max_words: int = 12
     rng = random.Random(seed)
     return [" ".join(rng.choice(words) for _ in range(rng.randint(5, max_words))).capitalize()
             + f". Year {rng.randint(1000, 2999)}.\n" + rng.choice(CODE) for _ in range(n)]
+
+
+def train_fake_tokenizer(path, words: tuple[str, ...], german: tuple[str, ...], max_words: int):
+    """A 400-piece tokenizer trained on English-like and German-like fake documents plus some non-ASCII text."""
+    from nemotron4.tokenizer import TokenizerConfig, train_tokenizer
+
+    docs = (fake_docs(400, words, 0, max_words) + fake_docs(100, german, 1, max_words)
+            + ["Ünïcödé café naïve — “quotes”"] * 5)
+    train_tokenizer(docs, path, TokenizerConfig(vocab_size=400, num_threads=2))
+    return path

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 from fake_text import fake_docs as _fake_docs
+from fake_text import train_fake_tokenizer
 
-from nemotron4.tokenizer import Tokenizer, TokenizerConfig, train_tokenizer
+from nemotron4.tokenizer import Tokenizer
 
 WORDS = (
     "the", "of", "and", "to", "in", "is", "was", "for", "on", "that", "with", "as", "by", "at", "from", "his",
@@ -34,10 +35,7 @@ def write_jsonl(path: Path, docs: list[str], field: str = "text") -> Path:
 
 @pytest.fixture(scope="session")
 def tokenizer_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    docs = fake_docs(400) + fake_docs(100, seed=1, words=GERMAN) + ["Ünïcödé café naïve — “quotes”"] * 5
-    path = tmp_path_factory.mktemp("tok") / "tok.model"
-    train_tokenizer(docs, path, TokenizerConfig(vocab_size=400, num_threads=2))
-    return path
+    return train_fake_tokenizer(tmp_path_factory.mktemp("tok") / "tok.model", WORDS, GERMAN, max_words=120)
 
 
 @pytest.fixture(scope="session")

@@ -15,10 +15,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from fake_text import fake_docs as _fake_docs  # noqa: E402
+from fake_text import fake_docs as _fake_docs
+from fake_text import train_fake_tokenizer  # noqa: E402
 
 from nemotron4 import ModelConfig, Nemotron4, build_model  # noqa: E402
-from nemotron4.tokenizer import Tokenizer, TokenizerConfig, train_tokenizer  # noqa: E402
+from nemotron4.tokenizer import Tokenizer  # noqa: E402
 from nemotron4.weights import save_weights  # noqa: E402
 
 WORDS = ("the", "of", "and", "to", "in", "is", "was", "for", "on", "that", "with", "as", "by", "at", "from", "it",
@@ -32,10 +33,7 @@ def fake_docs(n: int, seed: int = 0, words: tuple[str, ...] = WORDS) -> list[str
 
 @pytest.fixture(scope="session")
 def sp_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    docs = fake_docs(400) + fake_docs(100, seed=1, words=GERMAN) + ["Ünïcödé café naïve — “quotes”"] * 5
-    path = tmp_path_factory.mktemp("sp") / "tokenizer.model"
-    train_tokenizer(docs, path, TokenizerConfig(vocab_size=400, num_threads=2))
-    return path
+    return train_fake_tokenizer(tmp_path_factory.mktemp("sp") / "tokenizer.model", WORDS, GERMAN, max_words=80)
 
 
 @pytest.fixture(scope="session")
