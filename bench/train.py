@@ -28,7 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nemotron4 import ModelConfig, build_model  # noqa: E402
 from nemotron4.interop.hf import config_to_hf  # noqa: E402
 from nemotron4.train.config import OptimSection  # noqa: E402
-from nemotron4.train.fast import compile_blocks, fused_cross_entropy_loss, set_attention_backend  # noqa: E402
+from nemotron4.train.fast import (  # noqa: E402
+    CastWeightsOnce,
+    compile_blocks,
+    fused_cross_entropy_loss,
+    set_attention_backend,
+)
 from nemotron4.train.flops import flops_per_token  # noqa: E402
 from nemotron4.train.optim import build_optimizer  # noqa: E402
 from nemotron4.train.step import autocast_context, train_step  # noqa: E402
@@ -53,19 +58,25 @@ def hf_loss(model, batch: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten())
 
 
-def time_steps(model, optimizer, batches, micro: int, loss_fn, device, warmup: int, steps: int) -> dict:
+def time_steps(model, optimizer, batches, micro: int, loss_fn, device, warmup: int, steps: int,
+               step_context=contextlib.nullcontext) -> dict:
     autocast = autocast_context(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
     gbs = batches.shape[0]
     micro_batches = list(batches.split(micro))
     losses = []
+
+    def step() -> float:
+        return train_step(model, optimizer, micro_batches, 1e-4, 1.0, autocast, loss_fn,
+                          step_context=step_context).loss
+
     for _ in range(warmup):
-        losses.append(train_step(model, optimizer, micro_batches, 1e-4, 1.0, autocast, loss_fn).loss)
+        losses.append(step())
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
-        losses.append(train_step(model, optimizer, micro_batches, 1e-4, 1.0, autocast, loss_fn).loss)
+        losses.append(step())
     sync(device)
     dt = (time.perf_counter() - t0) / steps
     tokens = gbs * (batches.shape[1] - 1)
@@ -89,6 +100,11 @@ def markov_batches(vocab: int, steps: int, gbs: int, seq_len: int, seed: int = 0
     return out.view(steps, gbs, seq_len + 1)
 
 
+def our_step_context(model, device: torch.device):
+    """What `nemotron4 train` enters around a step's micro-batches under bf16 (train.cast_weights_once)."""
+    return CastWeightsOnce(model) if device.type == "cuda" else contextlib.nullcontext
+
+
 def loss_curves(cfg: ModelConfig, args, device: torch.device, hf_factory, attention: str) -> dict:
     """HF and ours from the same initial weights on the same batches for `args.curve` steps (PAPER.md optimizer,
     LR warmup 10 steps to 3e-4, then constant); per-step losses of both."""
@@ -99,13 +115,14 @@ def loss_curves(cfg: ModelConfig, args, device: torch.device, hf_factory, attent
     initial = {k: v.detach().to("cpu", copy=True) for k, v in hf.state_dict().items()}
     autocast = autocast_context(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
 
-    def train(model, loss_fn) -> list[float]:
+    def train(model, loss_fn, step_context=contextlib.nullcontext) -> list[float]:
         optimizer = build_optimizer(model, OptimSection(fused="true" if device.type == "cuda" else "false"), device)
         losses = []
         for i in range(steps):
             lr = 3e-4 * min(1.0, (i + 1) / 10)
             micro_batches = list(data[i].to(device).split(micro))
-            losses.append(train_step(model, optimizer, micro_batches, lr, 1.0, autocast, loss_fn).loss)
+            losses.append(train_step(model, optimizer, micro_batches, lr, 1.0, autocast, loss_fn,
+                                     step_context=step_context).loss)
         return losses
 
     hf.train()
@@ -126,7 +143,7 @@ def loss_curves(cfg: ModelConfig, args, device: torch.device, hf_factory, attent
     if not args.no_compile:
         compile_blocks(ours)
     ours.train()
-    our_losses = train(ours, fused_cross_entropy_loss)
+    our_losses = train(ours, fused_cross_entropy_loss, our_step_context(ours, device))
     rel = [abs(a - b) / abs(a) for a, b in zip(hf_losses, our_losses, strict=True)]
     log("\n| step | HF loss | ours loss | rel diff |")
     log("|---|---|---|---|")
@@ -199,6 +216,7 @@ def main() -> None:
     plans = [(args.global_batch, m) for m in micros] + ([(1, 1)] if args.single else [])
     for peer in filter(None, args.peers.split(",")):
         torch.manual_seed(0)
+        step_context = contextlib.nullcontext
         if peer == "hf":
             model = hf_factory()
             loss_fn = hf_loss
@@ -208,12 +226,13 @@ def main() -> None:
             if not args.no_compile:
                 compile_blocks(model)
             loss_fn = fused_cross_entropy_loss
+            step_context = our_step_context(model, device)
         model.train()
         optimizer = build_optimizer(model, OptimSection(fused="true" if device.type == "cuda" else "false"), device)
         for gbs, micro in plans:
             try:
                 record(peer, time_steps(model, optimizer, batches[:gbs], micro, loss_fn, device,
-                                        args.warmup, args.steps))
+                                        args.warmup, args.steps, step_context))
             except torch.OutOfMemoryError as e:
                 log(f"{peer} mb {micro}: out of memory ({str(e)[:80]})")
                 res["runs"].append({"peer": peer, "micro_batch": micro, "global_batch": gbs, "error": "OOM"})

@@ -61,6 +61,10 @@ class TrainSection:
     """SDPA kernel on GPU: "auto" (PyTorch's choice), "cudnn" (fastest on H100/H200), "flash", "efficient", "math"."""
     activation_checkpointing: bool = False
     """Recompute each block's activations in backward: less memory, about a third more compute."""
+    cast_weights_once: bool = True
+    """Under bf16, make the blocks' bf16 weight copies once per optimizer step instead of once per micro-batch and
+    add their gradients straight into the fp32 masters (Megatron's main_grad). Same numbers as plain autocast,
+    less memory traffic. Single process only (tp/dp: FSDP2 handles precision)."""
     max_nonfinite_in_row: int = 5
     """A NaN/Inf loss or gradient norm skips that update; this many in a row stops the run."""
 

@@ -6,13 +6,18 @@ model). Each computes the same function as the plain model (tests/unit/test_fast
 - `set_attention_backend`: pick the SDPA kernel explicitly (cuDNN is the fastest on H100/H200 at 4k).
 - `apply_activation_checkpointing`: recompute each block in backward (memory for speed).
 - `fused_cross_entropy_loss`: the loss through the output projection without materialising logits.
+- `CastWeightsOnce`: bf16 copies of the blocks' matrices made once per optimizer step rather than once per
+  micro-batch, their gradients added straight into the fp32 masters' `.grad` (same numbers as autocast).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 
 import torch
+from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from nemotron4.errors import ConfigError
@@ -55,8 +60,52 @@ def _checkpointed(forward):
     return run
 
 
-def fused_cross_entropy_loss(model: Nemotron4, batch: torch.Tensor, chunk_size: int = 2048) -> torch.Tensor:
+def fused_cross_entropy_loss(model: Nemotron4, batch: torch.Tensor, chunk_size: int = 4096) -> torch.Tensor:
     """`nemotron4.train.step.cross_entropy_loss` without the (tokens x vocab) logits: same value and gradients."""
     inputs, targets = batch[:, :-1], batch[:, 1:]
     h = model.hidden_states(inputs)  # (B, T, dim)
     return linear_cross_entropy(h, model.output.weight, targets, chunk_size=chunk_size)
+
+
+class CastWeightsOnce:
+    """bf16 autocast casts every fp32 weight in every micro-batch's forward and, in backward, upcasts each bf16
+    weight gradient before adding it to `.grad`: about 24 bytes of memory traffic per parameter per micro-batch.
+    This makes the compute-dtype copies of the blocks' matrices once per optimizer step, swaps them into the
+    blocks for the step (as FSDP2 swaps in unsharded parameters), and adds each micro-batch's low-precision
+    gradient into the fp32 master's `.grad` as it arrives (Megatron's main_grad): 10 bytes. The forward values and
+    the accumulated fp32 gradients are the ones autocast gives (tests/unit/test_fast_paths.py).
+
+    Call it around a step's micro-batches (`train_step(..., step_context=CastWeightsOnce(model))`). Norm weights
+    stay fp32 (autocast runs LayerNorm in fp32), and so do the embedding and output matrices (the embedding keeps
+    the residual stream fp32 as under autocast; the fused loss casts the output weight itself). Single process
+    only: under tp/dp the parameters are DTensors and FSDP2's mixed precision policy does this job.
+    """
+
+    def __init__(self, model: Nemotron4, dtype: torch.dtype = torch.bfloat16) -> None:
+        self.dtype = dtype
+        self.entries = [(module, name, p) for module in model.layers.modules()
+                        for name, p in module.named_parameters(recurse=False) if p.ndim == 2]
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        handles = []
+        try:
+            for module, name, master in self.entries:
+                low = nn.Parameter(master.detach().to(self.dtype), requires_grad=master.requires_grad)
+                if master.requires_grad:
+                    handles.append(low.register_post_accumulate_grad_hook(functools.partial(_add_to_master, master)))
+                module._parameters[name] = low
+            yield
+        finally:
+            for module, name, master in self.entries:
+                module._parameters[name] = master
+            for handle in handles:
+                handle.remove()
+
+
+def _add_to_master(master: torch.Tensor, low: torch.Tensor) -> None:
+    if master.grad is None:
+        master.grad = low.grad.to(master.dtype)
+    else:
+        master.grad.add_(low.grad)
+    low.grad = None

@@ -73,20 +73,23 @@ def train_step(
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     loss_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor] = cross_entropy_loss,
     hooks: StepHooks | None = None,
+    step_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> StepResult:
     """Forward/backward every micro-batch (gradient accumulation), clip, and take one AdamW step at `lr`.
 
     Every micro-batch has the same number of tokens, so the mean of their losses is the global-batch mean (with
     data parallelism: this replica's micro-batches, then the mean over replicas, which hold equal shares).
+    `step_context` is entered around all the micro-batches (e.g. `nemotron4.train.fast.CastWeightsOnce`).
     """
     n = len(micro_batches)
     total = torch.zeros((), device=micro_batches[0].device)
-    for i, batch in enumerate(micro_batches):
-        with hooks.micro_batch(last=i == n - 1) if hooks is not None else contextlib.nullcontext():
-            with autocast():
-                loss = loss_fn(model, batch)
-            (loss / n).backward()
-        total += loss.detach()
+    with step_context():
+        for i, batch in enumerate(micro_batches):
+            with hooks.micro_batch(last=i == n - 1) if hooks is not None else contextlib.nullcontext():
+                with autocast():
+                    loss = loss_fn(model, batch)
+                (loss / n).backward()
+            total += loss.detach()
     params = [p for p in model.parameters() if p.grad is not None]
     if hooks is not None:
         total = hooks.mean_over_dp(total)

@@ -18,6 +18,7 @@ Failure modes and the tests that show them: docs/reliability.md.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 import warnings
@@ -36,6 +37,7 @@ from nemotron4.train.config import JobConfig
 from nemotron4.train.config_io import job_to_dict, save_job
 from nemotron4.train.data import build_eval_batches, build_phase_loader, check_token_files
 from nemotron4.train.fast import (
+    CastWeightsOnce,
     apply_activation_checkpointing,
     compile_blocks,
     fused_cross_entropy_loss,
@@ -160,6 +162,9 @@ class Trainer:
             raise ConfigError(f"train.seq_len {job.train.seq_len} exceeds the model's max_seq_len "
                               f"{self.model.cfg.max_seq_len}")
         self.step_model = self._apply_fast_paths(self.model)
+        self.step_context: Callable[[], Any] = contextlib.nullcontext
+        if self.parallel is None and self.dtype != torch.float32 and job.train.cast_weights_once:
+            self.step_context = CastWeightsOnce(self.model, self.dtype)
         self.hooks = self.parallel.step_hooks(self.model) if self.parallel is not None else None
         self.optimizer = build_optimizer(self.model, job.optim, self.device)
         self.flops_per_token = flops_per_token(self.model.cfg, job.train.seq_len)
@@ -301,7 +306,8 @@ class Trainer:
         self._check_token_range(micro, phase.name)
         micro = [b.to(self.device, non_blocking=True) for b in micro]
         result = train_step(
-            self.step_model, self.optimizer, micro, lr, job.optim.grad_clip, self.autocast, self.loss_fn, self.hooks
+            self.step_model, self.optimizer, micro, lr, job.optim.grad_clip, self.autocast, self.loss_fn, self.hooks,
+            self.step_context,
         )
         dt = time.perf_counter() - t0
         s.step += 1

@@ -1,5 +1,6 @@
 """Every training fast path computes the same loss and gradients as the plain model (fp32, CPU)."""
 
+import contextlib
 import copy
 
 import pytest
@@ -7,6 +8,7 @@ import torch
 
 from nemotron4 import ModelConfig, build_model
 from nemotron4.train.fast import (
+    CastWeightsOnce,
     apply_activation_checkpointing,
     compile_blocks,
     fused_cross_entropy_loss,
@@ -58,3 +60,33 @@ def test_attention_backend_names():
     set_attention_backend("auto")
     with pytest.raises(ValueError, match="cudnn"):
         set_attention_backend("fastest")
+
+
+def test_cast_weights_once_equals_autocast():
+    """bf16 copies made once per step give autocast's losses and fp32-accumulated gradients, over micro-batches."""
+    model = build_model(ModelConfig.from_name("tiny"), seed=0)
+    micro = list(torch.randint(0, 512, (4, 33), generator=torch.Generator().manual_seed(1)).split(2))
+
+    def run(step_context):
+        model.zero_grad(set_to_none=True)
+        losses = []
+        with step_context():
+            for b in micro:
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    loss = cross_entropy_loss(model, b)
+                (loss / len(micro)).backward()
+                losses.append(loss.detach())
+        return torch.stack(losses), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    ref_losses, ref_grads = run(contextlib.nullcontext)
+    cast = CastWeightsOnce(model)
+    assert len(cast.entries) == sum(isinstance(m, torch.nn.Linear) for m in model.layers.modules())
+    losses, grads = run(cast)
+    torch.testing.assert_close(losses, ref_losses, rtol=0, atol=0)
+    for name, g in ref_grads.items():
+        assert g.dtype == torch.float32
+        torch.testing.assert_close(grads[name], g, rtol=1e-6, atol=1e-7, msg=name)
+    # the masters are back in the blocks, and no bf16 copy or hook outlives the step
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert {id(p) for p in model.parameters()} == {id(master) for *_, master in cast.entries} | {
+        id(p) for n, p in model.named_parameters() if not n.startswith("layers.") or p.ndim != 2}
