@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -46,3 +47,32 @@ def test_no_grad_evaluation_computes_only_the_loss():
         loss = linear_cross_entropy(h, w, t, chunk_size=4)
     assert loss.grad_fn is None
     torch.testing.assert_close(loss, reference(h, w, t).detach())
+
+
+def _weight_grad_case(device):
+    g = torch.Generator().manual_seed(3)
+    grad = torch.randn(256, 96, generator=g).to(device, torch.bfloat16)
+    hc = torch.randn(256, 40, generator=g).to(device, torch.bfloat16)
+    acc = torch.randn(96, 40, generator=g).to(device)
+    return acc, grad, hc, acc + grad.float().T @ hc.float()
+
+
+def test_weight_grad_accumulates_in_fp32():
+    """The chunked weight gradient lands in the fp32 accumulator (CPU: bf16 product, upcast, add)."""
+    from nemotron4.ops.cross_entropy import _add_weight_grad
+
+    acc, grad, hc, ref = _weight_grad_case("cpu")
+    out = _add_weight_grad(acc, grad, hc)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, rtol=2e-2, atol=2e-1)  # the product was rounded to bf16 once
+
+
+@pytest.mark.gpu
+def test_weight_grad_fp32_output_gemm_on_cuda():
+    """On CUDA one GEMM reads the fp32 accumulator and writes the sum: closer to fp32 than the bf16 product."""
+    from nemotron4.ops.cross_entropy import _add_weight_grad
+
+    acc, grad, hc, ref = _weight_grad_case("cuda")
+    out = _add_weight_grad(acc.clone(), grad, hc)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-3)
