@@ -6,6 +6,8 @@ import argparse
 import signal
 import sys
 
+from nemotron4.errors import UserError
+
 HELP = """Train (or resume) a run. Re-running the same command on the same --run-dir resumes from its latest
 checkpoint. Any config field can be overridden: --optim.eps 1e-8, --train.micro_batch_size=2,
 --phases.1.lr 1e-5, --model.vocab_size 1024 (values are TOML literals: 3e-4, true, "0:8 1M:16").
@@ -20,12 +22,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", required=True, help="TOML run config (see configs/)")
     p.add_argument("--run-dir", required=True, help="where config.toml, metrics.jsonl and checkpoints/ go")
     p.add_argument("--dry-run", action="store_true", help="validate and print the resolved config, then exit")
+    p.add_argument("--max-steps", type=int, default=0, metavar="N",
+                   help="stop after N optimizer steps of this invocation, with a checkpoint; re-running resumes "
+                        "(0: train every phase to its end)")
     p.set_defaults(func=run, accepts_overrides=True)
 
 
 def run(args: argparse.Namespace) -> int:
     from nemotron4.train.config_io import dumps_toml, job_to_dict, load_job
 
+    if args.max_steps < 0:
+        raise UserError(f"--max-steps must be >= 0, got {args.max_steps}")
     job = load_job(args.config, args.overrides)
     if args.dry_run:
         print(dumps_toml(job_to_dict(job)), end="")
@@ -35,18 +42,29 @@ def run(args: argparse.Namespace) -> int:
 
     with GracefulShutdown() as stop:  # SIGTERM / SIGINT: finish the step, checkpoint, exit 143 / 130
         trainer = Trainer(job, args.run_dir)
+        first = trainer.state.step
+
+        def should_stop() -> bool:
+            return stop.requested() or bool(args.max_steps and trainer.state.step - first >= args.max_steps)
+
         try:
-            state = trainer.run(stop=stop.requested)
+            state = trainer.run(stop=should_stop)
         finally:
             if trainer.parallel is not None:
                 from nemotron4.distributed.runtime import shutdown
 
                 shutdown()
+    saved = trainer.checkpoints.latest() if job.checkpoint.enabled else "(none: checkpoint.enabled = false)"
+    if trainer.stopped and stop.signum is None and args.max_steps and state.step - first >= args.max_steps:
+        if trainer.primary:
+            again = " Re-run the same command to continue." if job.checkpoint.enabled else ""
+            print(f"stopped after --max-steps {args.max_steps} at step {state.step}; checkpoint {saved}.{again}")
+        return 0
     if trainer.stopped:  # by a signal here or, under torchrun, on another rank (then exit as for SIGTERM)
         signum = stop.signum or signal.SIGTERM
         if trainer.primary:
-            print(f"stopped by {signal.Signals(signum).name} after step {state.step}; checkpoint "
-                  f"{trainer.checkpoints.latest()} written. Re-run the same command to resume.", file=sys.stderr)
+            print(f"stopped by {signal.Signals(signum).name} after step {state.step}; checkpoint {saved}. "
+                  "Re-run the same command to resume.", file=sys.stderr)
         return exit_code(signum)
     if trainer.primary:
         print(f"done: {state.step} steps, {state.tokens:,} tokens; checkpoints in {args.run_dir}/checkpoints")

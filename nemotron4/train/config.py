@@ -171,6 +171,8 @@ class CheckpointSection:
 
     interval: int = 1000
     """Save every this many optimizer steps (0: only at the end of each phase)."""
+    enabled: bool = True
+    """false: write no checkpoints at all (benchmarks, smoke tests); such a run cannot resume."""
     keep_last: int = 3
     """Keep the newest N checkpoints (0 keeps all)."""
 

@@ -147,6 +147,9 @@ class Trainer:
         self._saved_step: int | None = None
         self._eval: tuple[int, dict[str, list[torch.Tensor]]] | None = None  # (phase, batches)
 
+        if not job.checkpoint.enabled:
+            warnings.warn("checkpoint.enabled = false: no checkpoints will be written and this run cannot resume",
+                          stacklevel=2)
         self.checkpoints.remove_partial()  # debris of a save that died; never loaded
         latest = self.checkpoints.latest()
         saved = CheckpointManager.read_state(latest) if latest else None
@@ -390,7 +393,10 @@ class Trainer:
         rng, _ = get_rng_state()
         return {"model": self.model.state_dict(), "optim": optim, "rng": rng}
 
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        """Checkpoint the current step (None, and nothing written, when checkpoint.enabled is false)."""
+        if not self.job.checkpoint.enabled:
+            return None
         tensors = self._tensors()
         _, rng_scalars = get_rng_state()
         state = {

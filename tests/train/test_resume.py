@@ -94,3 +94,26 @@ def test_resume_after_the_data_moved(corpus_dir: Path, tmp_path: Path) -> None:
     early.run(stop=lambda: early.state.step >= 4)
     with pytest.raises(UserError, match="changed"):
         Trainer(tiny_job(changed, *SHORT), third).run()
+
+
+def test_max_steps_stops_with_a_checkpoint_and_the_rerun_continues(corpus_dir: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = ("train", "--config", str(TINY_TOML), "--run-dir", str(run_dir))
+    proc = run_cli(corpus_dir, *args, "--max-steps", "7")
+    assert "stopped after --max-steps 7 at step 7" in proc.stdout
+    assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step_00000007"
+    run_cli(corpus_dir, *args, "--max-steps", "5")
+    assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")] == list(range(1, 13))
+    assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step_00000012"
+    bad = run_cli(corpus_dir, *args, "--max-steps", "-1", check=False)
+    assert bad.returncode != 0 and "--max-steps must be >= 0" in bad.stderr
+
+
+def test_checkpointing_can_be_turned_off(corpus_dir: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "bench"
+    proc = run_cli(corpus_dir, "train", "--config", str(TINY_TOML), "--run-dir", str(run_dir), "--max-steps", "3",
+                   "--checkpoint.enabled", "false")
+    assert "checkpoint (none: checkpoint.enabled = false)" in proc.stdout
+    assert "cannot resume" in proc.stderr
+    assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")] == [1, 2, 3]
+    assert not list((run_dir / "checkpoints").glob("step_*"))
