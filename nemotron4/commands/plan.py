@@ -27,7 +27,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         '"paper" for Table 2 (768:384:200B:0.343 1536:768:200B:0.333 2304:1152:7.6T:0.305)')
     p.add_argument("--recompute", default="selective", choices=["none", "selective", "full"],
                    help="activation recomputation (selective: attention scores not stored, as with flash attention)")
-    p.add_argument("--grad-dtype", default="bf16", choices=["bf16", "fp32"], help="gradient buffers")
+    p.add_argument("--grad-dtype", default="bf16", choices=["bf16", "fp32"], help="gradient buffers (megatron layout)")
+    p.add_argument("--layout", default="megatron", choices=["megatron", "nemotron4"],
+                   help="memory layout: the paper's (Megatron: bf16 weights, distributed optimizer) or this "
+                        "package's (fp32 masters, FSDP2 over dp; what `nemotron4 train` holds)")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="per GPU (989: H100/H200 dense bf16)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -48,11 +51,12 @@ def run(args: argparse.Namespace) -> int:
         mfu = args.mfu / 100 if args.mfu > 1 else args.mfu
         stages = [Stage(args.gpus, args.batch_size, parse_tokens(args.tokens, "--tokens"), mfu)]
     plans = plan_stages(cfg, stages, args.tp, args.seq_len, args.micro_batch, args.recompute,
-                        4 if args.grad_dtype == "fp32" else 2, args.peak_tflops * 1e12)
+                        4 if args.grad_dtype == "fp32" else 2, args.peak_tflops * 1e12, args.layout)
     days = sum(p.days for p in plans)
     if args.json:
         print(json.dumps({"model": args.model, "tp": args.tp, "seq_len": args.seq_len, "micro_batch": args.micro_batch,
-                          "recompute": args.recompute, "flops_per_token": flops_per_token(cfg, args.seq_len),
+                          "recompute": args.recompute, "layout": args.layout,
+                          "flops_per_token": flops_per_token(cfg, args.seq_len),
                           "params_per_gpu": params_per_gpu(cfg, args.tp), "total_days": days,
                           "stages": [p.as_dict() for p in plans]}))
         return 0
@@ -69,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
               f"{100 * st.mfu:>5.1f}% {p.iteration_s:>7.2f} {p.days:>6.2f} | {m.weights / gib:>7.2f} "
               f"{m.gradients / gib:>6.2f} {m.optimizer / gib:>6.2f} {m.activations / gib:>6.2f} {m.logits / gib:>6.2f} "
               f"{m.total / gib:>9.2f}")
-    print(f"total: {days:.1f} days; activations per micro-batch of {args.micro_batch} x {args.seq_len} "
-          f"({args.recompute} recompute, Korthikanti et al. 2022 with sequence parallelism)")
+    how = (f"{args.recompute} recompute, Korthikanti et al. 2022 with sequence parallelism"
+           if args.layout == "megatron" else "nemotron4 layout: what `nemotron4 train` holds")
+    print(f"total: {days:.1f} days; activations per micro-batch of {args.micro_batch} x {args.seq_len} ({how})")
     return 0

@@ -18,6 +18,21 @@ plus the output layer's logits, 6 s b V / t (bf16 logits and their fp32 copy for
 The 34 counts a GPT block with a 4h MLP; Nemotron-4's squared-ReLU 4h MLP without a gate matches it, and GQA's
 smaller K/V makes it a slight over-estimate. Pipeline parallelism's extra in-flight micro-batches do not apply.
 
+`layout="nemotron4"` is this package's own layout instead (what `nemotron4 train` holds; checked against the H200
+measurements in bench/results/train_h200.json at tp = dp = 1, within 1%, tests/distributed/test_plan.py):
+
+    weights      4 p / dp + 2 P_blocks / t    fp32 masters (FSDP2 shards them over dp) + the bf16 copies of the
+                                              blocks' matrices (cast once per step, or autocast's saved casts);
+                                              dp > 1 adds two blocks' all-gathered fp32 matrices in flight
+    gradients    4 p / dp                     fp32; with dp > 1 and accumulation > 1, FSDP2 holds unsharded
+                                              gradients between micro-batches: 4 p more
+    optimizer    8 p / dp                     Adam m and v
+    activations  per layer and token, bytes: 4h/t + 2h + 2(q + 2kv)/t + 2q/t   (attention: fp32 residual, the normed
+                 input gathered whole for the column-parallel weight gradient, q/k/v, attention output)
+                 + 4h/t + 2h + 4f/t   (MLP: fp32 residual, gathered normed input, pre-activation and its square)
+    logits       one process: the fused loss's bf16 output weight + fp32 weight gradient (6 V h) and one chunk of
+                 bf16 logits and their gradient (4 c V); tp/dp: the vocabulary-parallel loss, 6 s b V / t
+
 Time uses the FLOPs convention of `nemotron4.train.flops` (PAPER.md section 4, 6N + 12 L T d per token): a stage of
 `tokens` on `gpus` GPUs at MFU m takes tokens x flops/token / (gpus x peak x m). The report's three stages (Table 2)
 give 0.8 + 0.4 + 11.9 = 13 days.
@@ -36,6 +51,7 @@ __all__ = ["PAPER_STAGES", "Memory", "Stage", "StagePlan", "memory_per_gpu", "pa
            "plan_stages"]
 
 RECOMPUTE = ("none", "selective", "full")
+LAYOUTS = ("megatron", "nemotron4")
 
 # PAPER.md section 4, Table 2: GPUs, global batch (sequences of 4096), tokens, MFU.
 PAPER_STAGES = "768:384:200B:0.343 1536:768:200B:0.333 2304:1152:7.6T:0.305"
@@ -70,9 +86,14 @@ class Memory:
 
 def memory_per_gpu(
     cfg: ModelConfig, tp: int, dp: int, seq_len: int, micro_batch: int = 1, recompute: str = "selective",
-    grad_bytes: int = 2,
+    grad_bytes: int = 2, layout: str = "megatron", accumulation: int = 1, loss_chunk: int = 4096,
 ) -> Memory:
-    """Model state and activation bytes on one GPU (see the module docstring for the formulas)."""
+    """Model state and activation bytes on one GPU (see the module docstring for the formulas). `layout`:
+    "megatron" (the paper's) or "nemotron4" (this package's; `recompute` and `grad_bytes` do not apply)."""
+    if layout not in LAYOUTS:
+        raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if layout == "nemotron4":
+        return _memory_nemotron4(cfg, tp, dp, seq_len, micro_batch, accumulation, loss_chunk)
     if recompute not in RECOMPUTE:
         raise ConfigError(f"recompute must be one of {', '.join(RECOMPUTE)}, got {recompute!r}")
     p = params_per_gpu(cfg, tp)
@@ -84,6 +105,22 @@ def memory_per_gpu(
         activations += 34 * s * b * h / t  # the layer being recomputed in backward
     return Memory(weights=2 * p, gradients=grad_bytes * p, optimizer=12 * p / dp, activations=activations,
                   logits=6 * s * b * cfg.vocab_size / t)
+
+
+def _memory_nemotron4(cfg: ModelConfig, tp: int, dp: int, seq_len: int, micro_batch: int, accumulation: int,
+                      loss_chunk: int) -> Memory:
+    p, t, h, f, V = params_per_gpu(cfg, tp), tp, cfg.dim, cfg.ffn_dim, cfg.vocab_size
+    q, kv = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+    blocks = cfg.n_layers * (2 * h * q + 2 * h * kv + 2 * h * f) / t  # the blocks' matrices on this GPU
+    weights = 4 * p / dp + 2 * blocks + (8 * blocks / cfg.n_layers if dp > 1 else 0)
+    gradients = 4 * p / dp + (4 * p if dp > 1 and accumulation > 1 else 0)
+    normed = 2 * h  # under TP gathered whole (bf16) for the column-parallel weight gradient
+    per_token = (4 * h / t + normed + 2 * (q + 2 * kv) / t + 2 * q / t) + (4 * h / t + normed + 4 * f / t)
+    tokens = seq_len * micro_batch
+    fused = t == 1 and dp == 1  # one process: the fused loss; else the vocabulary-parallel one
+    logits = 6 * V * h + 4 * min(loss_chunk, tokens) * V if fused else 6 * tokens * V / t
+    return Memory(weights=weights, gradients=gradients, optimizer=8 * p / dp,
+                  activations=cfg.n_layers * per_token * tokens, logits=logits)
 
 
 @dataclass(frozen=True)
@@ -132,7 +169,7 @@ def parse_stages(text: str) -> list[Stage]:
 
 def plan_stages(
     cfg: ModelConfig, stages: list[Stage], tp: int, seq_len: int, micro_batch: int = 1, recompute: str = "selective",
-    grad_bytes: int = 2, peak_flops: float = H100_BF16_PEAK,
+    grad_bytes: int = 2, peak_flops: float = H100_BF16_PEAK, layout: str = "megatron",
 ) -> list[StagePlan]:
     """Per stage: data-parallel size, accumulation steps, iteration time, days and memory per GPU."""
     fpt = flops_per_token(cfg, seq_len)
@@ -150,6 +187,7 @@ def plan_stages(
         out.append(StagePlan(
             stage=st, dp=dp, accumulation=st.batch_size // (dp * micro_batch),
             iteration_s=st.batch_size * seq_len / per_s, days=st.tokens / per_s / 86400,
-            memory=memory_per_gpu(cfg, tp, dp, seq_len, micro_batch, recompute, grad_bytes),
+            memory=memory_per_gpu(cfg, tp, dp, seq_len, micro_batch, recompute, grad_bytes, layout,
+                                  accumulation=st.batch_size // (dp * micro_batch)),
         ))
     return out

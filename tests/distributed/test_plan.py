@@ -4,6 +4,7 @@ and the memory components scale as their formulas say."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +65,25 @@ def test_plan_command_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert "13.2 days" in capsys.readouterr().out
     assert main(["plan", "--tp", "3"]) == 2  # 3 does not divide n_kv_heads = 8: a clear error, not a traceback
     assert "n_kv_heads" in capsys.readouterr().err
+
+
+def test_nemotron4_layout_matches_the_h200_measurements() -> None:
+    """The planner's model of our own layout against the peak memory bench/train.py measured on one H200
+    (Minitron-4B, seq 4096, micro-batches 1, 2, 4): within 3%."""
+    measured = json.loads((Path(__file__).parents[2] / "bench/results/train_h200.json").read_text())
+    cfg = ModelConfig.from_name("minitron-4b")
+    runs = [r for r in measured["runs"] if r["peer"] == "ours" and "peak_mem_gib" in r]
+    assert {r["micro_batch"] for r in runs} >= {1, 2, 4}
+    for r in runs:
+        m = memory_per_gpu(cfg, 1, 1, 4096, r["micro_batch"], layout="nemotron4", accumulation=r["accumulation"])
+        assert m.total / 2**30 == pytest.approx(r["peak_mem_gib"], rel=0.03), r["micro_batch"]
+
+
+def test_nemotron4_layout_shards() -> None:
+    p = params_per_gpu(CFG, 8)
+    one, two = (memory_per_gpu(CFG, 8, dp, 4096, layout="nemotron4", accumulation=4) for dp in (1, 2))
+    assert one.optimizer == 8 * p and two.optimizer == 4 * p  # Adam m + v, sharded over dp by FSDP2
+    assert one.gradients == 4 * p and two.gradients == 4 * p / 2 + 4 * p  # unsharded while accumulating
+    assert memory_per_gpu(CFG, 8, 2, 4096, layout="nemotron4", accumulation=1).gradients == 2 * p
+    with pytest.raises(ConfigError, match="layout"):
+        memory_per_gpu(CFG, 8, 1, 4096, layout="zero1")
