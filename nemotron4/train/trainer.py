@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -258,8 +259,21 @@ class Trainer:
 
     def _build_loader(self, i: int) -> Any:
         t = self.job.train
-        return self.build_loader(self.job.phases[i], t.seq_len, t.micro_batch_size, t.seed + i,
-                                 cache_dir=self.run_dir / "cache", dp_rank=self.dp_rank, dp_size=self.dp_size)
+        return self._node_leader_first(lambda: self.build_loader(
+            self.job.phases[i], t.seq_len, t.micro_batch_size, t.seed + i, cache_dir=self.run_dir / "cache",
+            dp_rank=self.dp_rank, dp_size=self.dp_size))
+
+    def _node_leader_first(self, build: Callable[[], Any]) -> Any:
+        """Under torchrun, local rank 0 of each node builds the sample indices (writing the cache under the run
+        directory) while the other ranks wait, then they load them memory-mapped: one build per node, not one
+        per GPU (at 8T tokens an index build takes minutes and gigabytes). Without a shared run directory across
+        nodes each node still builds once; on a shared one their identical writes are atomic renames."""
+        if self.parallel is None:
+            return build()
+        leader = int(os.environ.get("LOCAL_RANK", "0")) == 0
+        result = build() if leader else None
+        self.parallel.barrier()
+        return result if leader else build()
 
     # ---- loop -----------------------------------------------------------------------------------------------
 
@@ -377,8 +391,9 @@ class Trainer:
         """Held-out loss per category of the current phase (categories whose sources have a valid_path)."""
         if self._eval is None or self._eval[0] != self.state.phase:
             t, m = self.job.train, self.job.metrics
-            batches = self.build_eval(self.job.phases[self.state.phase], t.seq_len, t.micro_batch_size,
-                                      m.eval_batches, t.seed, cache_dir=self.run_dir / "cache")
+            batches = self._node_leader_first(lambda: self.build_eval(
+                self.job.phases[self.state.phase], t.seq_len, t.micro_batch_size, m.eval_batches, t.seed,
+                cache_dir=self.run_dir / "cache"))
             self._eval = (self.state.phase, batches)
         return {cat: eval_loss(self.step_model, [b.to(self.device) for b in batches], self.autocast, self.loss_fn,
                                self.hooks)

@@ -91,3 +91,21 @@ def test_phase_switch_changes_the_blend(tiny_run: dict[str, Any]) -> None:
     assert cont["books"] == pytest.approx(0.45, abs=0.03) and cont["web"] == pytest.approx(0.15, abs=0.03)
     val = [r for r in tiny_run["records"] if "val_loss" in r]
     assert set(val[0]["val_loss"]) == {"english", "code"} and set(val[-1]["val_loss"]) == {"english", "code", "qa"}
+
+
+@pytest.mark.parametrize(("local_rank", "order"), [("0", ["build", "barrier"]), ("3", ["barrier", "build"])])
+def test_sample_indices_are_built_by_each_nodes_local_rank_0_first(
+    monkeypatch: pytest.MonkeyPatch, local_rank: str, order: list[str]
+) -> None:
+    """Under torchrun, local rank 0 builds (and caches) the indices while the node's other ranks wait at a barrier,
+    then they load the cache: one build per node."""
+    from types import SimpleNamespace
+
+    events: list[str] = []
+    fake = SimpleNamespace(parallel=SimpleNamespace(barrier=lambda: events.append("barrier")))
+    monkeypatch.setenv("LOCAL_RANK", local_rank)
+    assert Trainer._node_leader_first(fake, lambda: events.append("build") or "loader") == "loader"
+    assert events == order
+    events.clear()
+    assert Trainer._node_leader_first(SimpleNamespace(parallel=None), lambda: events.append("build") or 1) == 1
+    assert events == ["build"]
