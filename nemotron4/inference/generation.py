@@ -51,11 +51,17 @@ def decode_one_token(
     return model(token, input_pos=input_pos, mask=mask)[:, -1]
 
 
+# "reduce-overhead" (CUDA graphs) plus coordinate-descent tuning of the generated kernels (gpt-fast's setting; it
+# matters for batch-1 decode, where every kernel is a memory-bound GEMV), scoped to this compile rather than set
+# globally, so `nemotron4 generate` gets what bench/decode.py measures.
+DECODE_COMPILE_OPTIONS = {"triton.cudagraphs": True, "coordinate_descent_tuning": True}
+
+
 @functools.cache
 def compiled_decode() -> Callable:
     """decode_one_token compiled once per process, with CUDA graphs (static shapes, in-place cache updates).
     After changing the model's modules (e.g. quantize_int8): torch._dynamo.reset(); compiled_decode.cache_clear()."""
-    return torch.compile(decode_one_token, mode="reduce-overhead", fullgraph=True)
+    return torch.compile(decode_one_token, fullgraph=True, options=DECODE_COMPILE_OPTIONS)
 
 
 @torch.no_grad()
