@@ -92,6 +92,9 @@ def iter_jsonl_texts(path: str | os.PathLike, text_field: str = "text") -> Itera
                 yield text
 
 
+_OVERSAMPLE = 1.05
+
+
 def tokenizer_sample(
     manifest: Manifest, sample_bytes: int, non_english_upsample: float = 2.0, seed: int = 0
 ) -> Iterator[str]:
@@ -99,7 +102,9 @@ def tokenizer_sample(
 
     Each source's quota is proportional to its size, times `non_english_upsample` for the multilingual category
     (PAPER.md section 2). A source smaller than its quota is repeated (that is what upsampling means for BPE merge
-    counts); a larger one is sampled at random. Sources are interleaved so that a truncated sample stays mixed.
+    counts); a larger one is sampled at random in one streaming pass, keeping each document with probability
+    about quota / size, so memory holds the sample, never a whole source. Sources are interleaved so that a
+    truncated sample stays mixed.
     """
     rng = random.Random(seed)
     weights = [s.bytes * (non_english_upsample if s.category == "multilingual" else 1.0) for s in manifest.sources]
@@ -111,7 +116,9 @@ def tokenizer_sample(
         quota = int(sample_bytes * w / total)
         if quota <= 0 or s.bytes <= 0:
             continue
-        docs = list(iter_jsonl_texts(manifest.path(s.train), manifest.text_field))
+        keep = min(1.0, _OVERSAMPLE * quota / s.bytes)  # a little over, so the quota is met without repeats
+        texts = iter_jsonl_texts(manifest.path(s.train), manifest.text_field)
+        docs = list(texts) if keep >= 1.0 else [t for t in texts if rng.random() < keep]
         rng.shuffle(docs)
         plans.append(_take(docs, quota))
     while plans:  # round-robin over sources
