@@ -22,7 +22,7 @@ _PARTS = ("doc", "sample", "shuffle")
 
 __all__ = ["SequenceSamples", "build_sample_index", "content_fingerprint", "file_fingerprint"]
 
-_INDEX_VERSION = 1  # bump when the index construction changes, so old caches are not reused
+_INDEX_VERSION = 2  # bump when the index construction changes, so old caches are not reused
 
 
 def file_fingerprint(prefix: str | os.PathLike) -> dict:
@@ -56,13 +56,14 @@ def cache_key(**inputs: object) -> str:
 def build_sample_index(
     doc_lengths: np.ndarray, seq_len: int, num_samples: int, chunk: int = 1 << 22
 ) -> np.ndarray:
-    """(num_samples, 2) int64: for each sample, the position in `doc_lengths` (documents in epoch order) where it
-    starts, and the token offset inside that document."""
+    """(num_samples, 2): for each sample, the position in `doc_lengths` (documents in epoch order) where it
+    starts, and the token offset inside that document. int32 (8 bytes a sample, as Megatron's sample_idx) unless
+    there are 2**31 documents or more; offsets always fit, since documents are shorter than 2**31 tokens."""
     cum = np.zeros(len(doc_lengths) + 1, np.int64)
     np.cumsum(doc_lengths, out=cum[1:])
     if cum[-1] < num_samples * seq_len + 1:
         raise ValueError(f"{cum[-1]} tokens cannot hold {num_samples} samples of {seq_len} + 1")
-    out = np.empty((num_samples, 2), np.int64)
+    out = np.empty((num_samples, 2), np.int32 if len(doc_lengths) < 2**31 else np.int64)
     for lo in range(0, num_samples, chunk):  # chunks: peak memory is the output plus one chunk, not 3x the output
         starts = np.arange(lo, min(lo + chunk, num_samples), dtype=np.int64) * seq_len
         pos = np.searchsorted(cum, starts, side="right") - 1  # last document starting at or before `start`
@@ -107,14 +108,16 @@ class SequenceSamples:
         idx_dtype = np.int32 if n_docs < 2**31 else np.int64
         doc_order = np.concatenate([rng.permutation(n_docs).astype(idx_dtype) for _ in range(epochs)])
         sample_index = build_sample_index(lengths[doc_order], self.seq_len, self.num_samples)
-        shuffle = rng.permutation(self.num_samples).astype(np.int64)
+        # rng.permutation(n) is arange(n) shuffled in place: the same order, built in 4 bytes a sample, not 8 (+ 8)
+        shuffle = np.arange(self.num_samples, dtype=np.uint32 if self.num_samples < 2**32 else np.int64)
+        rng.shuffle(shuffle)
         return doc_order, sample_index, shuffle
 
     def __len__(self) -> int:
         return self.num_samples
 
     def __getitem__(self, j: int) -> np.ndarray:
-        pos, offset = self.sample_index[self.shuffle[j]]
+        pos, offset = (int(x) for x in self.sample_index[self.shuffle[j]])
         out = np.empty(self.seq_len + 1, np.int64)
         filled = 0
         lengths = self.dataset.sequence_lengths

@@ -174,3 +174,25 @@ def test_sample_index_is_the_same_in_chunks():
     np.testing.assert_array_equal(build_sample_index(doc_lengths, 64, 30_000, chunk=777), whole)
     cum = np.concatenate([[0], np.cumsum(doc_lengths)])
     np.testing.assert_array_equal(cum[whole[:, 0]] + whole[:, 1], np.arange(30_000) * 64)  # starts where it says
+
+
+def test_sample_indices_are_compact_and_keep_the_order(tmp_path):
+    """int32 sample index and uint32 shuffle (12 bytes a sample instead of 24), the shuffle being exactly
+    `rng.permutation(n)`: the order of runs made with the int64 index is unchanged."""
+    import zlib
+
+    from nemotron4.data.indexed import IndexedDataset
+    from nemotron4.data.samples import SequenceSamples
+
+    prefix = tmp_path / "src"
+    rng = np.random.default_rng(0)
+    with IndexedDatasetBuilder(prefix, dtype=np.uint16) as b:
+        for n in rng.integers(1, 50, size=400):
+            b.add_document(rng.integers(0, 1000, size=n))
+        b.finalize()
+    s = SequenceSamples(IndexedDataset(prefix), seq_len=16, num_samples=300, seed=7, name="src")
+    assert s.sample_index.dtype == np.int32 and s.shuffle.dtype == np.uint32
+    ref = np.random.default_rng([7, zlib.crc32(b"src")])
+    ref.permutation(400)  # _build draws one epoch's document order first (300 x 16 tokens fit in one epoch)
+    np.testing.assert_array_equal(s.shuffle, ref.permutation(300))
+    assert s[0].dtype == np.int64 and len(s[0]) == 17
