@@ -10,7 +10,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "prepare",
         help="tokenize documents into Megatron .bin/.idx files",
         description="Tokenize JSONL, plain-text (one document per file) or Parquet files, or folders of them, into "
-        "Megatron-LM .bin/.idx token files with an EOD (eos) token after each document, on all cores. Bad input "
+        "Megatron-LM .bin/.idx token files, each document as bos + text + eos (EOD), on all cores. Bad input "
         "(invalid UTF-8, missing field, empty document, unreadable file) is counted per file and reported. "
         "Either INPUT... --output PREFIX, or --manifest M --output-dir DIR (one file pair per source, plus "
         "held-out pairs and a sources.json for the blend).",
@@ -23,6 +23,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--text-field", default="text", help="JSON/Parquet field holding the text (default: text)")
     p.add_argument("--workers", type=int, default=0, help="encoder processes (0: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-bos", dest="add_bos", action="store_false",
+                   help="do not start documents with bos (eos separators only, like Megatron's preprocess_data "
+                        "--append-eod); by default they start with bos, as evaluation prompts do")
     p.set_defaults(func=run)
 
 
@@ -34,12 +37,12 @@ def run(args: argparse.Namespace) -> int:
         if args.inputs or not args.output_dir:
             raise UserError("--manifest takes --output-dir and no INPUT arguments")
         reports = prepare_manifest(args.manifest, args.tokenizer, args.output_dir, args.workers or None,
-                                   progress=not args.quiet)
+                                   progress=not args.quiet, add_bos=args.add_bos)
     else:
         if not args.inputs or not args.output:
             raise UserError("give INPUT files/folders and --output PREFIX (or --manifest and --output-dir)")
         reports = [prepare(args.inputs, args.tokenizer, args.output, args.text_field, args.workers or None,
-                           progress=not args.quiet)]
+                           progress=not args.quiet, add_bos=args.add_bos)]
     for r in reports:
         rate = r.tokens / max(r.seconds, 1e-9)
         print(f"{r.output}: {r.documents} documents, {r.tokens} tokens ({r.dtype}), {r.bytes / 1e6:.1f} MB in "

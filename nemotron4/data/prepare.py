@@ -2,8 +2,10 @@
 
 The main process cuts input files into ~1 MB raw batches; a pool of worker processes decodes, parses and encodes
 them (each holding its own SentencePiece model) and returns flat token arrays; the main process writes them in
-input order, so the output does not depend on the number of workers. Every document ends with the tokenizer's
-eos (EOD). Bad input is counted per file (see `readers.PROBLEMS`), never fatal; the output appears under its
+input order, so the output does not depend on the number of workers. Every document starts with the tokenizer's
+bos (unless `add_bos=False`) and ends with its eos (EOD): evaluation prompts start with bos, as lm-eval feeds the
+released models, so a model trained here sees at evaluation the document start it saw in training. Bad input is
+counted per file (see `readers.PROBLEMS`), never fatal; the output appears under its
 real name only when complete.
 """
 
@@ -29,6 +31,7 @@ __all__ = ["PrepareReport", "prepare", "prepare_manifest"]
 
 _worker_tok = None  # the worker process's Tokenizer (set by _init_worker)
 _worker_dtype: np.dtype | None = None
+_worker_bos: list[int] = []  # [bos] when documents start with it
 
 
 @dataclass
@@ -66,21 +69,20 @@ class PrepareReport:
         }
 
 
-def _init_worker(tokenizer_path: str) -> None:
-    global _worker_tok, _worker_dtype
+def _init_worker(tokenizer_path: str, add_bos: bool = True) -> None:
+    global _worker_tok, _worker_dtype, _worker_bos
     from nemotron4.tokenizer import Tokenizer
 
     _worker_tok = Tokenizer.load(tokenizer_path)
     _worker_dtype = np.dtype(optimal_dtype(_worker_tok.vocab_size))
+    _worker_bos = [_worker_tok.bos_id] if add_bos and _worker_tok.bos_id >= 0 else []
 
 
 def _encode(batch: Batch) -> tuple[int, int, np.ndarray, np.ndarray, dict[str, int]]:
-    """Worker: (file index, raw bytes, flat tokens with an eos after each document, lengths, problems)."""
+    """Worker: (file index, raw bytes, flat tokens of [bos] + document + [eos] each, lengths, problems)."""
     texts, problems = parse_batch(batch)
-    ids = _worker_tok.encode_batch(texts) if texts else []
-    eos = _worker_tok.eos_id
-    for doc in ids:
-        doc.append(eos)
+    eos = [_worker_tok.eos_id]
+    ids = [_worker_bos + doc + eos for doc in _worker_tok.encode_batch(texts)] if texts else []
     lengths = np.fromiter(map(len, ids), np.int64, count=len(ids))
     flat = np.fromiter(itertools.chain.from_iterable(ids), _worker_dtype, count=int(lengths.sum()))
     return batch.file_index, batch.nbytes, flat, lengths, problems
@@ -94,9 +96,11 @@ def prepare(
     workers: int | None = None,
     batch_bytes: int = 1 << 20,
     progress: bool = True,
+    add_bos: bool = True,
 ) -> PrepareReport:
     """Tokenize `inputs` (files or folders) into `<output_prefix>.bin/.idx`. `workers`: processes (default: all
-    cores; 1 runs in this process). Raises `UserError` only if no document at all could be read."""
+    cores; 1 runs in this process). `add_bos`: start each document with bos (it always ends with eos). Raises
+    `UserError` only if no document at all could be read."""
     from tqdm import tqdm
 
     from nemotron4.tokenizer import Tokenizer
@@ -110,9 +114,9 @@ def prepare(
     workers = workers or os.cpu_count() or 1
     batches = read_batches(files, text_field, batch_bytes, stats=report.files)
     t0 = time.perf_counter()
-    pool = mp.Pool(workers, _init_worker, (tok_path,)) if workers > 1 else None
+    pool = mp.Pool(workers, _init_worker, (tok_path, add_bos)) if workers > 1 else None
     if pool is None:
-        _init_worker(tok_path)
+        _init_worker(tok_path, add_bos)
     results = pool.imap(_encode, batches) if pool else map(_encode, batches)
     bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc=Path(output_prefix).name, disable=not progress)
     try:
@@ -153,6 +157,7 @@ def prepare_manifest(
     output_dir: str | os.PathLike,
     workers: int | None = None,
     progress: bool = True,
+    add_bos: bool = True,
 ) -> list[PrepareReport]:
     """Tokenize every source of a corpus manifest: `<output_dir>/<name>.bin/.idx` (train) and
     `<name>.heldout.bin/.idx`, plus `<output_dir>/sources.json`, the token manifest that
@@ -163,13 +168,13 @@ def prepare_manifest(
     reports, entries = [], []
     for s in manifest.sources:
         r = prepare([manifest.path(s.train)], tokenizer_path, out / s.name, manifest.text_field, workers,
-                    progress=progress)
+                    progress=progress, add_bos=add_bos)
         reports.append(r)
         entry = {"name": s.name, "category": s.category, "language": s.language, "path": s.name,
                  "documents": r.documents, "tokens": r.tokens, "valid_path": None}
         if s.heldout and s.heldout_docs:
             rv = prepare([manifest.path(s.heldout)], tokenizer_path, out / f"{s.name}.heldout", manifest.text_field,
-                         workers, progress=progress)
+                         workers, progress=progress, add_bos=add_bos)
             reports.append(rv)
             entry["valid_path"] = f"{s.name}.heldout"
         entries.append(entry)

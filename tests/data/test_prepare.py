@@ -23,9 +23,13 @@ def test_prepare_jsonl_text_and_folders(tmp_path, tokenizer_path, tokenizer) -> 
     assert r.documents == 30 and r.problems == {}
     ds = IndexedDataset(tmp_path / "out" / "x")
     assert ds.dtype == np.uint16 and len(ds) == 30 and ds.num_tokens == r.tokens
-    got = sorted(tokenizer.decode(ds[i][:-1]) for i in range(30))
+    got = sorted(tokenizer.decode(ds[i][1:-1]) for i in range(30))
     assert got == sorted(docs)
-    assert all(ds[i][-1] == tokenizer.eos_id for i in range(30))
+    assert all(ds[i][0] == tokenizer.bos_id and ds[i][-1] == tokenizer.eos_id for i in range(30))
+    bare = prepare([tmp_path / "in"], tokenizer_path, tmp_path / "out" / "y", text_field="content", workers=1,
+                   progress=False, add_bos=False)
+    plain = IndexedDataset(tmp_path / "out" / "y")
+    assert bare.tokens == r.tokens - 30 and all(tokenizer.bos_id not in plain[i] for i in range(30))
 
 
 def test_output_does_not_depend_on_workers(tmp_path, tokenizer_path) -> None:
