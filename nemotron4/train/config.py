@@ -64,7 +64,8 @@ class TrainSection:
     cast_weights_once: bool = True
     """Under bf16, make the blocks' bf16 weight copies once per optimizer step instead of once per micro-batch and
     add their gradients straight into the fp32 masters (Megatron's main_grad). Same numbers as plain autocast,
-    less memory traffic. Single process only (tp/dp: FSDP2 handles precision)."""
+    less memory traffic. One process, or tensor parallelism alone (not with dp > 1, where FSDP2 owns the
+    parameters)."""
     max_nonfinite_in_row: int = 5
     """A NaN/Inf loss or gradient norm skips that update; this many in a row stops the run."""
 

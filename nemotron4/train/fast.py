@@ -77,8 +77,8 @@ class CastWeightsOnce:
 
     Call it around a step's micro-batches (`train_step(..., step_context=CastWeightsOnce(model))`). Norm weights
     stay fp32 (autocast runs LayerNorm in fp32), and so do the embedding and output matrices (the embedding keeps
-    the residual stream fp32 as under autocast; the fused loss casts the output weight itself). Single process
-    only: under tp/dp the parameters are DTensors and FSDP2's mixed precision policy does this job.
+    the residual stream fp32 as under autocast; the fused loss casts the output weight itself). Works on tensor-
+    parallel DTensor parameters too; not under FSDP2 (dp > 1), which swaps parameters itself.
     """
 
     def __init__(self, model: Nemotron4, dtype: torch.dtype = torch.bfloat16) -> None:

@@ -167,7 +167,8 @@ class Trainer:
                               f"{self.model.cfg.max_seq_len}")
         self.step_model = self._apply_fast_paths(self.model)
         self.step_context: Callable[[], Any] = contextlib.nullcontext
-        if self.parallel is None and self.dtype != torch.float32 and job.train.cast_weights_once:
+        no_fsdp = self.parallel is None or self.parallel.dims.dp == 1  # FSDP2 owns the parameters when dp > 1
+        if no_fsdp and self.dtype != torch.float32 and job.train.cast_weights_once:
             self.step_context = CastWeightsOnce(self.model, self.dtype)
         self.hooks = self.parallel.step_hooks(self.model) if self.parallel is not None else None
         self.optimizer = build_optimizer(self.model, job.optim, self.device)

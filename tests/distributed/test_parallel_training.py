@@ -85,3 +85,16 @@ def test_optimizer_state_per_rank_falls_as_one_over_dp(runs: dict[str, dict[str,
     for name in ("dp2", "tp2_dp2", "resumed_tp1_dp4"):
         ranks = runs[name]["ranks"]
         assert [r["world"] for r in ranks] == [len(ranks)] * len(ranks)
+
+
+def test_tp2_bf16_cast_weights_once_equals_autocast(dist_corpus: Path, tmp_path: Path) -> None:
+    """Under tensor parallelism (DTensor parameters, dp = 1) bf16 copies made once per step give plain autocast's
+    losses and gradient norms."""
+    plain = launch(dist_corpus, tmp_path / "autocast", 2, "--parallel.tp", "2", "--train.dtype", "bf16",
+                   "--train.cast_weights_once", "false")
+    once = launch(dist_corpus, tmp_path / "once", 2, "--parallel.tp", "2", "--train.dtype", "bf16")
+    assert {r["step_context"] for r in once["ranks"]} == {"CastWeightsOnce"}
+    assert {r["step_context"] for r in plain["ranks"]} == {"nullcontext"}
+    for a, b in zip(plain["records"], once["records"], strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-6), f"step {a['step']}"
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4), f"step {a['step']}"

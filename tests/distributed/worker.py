@@ -42,6 +42,7 @@ def main(argv: list[str]) -> None:
         out = run_dir / "optim"
         out.mkdir(exist_ok=True)
         record = {"rank": rank, "dp": trainer.dp_size, "world": trainer.world_size,
+                  "step_context": getattr(trainer.step_context, "__name__", type(trainer.step_context).__name__),
                   **optimizer_state_bytes(trainer.optimizer)}
         (out / f"rank{rank}.json").write_text(json.dumps(record))
     finally:
