@@ -36,7 +36,10 @@ class LayerNorm1P(nn.Module):
         self.bias = nn.Parameter(torch.empty(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, (x.shape[-1],), self.weight + 1.0, self.bias, self.eps)
+        # 1 + weight in fp32 (weight is near 0: in bf16 the gain would move in steps of 1/128), then x's dtype, so
+        # that bf16 copies of the weights (FSDP2's mixed precision) normalise an fp32 residual stream.
+        gain, bias = (self.weight.float() + 1.0).to(x.dtype), self.bias.to(x.dtype)
+        return F.layer_norm(x, (x.shape[-1],), gain, bias, self.eps)
 
     def reset_parameters(self) -> None:
         nn.init.zeros_(self.weight)

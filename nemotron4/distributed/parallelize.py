@@ -28,7 +28,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
-from torch.distributed.fsdp import fully_shard
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
 from torch.distributed.tensor.parallel import (
     ColwiseParallel,
@@ -43,7 +43,7 @@ from nemotron4.distributed.mesh import check_tp
 from nemotron4.model import Nemotron4
 
 __all__ = ["BLOCK_PLAN", "ROOT_PLAN", "apply_fsdp", "apply_tp", "copy_full_weights",
-           "init_weights_sharded", "parallelize"]
+           "init_weights_sharded", "mixed_precision", "parallelize"]
 
 # Between blocks the residual stream is a plain (B, T / tp, dim) tensor: this rank's slice of the sequence.
 ROOT_PLAN: dict[str, ParallelStyle] = {
@@ -83,25 +83,38 @@ def apply_tp(model: Nemotron4, tp_mesh: DeviceMesh) -> None:
         parallelize_module(block, tp_mesh, BLOCK_PLAN)
 
 
-def apply_fsdp(model: Nemotron4, dp_mesh: DeviceMesh) -> None:
+def mixed_precision(param_dtype: torch.dtype, output_dtype: torch.dtype | None = None) -> MixedPrecisionPolicy:
+    """FSDP2's policy for a compute dtype: all-gather and compute with `param_dtype` copies of the fp32 masters,
+    reduce-scatter gradients in fp32. Inputs are not cast, so the residual stream stays fp32 as under autocast in
+    one process (the matmuls run in bf16 either way); fp32 runs get the default policy (no casts)."""
+    if param_dtype == torch.float32:
+        return MixedPrecisionPolicy()
+    return MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32, output_dtype=output_dtype,
+                                cast_forward_inputs=False)
+
+
+def apply_fsdp(model: Nemotron4, dp_mesh: DeviceMesh, param_dtype: torch.dtype = torch.float32) -> None:
     """FSDP2 over `dp_mesh`: one unit per block (its all-gather / reduce-scatter overlaps the neighbouring block's
-    compute), the embedding, and the root (final norm + output projection)."""
+    compute), the embedding, and the root (final norm + output projection). Under bf16 the all-gathers carry bf16
+    (half the bytes of fp32) and the gradients are reduced in fp32 (`mixed_precision`); the embedding's output is
+    cast back to fp32, where the residual stream starts."""
     # FSDP2 warns that the embedding returns a view (an in-place op on it would skip its backward hook); the model's
     # residual adds are out-of-place (`h = x + ...`), so the warning is noise on every step.
     warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module \(FSDPEmbedding\) returned a view tensor")
-    fully_shard(model.tok_embeddings, mesh=dp_mesh)
+    fully_shard(model.tok_embeddings, mesh=dp_mesh, mp_policy=mixed_precision(param_dtype, torch.float32))
     for block in model.layers:
-        fully_shard(block, mesh=dp_mesh)
+        fully_shard(block, mesh=dp_mesh, mp_policy=mixed_precision(param_dtype))
     # The root's parameters are the last used in forward and the first in backward: no point freeing them between.
-    fully_shard(model, mesh=dp_mesh, reshard_after_forward=False)
+    fully_shard(model, mesh=dp_mesh, reshard_after_forward=False, mp_policy=mixed_precision(param_dtype))
 
 
-def parallelize(model: Nemotron4, mesh: DeviceMesh) -> Nemotron4:
-    """TP over mesh["tp"] (when > 1), then FSDP2 over mesh["dp"] (when > 1); the model may be on `meta`."""
+def parallelize(model: Nemotron4, mesh: DeviceMesh, param_dtype: torch.dtype = torch.float32) -> Nemotron4:
+    """TP over mesh["tp"] (when > 1), then FSDP2 over mesh["dp"] (when > 1) with `param_dtype` compute copies; the
+    model may be on `meta`."""
     if mesh["tp"].size() > 1:
         apply_tp(model, mesh["tp"])
     if mesh["dp"].size() > 1:
-        apply_fsdp(model, mesh["dp"])
+        apply_fsdp(model, mesh["dp"], param_dtype)
     return model
 
 

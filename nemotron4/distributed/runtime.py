@@ -57,13 +57,15 @@ class Parallel:
         return bool(t.item())
 
     def build_model(self, cfg: ModelConfig, seq_len: int, seed: int | None = None,
-                    weights: Mapping[str, torch.Tensor] | None = None) -> Nemotron4:
-        """Build on `meta`, parallelize (TP, then FSDP2), materialise only this rank's shards, and fill them with
-        either the single-process init of `seed` or the full `weights` (e.g. init_from), sliced locally."""
+                    weights: Mapping[str, torch.Tensor] | None = None,
+                    compute_dtype: torch.dtype = torch.float32) -> Nemotron4:
+        """Build on `meta`, parallelize (TP, then FSDP2 with `compute_dtype` all-gathers), materialise only this
+        rank's fp32 shards, and fill them with either the single-process init of `seed` or the full `weights`
+        (e.g. init_from), sliced locally."""
         check_tp(cfg, self.dims.tp, seq_len)
         with torch.device("meta"):
             model = Nemotron4(cfg)
-        parallelize(model, self.mesh)
+        parallelize(model, self.mesh, compute_dtype)
         model.to_empty(device=self.device)
         if weights is None:
             init_weights_sharded(model, seed if seed is not None else 0, self.device)

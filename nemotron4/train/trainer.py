@@ -215,10 +215,11 @@ class Trainer:
             if self.parallel is None:
                 return load_model(self.job.model.init_from, device=self.device).float()
             model = load_model(self.job.model.init_from, device="cpu").float()  # full, then each rank's shards
-            return self.parallel.build_model(model.cfg, seq_len, weights=model.state_dict())
+            return self.parallel.build_model(model.cfg, seq_len, weights=model.state_dict(),
+                                             compute_dtype=self.dtype)
         cfg = cfg or self.job.model.model_config()
         if self.parallel is not None:
-            return self.parallel.build_model(cfg, seq_len, seed=seed)
+            return self.parallel.build_model(cfg, seq_len, seed=seed, compute_dtype=self.dtype)
         return build_model(cfg, device=self.device, seed=seed)
 
     def _apply_fast_paths(self, model: Nemotron4) -> Nemotron4:

@@ -32,6 +32,16 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> dict[str, int]:
     return {"bytes": total, "moment_bytes": moments}
 
 
+def fsdp_param_dtype(model: torch.nn.Module) -> str | None:
+    """The dtype FSDP2 all-gathers and computes the first block in (None without FSDP2). Private API: a test aid."""
+    from torch.distributed.fsdp import FSDPModule
+
+    block = model.layers[0]
+    if not isinstance(block, FSDPModule):
+        return None
+    return str(block._get_fsdp_state()._fsdp_param_group.mp_policy.param_dtype)
+
+
 def main(argv: list[str]) -> None:
     config, run_dir, overrides = argv[1], Path(argv[3]), argv[4:]
     assert argv[0] == "--config" and argv[2] == "--run-dir", argv
@@ -42,6 +52,7 @@ def main(argv: list[str]) -> None:
         out = run_dir / "optim"
         out.mkdir(exist_ok=True)
         record = {"rank": rank, "dp": trainer.dp_size, "world": trainer.world_size,
+                  "fsdp_param_dtype": fsdp_param_dtype(trainer.model),
                   "step_context": getattr(trainer.step_context, "__name__", type(trainer.step_context).__name__),
                   **optimizer_state_bytes(trainer.optimizer)}
         (out / f"rank{rank}.json").write_text(json.dumps(record))
