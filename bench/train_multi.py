@@ -14,6 +14,7 @@ autocast, on random tokens. Layouts and global batches are swept in one launch; 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -33,6 +34,7 @@ from nemotron4.distributed.plan import memory_per_gpu  # noqa: E402
 from nemotron4.distributed.runtime import Parallel  # noqa: E402
 from nemotron4.distributed.step import local_loss  # noqa: E402
 from nemotron4.train.config import OptimSection  # noqa: E402
+from nemotron4.train.fast import CastWeightsOnce, set_attention_backend  # noqa: E402
 from nemotron4.train.flops import flops_per_token  # noqa: E402
 from nemotron4.train.optim import build_optimizer  # noqa: E402
 from nemotron4.train.step import autocast_context, cross_entropy_loss, train_step  # noqa: E402
@@ -50,19 +52,23 @@ def run_layout(cfg: ModelConfig, tp: int, dp: int, gbs: int, micro: int, args, d
     dims = ParallelDims.resolve(int(os.environ["WORLD_SIZE"]), tp, dp)
     mesh = setup_mesh(dims, device, resolve_backend("auto", device))
     parallel = Parallel(mesh, dims, device)
-    model = parallel.build_model(cfg, args.seq_len, seed=0)
+    model = parallel.build_model(cfg, args.seq_len, seed=0,
+                                 compute_dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
     model.train()
     hooks = parallel.step_hooks(model)
     optimizer = build_optimizer(model, OptimSection(), device)
-    autocast = autocast_context(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    autocast = autocast_context(device, dtype)
     loss_fn = local_loss(cross_entropy_loss)
+    # what `nemotron4 train` does: bf16 copies once per step under TP alone (FSDP2 casts when dp > 1)
+    step_context = CastWeightsOnce(model) if dims.dp == 1 and dtype != torch.float32 else contextlib.nullcontext
     per_replica = gbs // dims.dp
     g = torch.Generator().manual_seed(parallel.dp_rank)  # tp ranks of a replica see the same tokens
     batch = torch.randint(0, cfg.vocab_size, (per_replica, args.seq_len + 1), generator=g).to(device)
     micro_batches = list(batch.split(micro))
 
     def step() -> float:
-        return train_step(model, optimizer, micro_batches, 1e-4, 1.0, autocast, loss_fn, hooks).loss
+        return train_step(model, optimizer, micro_batches, 1e-4, 1.0, autocast, loss_fn, hooks, step_context).loss
 
     losses = [step() for _ in range(args.warmup)]
     if device.type == "cuda":
@@ -98,6 +104,7 @@ def main() -> None:
     ap.add_argument("--micro", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--attention", default="cudnn", help="SDPA backend on GPU (the 15B recipe's: cudnn)")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--out", default="bench/results/train_multi_h200x8.json")
     args = ap.parse_args()
@@ -106,6 +113,7 @@ def main() -> None:
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
+        set_attention_backend(args.attention)
     overrides = {"max_seq_len": max(args.seq_len, 4096)} | ({"n_layers": args.layers} if args.layers else {})
     cfg = ModelConfig.from_name(args.model, **overrides)
     world = int(os.environ.get("WORLD_SIZE", "1"))
