@@ -34,7 +34,7 @@ from nemotron4.distributed.plan import memory_per_gpu  # noqa: E402
 from nemotron4.distributed.runtime import Parallel  # noqa: E402
 from nemotron4.distributed.step import local_loss  # noqa: E402
 from nemotron4.train.config import OptimSection  # noqa: E402
-from nemotron4.train.fast import CastWeightsOnce, set_attention_backend  # noqa: E402
+from nemotron4.train.fast import CastWeightsOnce, compile_block_parts, set_attention_backend  # noqa: E402
 from nemotron4.train.flops import flops_per_token  # noqa: E402
 from nemotron4.train.optim import build_optimizer  # noqa: E402
 from nemotron4.train.step import autocast_context, cross_entropy_loss, train_step  # noqa: E402
@@ -54,6 +54,8 @@ def run_layout(cfg: ModelConfig, tp: int, dp: int, gbs: int, micro: int, args, d
     parallel = Parallel(mesh, dims, device)
     model = parallel.build_model(cfg, args.seq_len, seed=0,
                                  compute_dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
+    if not args.no_compile and device.type == "cuda":
+        compile_block_parts(model)  # what train.compile does under tp/dp
     model.train()
     hooks = parallel.step_hooks(model)
     optimizer = build_optimizer(model, OptimSection(), device)
@@ -104,6 +106,7 @@ def main() -> None:
     ap.add_argument("--micro", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--no-compile", action="store_true", help="eager (default: train.compile's path on GPU)")
     ap.add_argument("--attention", default="cudnn", help="SDPA backend on GPU (the 15B recipe's: cudnn)")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--out", default="bench/results/train_multi_h200x8.json")

@@ -2,7 +2,8 @@
 model). Each computes the same function as the plain model (tests/unit/test_fast_paths.py checks loss and grads).
 
 - `compile_blocks`: `torch.compile` each transformer block in place (torchtitan's per-block compile: one graph,
-  reused by every layer; parameter names unchanged, so checkpoints do not see it).
+  reused by every layer; parameter names unchanged, so checkpoints do not see it); under tp/dp,
+  `compile_block_parts` compiles each block's attention and MLP inside the parallelism's hooks.
 - `set_attention_backend`: pick the SDPA kernel explicitly (cuDNN is the fastest on H100/H200 at 4k).
 - `apply_activation_checkpointing`: recompute each block in backward (memory for speed).
 - `fused_cross_entropy_loss`: the loss through the output projection without materialising logits.
@@ -30,6 +31,17 @@ ATTENTION_BACKENDS = ("auto", "cudnn", "flash", "efficient", "math")
 def compile_blocks(model: Nemotron4, fullgraph: bool = True) -> Nemotron4:
     for block in model.layers:
         block.compile(fullgraph=fullgraph, dynamic=False)  # static shapes: a new micro-batch size recompiles
+    return model
+
+
+def compile_block_parts(model: Nemotron4, fullgraph: bool = True) -> Nemotron4:
+    """`torch.compile` each block's attention and MLP `forward`, leaving the modules' hooks eager around them: the
+    TP plan's input/output redistributions and FSDP2's all-gathers run outside the graphs, which see DTensor
+    inputs and parameters. Per-block compile (`compile_blocks`) fails in backward under TP (DTensor's redistribute
+    gets a plain gradient); this is what `train.compile` does under tp/dp. The norms and residual adds stay eager."""
+    for block in model.layers:
+        for part in (block.attention, block.feed_forward):
+            part.forward = torch.compile(part.forward, fullgraph=fullgraph, dynamic=False)
     return model
 
 

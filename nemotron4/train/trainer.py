@@ -40,6 +40,7 @@ from nemotron4.train.data import build_eval_batches, build_phase_loader, check_t
 from nemotron4.train.fast import (
     CastWeightsOnce,
     apply_activation_checkpointing,
+    compile_block_parts,
     compile_blocks,
     fused_cross_entropy_loss,
     set_attention_backend,
@@ -227,9 +228,11 @@ class Trainer:
         train = self.job.train
         set_attention_backend(train.attention_backend)
         if self.parallel is not None:
-            if train.compile or train.activation_checkpointing:  # torchtitan applies both before fully_shard
-                warnings.warn("train.compile and train.activation_checkpointing are not wired for tp/dp yet; "
-                              "running without them", stacklevel=2)
+            if train.activation_checkpointing:
+                warnings.warn("train.activation_checkpointing is not wired for tp/dp yet; running without it",
+                              stacklevel=2)
+            if train.compile:  # inside the TP / FSDP2 hooks of the already parallelized model
+                compile_block_parts(model)
             return model
         if train.activation_checkpointing:
             apply_activation_checkpointing(model)

@@ -109,3 +109,14 @@ def test_dp2_bf16_all_gathers_bf16_and_tracks_one_process(dist_corpus: Path, tmp
     assert {r["fsdp_param_dtype"] for r in dp2["ranks"]} == {"torch.bfloat16"}
     for a, b in zip(single["records"], dp2["records"], strict=True):
         assert b["loss"] == pytest.approx(a["loss"], rel=BF16_RTOL), f"step {a['step']}"
+
+
+@pytest.mark.parametrize("layout", ["tp2", "dp2"])
+def test_compile_under_parallelism_equals_eager(runs: dict[str, dict[str, Any]], layout: str, dist_corpus: Path,
+                                                tmp_path: Path) -> None:
+    """train.compile under tp/dp compiles each block's attention and MLP inside the parallel hooks: same losses."""
+    nproc, *overrides = LAYOUTS[layout]
+    compiled = launch(dist_corpus, tmp_path / layout, nproc, *overrides, "--train.compile", "true")
+    assert {r["compiled_parts"] for r in compiled["ranks"]} == {True}
+    assert {r["compiled_parts"] for r in runs[layout]["ranks"]} == {False}
+    assert_same_steps(runs[layout]["records"], compiled["records"])
