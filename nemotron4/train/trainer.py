@@ -227,11 +227,10 @@ class Trainer:
         """Speed options of nemotron4.train.fast, in torchtitan's order: checkpointing, then compile."""
         train = self.job.train
         set_attention_backend(train.attention_backend)
-        if self.parallel is not None:
+        if self.parallel is not None:  # inside the TP / FSDP2 hooks of the already parallelized model
             if train.activation_checkpointing:
-                warnings.warn("train.activation_checkpointing is not wired for tp/dp yet; running without it",
-                              stacklevel=2)
-            if train.compile:  # inside the TP / FSDP2 hooks of the already parallelized model
+                apply_activation_checkpointing(model)
+            if train.compile:
                 compile_block_parts(model)
             return model
         if train.activation_checkpointing:

@@ -120,3 +120,14 @@ def test_compile_under_parallelism_equals_eager(runs: dict[str, dict[str, Any]],
     assert {r["compiled_parts"] for r in compiled["ranks"]} == {True}
     assert {r["compiled_parts"] for r in runs[layout]["ranks"]} == {False}
     assert_same_steps(runs[layout]["records"], compiled["records"])
+
+
+@pytest.mark.parametrize("layout", ["tp2", "dp2"])
+def test_activation_checkpointing_under_parallelism_equals_eager(runs: dict[str, dict[str, Any]], layout: str,
+                                                                 dist_corpus: Path, tmp_path: Path) -> None:
+    """train.activation_checkpointing under tp/dp recomputes each block inside the TP / FSDP2 hooks: same losses."""
+    nproc, *overrides = LAYOUTS[layout]
+    ckpt = launch(dist_corpus, tmp_path / layout, nproc, *overrides, "--train.activation_checkpointing", "true")
+    assert {r["checkpointed"] for r in ckpt["ranks"]} == {True}
+    assert {r["checkpointed"] for r in runs[layout]["ranks"]} == {False}
+    assert_same_steps(runs[layout]["records"], ckpt["records"])
