@@ -63,8 +63,9 @@ def run(args: argparse.Namespace) -> int:
     if trainer.stopped:  # by a signal here or, under torchrun, on another rank (then exit as for SIGTERM)
         signum = stop.signum or signal.SIGTERM
         if trainer.primary:
-            print(f"stopped by {signal.Signals(signum).name} after step {state.step}; checkpoint {saved}. "
-                  "Re-run the same command to resume.", file=sys.stderr)
+            again = " Re-run the same command to resume." if job.checkpoint.enabled else ""
+            print(f"stopped by {signal.Signals(signum).name} after step {state.step}; checkpoint {saved}.{again}",
+                  file=sys.stderr)
         return exit_code(signum)
     if trainer.primary:
         print(f"done: {state.step} steps, {state.tokens:,} tokens; checkpoints in {args.run_dir}/checkpoints")

@@ -118,7 +118,16 @@ def tokenizer_sample(
             continue
         keep = min(1.0, _OVERSAMPLE * quota / s.bytes)  # a little over, so the quota is met without repeats
         texts = iter_jsonl_texts(manifest.path(s.train), manifest.text_field)
-        docs = list(texts) if keep >= 1.0 else [t for t in texts if rng.random() < keep]
+        if keep >= 1.0:
+            docs = list(texts)
+        else:
+            docs, first = [], None
+            for t in texts:
+                first = t if first is None else first
+                if rng.random() < keep:
+                    docs.append(t)
+            if not docs and first is not None:  # a quota of a few documents can draw none: never drop a source
+                docs = [first]
         rng.shuffle(docs)
         plans.append(_take(docs, quota))
     while plans:  # round-robin over sources

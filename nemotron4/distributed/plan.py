@@ -23,7 +23,8 @@ measurements in bench/results/train_h200.json at tp = dp = 1, within 1%, tests/d
 
     weights      4 p / dp + 2 P_blocks / t    fp32 masters (FSDP2 shards them over dp) + the bf16 copies of the
                                               blocks' matrices, cast once per step (dp = 1); with dp > 1 FSDP2
-                                              holds only two blocks' all-gathered bf16 matrices instead
+                                              holds only two blocks' all-gathered bf16 matrices instead, plus
+                                              the output projection (2 V h / t) from forward to backward
     gradients    4 p / dp                     fp32; with dp > 1 and accumulation > 1, FSDP2 holds unsharded
                                               gradients between micro-batches: 4 p more
     optimizer    8 p / dp                     Adam m and v
@@ -112,7 +113,9 @@ def _memory_nemotron4(cfg: ModelConfig, tp: int, dp: int, seq_len: int, micro_ba
     p, t, h, f, V = params_per_gpu(cfg, tp), tp, cfg.dim, cfg.ffn_dim, cfg.vocab_size
     q, kv = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
     blocks = cfg.n_layers * (2 * h * q + 2 * h * kv + 2 * h * f) / t  # the blocks' matrices on this GPU
-    weights = 4 * p / dp + (2 * 2 * blocks / cfg.n_layers if dp > 1 else 2 * blocks)
+    # dp > 1: two blocks' all-gathered bf16 matrices in flight, and the root unit's output projection, which stays
+    # gathered from its forward to its backward (reshard_after_forward=False)
+    weights = 4 * p / dp + (2 * 2 * blocks / cfg.n_layers + 2 * V * h / t if dp > 1 else 2 * blocks)
     gradients = 4 * p / dp + (4 * p if dp > 1 and accumulation > 1 else 0)
     normed = 2 * h  # under TP gathered whole (bf16) for the column-parallel weight gradient
     per_token = (4 * h / t + normed + 2 * (q + 2 * kv) / t + 2 * q / t) + (4 * h / t + normed + 4 * f / t)

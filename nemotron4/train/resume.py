@@ -13,7 +13,7 @@ from typing import Any
 __all__ = ["resume_conflicts"]
 
 _FREE = ("checkpoint.", "metrics.", "parallel.", "train.compile", "train.max_nonfinite_in_row",
-         "train.attention_backend", "train.activation_checkpointing", "train.fused_loss")
+         "train.attention_backend", "train.activation_checkpointing", "train.fused_loss", "train.cast_weights_once")
 
 
 _MOVABLE = re.compile(r"\.blend\.sources\.\d+\.(path|valid_path)$")
@@ -32,9 +32,15 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def resume_conflicts(saved: dict[str, Any], new: dict[str, Any], phase: int) -> list[str]:
-    """Human-readable differences between the saved and the new config that break resuming in `phase`."""
+def resume_conflicts(
+    saved: dict[str, Any], new: dict[str, Any], phase: int, defaults: dict[str, Any] | None = None
+) -> list[str]:
+    """Human-readable differences between the saved and the new config that break resuming in `phase`.
+    `defaults`: the config of defaults; a key the saved config lacks (a field added by a later version of this
+    package) counts as its default, which is what the saved run ran with."""
+    flat_defaults = _flatten(defaults) if defaults else {}
     a, b = _flatten(saved), _flatten(new)
+    a = {**{k: v for k, v in flat_defaults.items() if k in b and k not in a}, **a}
     out = []
     for key in sorted(set(a) | set(b)):
         if a.get(key, "<unset>") == b.get(key, "<unset>") or key.startswith(_FREE):

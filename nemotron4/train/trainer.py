@@ -34,7 +34,7 @@ from nemotron4.config import ModelConfig
 from nemotron4.errors import ConfigError, UserError
 from nemotron4.model import Nemotron4, build_model
 from nemotron4.train.checkpoint import CheckpointManager, get_rng_state, set_rng_state
-from nemotron4.train.config import JobConfig
+from nemotron4.train.config import JobConfig, PhaseSection
 from nemotron4.train.config_io import job_to_dict, save_job
 from nemotron4.train.data import build_eval_batches, build_phase_loader, check_token_files
 from nemotron4.train.fast import (
@@ -191,7 +191,8 @@ class Trainer:
         """Refuse, naming the keys, config changes that would make the resumed run differ from its past."""
         progress = saved["trainer"]
         started = progress["phase"] if progress["phase_started"] else progress["phase"] - 1
-        conflicts = resume_conflicts(saved["config"], job_to_dict(self.job), started)
+        defaults = job_to_dict(JobConfig(phases=[PhaseSection() for _ in self.job.phases]))
+        conflicts = resume_conflicts(saved["config"], job_to_dict(self.job), started, defaults)
         if conflicts:
             raise ConfigError(
                 f"{self.run_dir} holds a run with a different configuration, which cannot be resumed: "

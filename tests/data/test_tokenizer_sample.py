@@ -72,3 +72,14 @@ def test_memory_holds_the_sample_not_the_source(manifest: Manifest) -> None:
     tracemalloc.stop()
     assert sum(len(d) for d in docs) >= 20_000
     assert peak < 500_000, f"peak {peak} bytes: a whole source was held in memory"
+
+
+def test_a_source_with_a_tiny_quota_is_never_dropped(tmp_path: Path) -> None:
+    """A quota below one document makes the streaming draw keep none most of the time; the source still appears."""
+    big = write_source(tmp_path, "big", 20_000)  # 2 MB
+    rare = write_source(tmp_path, "rare", 20, doc_len=10_000)  # 200 kB, quota ~1 kB: keep ~0.5% of 20 documents
+    rare.category = "code"
+    manifest = Manifest([big, rare], root=tmp_path)
+    for seed in range(5):
+        docs = list(tokenizer_sample(manifest, 11_000, non_english_upsample=1.0, seed=seed))
+        assert any(d.startswith("rare") for d in docs), seed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import tomllib
 from pathlib import Path
 
@@ -103,3 +104,20 @@ def test_cli_reports_config_errors(capsys) -> None:
     assert "unknown key optim.nope" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["flops", "--batch-size", "1", "--iter-time", "1", "--optim.lr", "1"])  # only train takes overrides
+
+
+def test_resume_tolerates_speed_options_and_fields_added_since_the_checkpoint() -> None:
+    """cast_weights_once is a speed option (same numbers); a key an older checkpoint lacks counts as its default."""
+    from nemotron4.train.config import JobConfig, PhaseSection
+
+    job = load_job(TINY_TOML)
+    old = job_to_dict(job)
+    defaults = job_to_dict(JobConfig(phases=[PhaseSection() for _ in job.phases]))
+    flipped = job_to_dict(load_job(TINY_TOML, ["--train.cast_weights_once", "false"]))
+    assert resume_conflicts(old, flipped, 1, defaults) == []
+    older = copy.deepcopy(old)
+    del older["train"]["cast_weights_once"], older["train"]["seed"]  # written before these fields existed
+    assert resume_conflicts(older, old, 1, defaults) == []  # 1234 is the default seed, and tiny.toml's
+    assert resume_conflicts(older, job_to_dict(load_job(TINY_TOML, ["--train.seed", "7"])), 1, defaults) == [
+        "train.seed: 1234 -> 7"
+    ]
