@@ -17,6 +17,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     i.add_argument("prefix", help="token file prefix (PREFIX.bin, PREFIX.idx)")
     i.add_argument("--doc", type=int, help="show this document (0-based)")
     i.add_argument("--tokenizer", help="SentencePiece model: decode the document to text and check token ids")
+    i.add_argument("--max-ids", type=int, default=64, metavar="N",
+                   help="with --doc: print the first N token ids and the last few (0: all; --json always has all)")
     i.add_argument("--json", action="store_true", help="print JSON")
     i.set_defaults(func=inspect)
 
@@ -58,8 +60,14 @@ def inspect(args: argparse.Namespace) -> int:
     for k in ("prefix", "documents", "sequences", "tokens", "dtype", "doc_tokens"):
         print(f"{k:>10}: {info[k]}")
     if "doc" in info:
-        print(f"document {args.doc}: {len(info['doc']['tokens'])} tokens")
-        print(info["doc"]["tokens"])
+        ids = info["doc"]["tokens"]
+        print(f"document {args.doc}: {len(ids)} tokens")
+        head, tail = args.max_ids, min(16, args.max_ids)
+        if args.max_ids <= 0 or len(ids) <= head + tail:
+            print(ids)
+        else:
+            middle = f"... {len(ids) - head - tail} more (--max-ids 0: all) ..."
+            print(f"{str(ids[:head])[:-1]}, {middle}, {str(ids[-tail:])[1:]}")
         if "text" in info["doc"]:
             print("---- text ----")
             print(info["doc"]["text"])

@@ -31,6 +31,12 @@ def test_pipeline(tmp_path, capsys) -> None:
     info = json.loads(capsys.readouterr().out)
     assert info["dtype"] == "uint16" and info["documents"] >= 1
     assert "frobnicate the bar" in info["doc"]["text"] and info["doc"]["tokens"][-1] == 3  # EOD
+    assert info["doc"]["tokens"][0] == 2  # bos: documents start as evaluation prompts do
+    ids = info["doc"]["tokens"]
+    assert run_cli(["data", "inspect", str(tokens / "en-man"), "--doc", "0", "--max-ids", "4"]) == 0
+    shown = capsys.readouterr().out.splitlines()[-1]
+    assert shown.startswith(str(ids[:4])[:-1]) and shown.endswith(str(ids[-4:])[1:])
+    assert f"... {len(ids) - 8} more" in shown
     blend = BlendConfig.from_token_manifest(tokens / "sources.json")
     ds = build_blend(blend, seq_len=8, num_samples=200, seed=0, cache_dir=tmp_path / "cache", vocab_size=400)
     batch = DataLoader(ds, micro_batch_size=2).next_batch(4)
