@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nemotron4 import ModelConfig, build_model  # noqa: E402
 from nemotron4.train.config import OptimSection  # noqa: E402
 from nemotron4.train.fast import (  # noqa: E402
-    CastWeightsOnce,
+    cast_weights_context,
     compile_blocks,
     fused_cross_entropy_loss,
     set_attention_backend,
@@ -75,7 +75,7 @@ def main() -> None:
 
     loss_fn = functools.partial(fused_cross_entropy_loss, chunk_size=args.chunk)
 
-    cast = CastWeightsOnce(model)
+    cast = cast_weights_context(model, torch.bfloat16)
 
     def step():
         return train_step(model, optimizer, micro, 1e-4, 1.0, autocast, loss_fn, step_context=cast)

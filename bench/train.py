@@ -29,7 +29,7 @@ from nemotron4 import ModelConfig, build_model  # noqa: E402
 from nemotron4.interop.hf import config_to_hf  # noqa: E402
 from nemotron4.train.config import OptimSection  # noqa: E402
 from nemotron4.train.fast import (  # noqa: E402
-    CastWeightsOnce,
+    cast_weights_context,
     compile_blocks,
     fused_cross_entropy_loss,
     set_attention_backend,
@@ -101,8 +101,8 @@ def markov_batches(vocab: int, steps: int, gbs: int, seq_len: int, seed: int = 0
 
 
 def our_step_context(model, device: torch.device):
-    """What `nemotron4 train` enters around a step's micro-batches under bf16 (train.cast_weights_once)."""
-    return CastWeightsOnce(model) if device.type == "cuda" else contextlib.nullcontext
+    """What `nemotron4 train` enters around a step's micro-batches (train.cast_weights_once; bf16 on GPU)."""
+    return cast_weights_context(model, torch.bfloat16 if device.type == "cuda" else torch.float32)
 
 
 def loss_curves(cfg: ModelConfig, args, device: torch.device, hf_factory, attention: str) -> dict:

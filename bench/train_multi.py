@@ -14,7 +14,6 @@ autocast, on random tokens. Layouts and global batches are swept in one launch; 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import os
@@ -34,7 +33,7 @@ from nemotron4.distributed.plan import memory_per_gpu  # noqa: E402
 from nemotron4.distributed.runtime import Parallel  # noqa: E402
 from nemotron4.distributed.step import local_loss  # noqa: E402
 from nemotron4.train.config import OptimSection  # noqa: E402
-from nemotron4.train.fast import CastWeightsOnce, compile_block_parts, set_attention_backend  # noqa: E402
+from nemotron4.train.fast import cast_weights_context, compile_block_parts, set_attention_backend  # noqa: E402
 from nemotron4.train.flops import flops_per_token  # noqa: E402
 from nemotron4.train.optim import build_optimizer  # noqa: E402
 from nemotron4.train.step import autocast_context, cross_entropy_loss, train_step  # noqa: E402
@@ -62,8 +61,7 @@ def run_layout(cfg: ModelConfig, tp: int, dp: int, gbs: int, micro: int, args, d
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     autocast = autocast_context(device, dtype)
     loss_fn = local_loss(cross_entropy_loss)
-    # what `nemotron4 train` does: bf16 copies once per step under TP alone (FSDP2 casts when dp > 1)
-    step_context = CastWeightsOnce(model) if dims.dp == 1 and dtype != torch.float32 else contextlib.nullcontext
+    step_context = cast_weights_context(model, dtype, dims.dp)  # what `nemotron4 train` does
     per_replica = gbs // dims.dp
     g = torch.Generator().manual_seed(parallel.dp_rank)  # tp ranks of a replica see the same tokens
     batch = torch.randint(0, cfg.vocab_size, (per_replica, args.seq_len + 1), generator=g).to(device)

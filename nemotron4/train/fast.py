@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -113,6 +113,16 @@ class CastWeightsOnce:
                 module._parameters[name] = master
             for handle in handles:
                 handle.remove()
+
+
+def cast_weights_context(model: Nemotron4, dtype: torch.dtype, dp: int = 1,
+                         enabled: bool = True) -> Callable[[], contextlib.AbstractContextManager]:
+    """The `step_context` a training step runs under: `CastWeightsOnce` for a low-precision compute dtype without
+    FSDP2 (one process, or tensor parallelism alone; with dp > 1 FSDP2 owns the parameters and casts them itself),
+    else a no-op. What `nemotron4 train` uses, and the benchmarks with it."""
+    if enabled and dp == 1 and dtype != torch.float32:
+        return CastWeightsOnce(model, dtype)
+    return contextlib.nullcontext
 
 
 def _add_to_master(master: torch.Tensor, low: torch.Tensor) -> None:

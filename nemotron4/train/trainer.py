@@ -18,7 +18,6 @@ Failure modes and the tests that show them: docs/reliability.md.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import time
@@ -38,8 +37,8 @@ from nemotron4.train.config import JobConfig, PhaseSection
 from nemotron4.train.config_io import job_to_dict, save_job
 from nemotron4.train.data import build_eval_batches, build_phase_loader, check_token_files
 from nemotron4.train.fast import (
-    CastWeightsOnce,
     apply_activation_checkpointing,
+    cast_weights_context,
     compile_block_parts,
     compile_blocks,
     fused_cross_entropy_loss,
@@ -167,10 +166,7 @@ class Trainer:
             raise ConfigError(f"train.seq_len {job.train.seq_len} exceeds the model's max_seq_len "
                               f"{self.model.cfg.max_seq_len}")
         self.step_model = self._apply_fast_paths(self.model)
-        self.step_context: Callable[[], Any] = contextlib.nullcontext
-        no_fsdp = self.parallel is None or self.parallel.dims.dp == 1  # FSDP2 owns the parameters when dp > 1
-        if no_fsdp and self.dtype != torch.float32 and job.train.cast_weights_once:
-            self.step_context = CastWeightsOnce(self.model, self.dtype)
+        self.step_context = cast_weights_context(self.model, self.dtype, self.dp_size, job.train.cast_weights_once)
         self.hooks = self.parallel.step_hooks(self.model) if self.parallel is not None else None
         self.optimizer = build_optimizer(self.model, job.optim, self.device)
         self.flops_per_token = flops_per_token(self.model.cfg, job.train.seq_len)
