@@ -41,15 +41,11 @@ def _chunk(hc, w, tc, vc, acc):
     return _compiled_chunk(hc, w, tc, vc, acc)
 
 
-FP32_OUT_GEMM = True  # bench/profile_train.py switches it to measure the difference
-
-
 def _add_weight_grad(grad_w: torch.Tensor, grad: torch.Tensor, hc: torch.Tensor) -> torch.Tensor:
     """grad_w + grad.T @ hc, accumulated in grad_w's dtype. On CUDA with bf16/fp16 inputs and an fp32 accumulator,
     one GEMM reads the accumulator and writes the sum in fp32 (cuBLAS's epilogue) instead of a half-precision
     (vocab x dim) product, its upcast and an add: three passes over 1.6-6 GB per chunk saved."""
-    if FP32_OUT_GEMM and grad.is_cuda and grad_w.dtype == torch.float32 and grad.dtype in (torch.bfloat16,
-                                                                                          torch.float16):
+    if grad.is_cuda and grad_w.dtype == torch.float32 and grad.dtype in (torch.bfloat16, torch.float16):
         return torch.addmm(grad_w, grad.T, hc, out_dtype=torch.float32)
     return grad_w.add_((grad.T @ hc).to(grad_w.dtype))
 
