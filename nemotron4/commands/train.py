@@ -44,8 +44,11 @@ def run(args: argparse.Namespace) -> int:
         trainer = Trainer(job, args.run_dir)
         first = trainer.state.step
 
+        def max_steps_done() -> bool:
+            return bool(args.max_steps) and trainer.state.step - first >= args.max_steps
+
         def should_stop() -> bool:
-            return stop.requested() or bool(args.max_steps and trainer.state.step - first >= args.max_steps)
+            return stop.requested() or max_steps_done()
 
         try:
             state = trainer.run(stop=should_stop)
@@ -55,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
                 shutdown()
     saved = trainer.checkpoints.latest() if job.checkpoint.enabled else "(none: checkpoint.enabled = false)"
-    if trainer.stopped and stop.signum is None and args.max_steps and state.step - first >= args.max_steps:
+    if trainer.stopped and stop.signum is None and max_steps_done():
         if trainer.primary:
             again = " Re-run the same command to continue." if job.checkpoint.enabled else ""
             print(f"stopped after --max-steps {args.max_steps} at step {state.step}; checkpoint {saved}.{again}")

@@ -8,13 +8,12 @@ tables of `section.key = value` overrides (`--budget ci` applies `[budget.ci]`).
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nemotron4.errors import ConfigError
-from nemotron4.train.config_io import apply_overrides
+from nemotron4.train.config_io import apply_overrides, read_toml
 
 __all__ = ["DemoConfig", "EvalSection", "SamplesSection", "TranslationSection", "load_demo_config"]
 
@@ -91,12 +90,7 @@ _SECTIONS = {"translation": TranslationSection, "eval": EvalSection, "samples": 
 
 def load_demo_config(path: str | Path, budget: str = "full") -> DemoConfig:
     """Read a demo TOML, apply `[budget.<budget>]` ("full": no overrides), and check the `[demo]` keys."""
-    try:
-        raw = tomllib.loads(Path(path).read_text())
-    except OSError as e:
-        raise ConfigError(f"cannot read demo config {path}: {e.strerror}") from e
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path} is not valid TOML: {e}") from e
+    raw = read_toml(path, "demo config")
     budgets = raw.pop("budget", {})
     if budget != "full":
         if budget not in budgets:

@@ -187,10 +187,10 @@ def plan_stages(
         if not 0 < st.mfu <= 1:
             raise ConfigError(f"MFU must be in (0, 1], got {st.mfu}")
         per_s = st.gpus * peak_flops * st.mfu / fpt  # tokens per second
+        accumulation = st.batch_size // (dp * micro_batch)
         out.append(StagePlan(
-            stage=st, dp=dp, accumulation=st.batch_size // (dp * micro_batch),
+            stage=st, dp=dp, accumulation=accumulation,
             iteration_s=st.batch_size * seq_len / per_s, days=st.tokens / per_s / 86400,
-            memory=memory_per_gpu(cfg, tp, dp, seq_len, micro_batch, recompute, grad_bytes, layout,
-                                  accumulation=st.batch_size // (dp * micro_batch)),
+            memory=memory_per_gpu(cfg, tp, dp, seq_len, micro_batch, recompute, grad_bytes, layout, accumulation),
         ))
     return out

@@ -34,16 +34,19 @@ _COERCE: dict[tuple[type, str], Callable[[Any, str], Any]] = {
 _MODEL_FIELDS = {f.name: f for f in dataclasses.fields(ModelConfig)}
 
 
+def read_toml(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """A TOML file as a dict; ConfigError naming the file when it cannot be read or parsed."""
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from e
+
+
 def load_job(path: str | Path | None, overrides: Sequence[str] = (), dp_size: int = 1) -> JobConfig:
     """Read TOML (or start from defaults when path is None), apply overrides, build and validate."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        try:
-            raw = tomllib.loads(Path(path).read_text())
-        except OSError as e:
-            raise ConfigError(f"cannot read config {path}: {e.strerror}") from e
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path} is not valid TOML: {e}") from e
+    raw: dict[str, Any] = read_toml(path) if path is not None else {}
     apply_overrides(raw, parse_overrides(overrides))
     job = job_from_dict(raw)
     job.validate(dp_size)
