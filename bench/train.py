@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nemotron4 import ModelConfig, build_model  # noqa: E402
+from nemotron4.flops import flops_per_token  # noqa: E402
 from nemotron4.interop.hf import config_to_hf  # noqa: E402
 from nemotron4.train.config import OptimSection  # noqa: E402
 from nemotron4.train.fast import (  # noqa: E402
@@ -34,7 +35,6 @@ from nemotron4.train.fast import (  # noqa: E402
     fused_cross_entropy_loss,
     set_attention_backend,
 )
-from nemotron4.train.flops import flops_per_token  # noqa: E402
 from nemotron4.train.optim import build_optimizer  # noqa: E402
 from nemotron4.train.step import autocast_context, train_step  # noqa: E402
 

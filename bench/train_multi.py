@@ -28,13 +28,14 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nemotron4 import ModelConfig  # noqa: E402
-from nemotron4.distributed.mesh import ParallelDims, resolve_backend, setup_mesh  # noqa: E402
+from nemotron4.distributed.layout import ParallelDims, resolve_backend  # noqa: E402
+from nemotron4.distributed.mesh import setup_mesh  # noqa: E402
 from nemotron4.distributed.plan import memory_per_gpu  # noqa: E402
 from nemotron4.distributed.runtime import Parallel  # noqa: E402
 from nemotron4.distributed.step import local_loss  # noqa: E402
+from nemotron4.flops import flops_per_token  # noqa: E402
 from nemotron4.train.config import OptimSection  # noqa: E402
 from nemotron4.train.fast import cast_weights_context, compile_block_parts, set_attention_backend  # noqa: E402
-from nemotron4.train.flops import flops_per_token  # noqa: E402
 from nemotron4.train.optim import build_optimizer  # noqa: E402
 from nemotron4.train.step import autocast_context, cross_entropy_loss, train_step  # noqa: E402
 

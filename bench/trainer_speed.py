@@ -32,9 +32,9 @@ from train import our_step_context, time_steps  # noqa: E402  (bench/train.py)
 
 from nemotron4 import ModelConfig, build_model  # noqa: E402
 from nemotron4.data.indexed import IndexedDatasetBuilder, optimal_dtype  # noqa: E402
+from nemotron4.flops import flops_per_token  # noqa: E402
 from nemotron4.train.config import OptimSection  # noqa: E402
 from nemotron4.train.fast import compile_blocks, fused_cross_entropy_loss, set_attention_backend  # noqa: E402
-from nemotron4.train.flops import flops_per_token  # noqa: E402
 from nemotron4.train.metrics import read_metrics  # noqa: E402
 from nemotron4.train.optim import build_optimizer  # noqa: E402
 

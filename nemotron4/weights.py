@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 from nemotron4.config import FLAVOURS, ModelConfig
 from nemotron4.errors import UserError
 from nemotron4.model import Nemotron4, build_model
+from nemotron4.tokenizer import Tokenizer
 
 CONFIG_FILE = "model_config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -71,7 +72,7 @@ def describe(spec: str | Path) -> str:
         return "nemotron4"
     if (path / "config.json").exists():
         return "hf"
-    from nemotron4.train.checkpoint import is_our_checkpoint
+    from nemotron4.checkpoint import is_our_checkpoint
 
     if is_our_checkpoint(path):
         return "checkpoint"
@@ -92,20 +93,48 @@ def load_config(spec: str | Path) -> ModelConfig:
         from nemotron4.interop.hf import read_hf_config
 
         return read_hf_config(spec)
-    from nemotron4.train.checkpoint import CheckpointManager, find_checkpoint
+    from nemotron4.checkpoint import CheckpointManager, find_checkpoint
 
     return ModelConfig.from_dict(CheckpointManager.read_state(find_checkpoint(spec))["model_config"])
 
 
+TOKENIZER_FILE = "tokenizer.model"
+
+
 def find_tokenizer(spec: str | Path) -> Path | None:
-    """The SentencePiece model shipped beside a model directory (`tokenizer.model`), if any."""
+    """The SentencePiece model shipped with a model source, if any: `tokenizer.model` in its directory or in its
+    `tokenizer/` subdirectory (our weights, an HF directory, a training run), or in the run directory above a
+    checkpoint (`RUN/checkpoints/step_N`). The one search rule of generate, eval, the lm-eval backend and convert."""
     path = Path(spec)
     if not path.is_dir():
         return None
-    for candidate in (path / "tokenizer.model", path / "tokenizer" / "tokenizer.model"):
-        if candidate.is_file():
-            return candidate
+    dirs = [path, path / "tokenizer"]
+    from nemotron4.checkpoint import is_our_checkpoint
+
+    if path.parent.name == "checkpoints" and is_our_checkpoint(path):
+        dirs += [path.parent.parent, path.parent.parent / "tokenizer"]
+    for d in dirs:
+        if (d / TOKENIZER_FILE).is_file():
+            return d / TOKENIZER_FILE
     return None
+
+
+def load_tokenizer(spec: str | Path, vocab_size: int, tokenizer: str | Path | None = None) -> Tokenizer:
+    """The tokenizer for the model `spec` with `vocab_size` embeddings: `tokenizer` if given, else the one
+    `find_tokenizer` finds; a clear error when there is none or when it has more pieces than the model."""
+    path = tokenizer or find_tokenizer(spec)
+    if path is None:
+        raise UserError(f"{spec}: no {TOKENIZER_FILE} beside the model; pass the SentencePiece model with "
+                        "--tokenizer FILE (lm-eval model_args: tokenizer=FILE)")
+    return check_tokenizer(Tokenizer.load(path), vocab_size)
+
+
+def check_tokenizer(tok: Tokenizer, vocab_size: int) -> Tokenizer:
+    """`tok` unless it has more pieces than a model with `vocab_size` embeddings can take (then a UserError)."""
+    if tok.vocab_size > vocab_size:
+        raise UserError(f"tokenizer {tok.path} has {tok.vocab_size} pieces but the model's vocabulary is "
+                        f"{vocab_size}: they do not belong together; pass the model's own tokenizer (--tokenizer)")
+    return tok
 
 
 def load_model(
@@ -125,6 +154,6 @@ def load_model(
         from nemotron4.interop.hf import from_hf
 
         return from_hf(spec, device, dtype)
-    from nemotron4.train.checkpoint import load_model_from_checkpoint
+    from nemotron4.checkpoint import load_model_from_checkpoint
 
     return load_model_from_checkpoint(spec, device=device, dtype=dtype)

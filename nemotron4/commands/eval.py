@@ -14,7 +14,7 @@ examples:
 
 The harness (pip install 'nemotron4[eval]') reads task data from the Hugging Face hub or its local cache; offline,
 tasks whose data is not cached are named and skipped. HumanEval, translation and perplexity need no download.
-lm-eval's own CLI with this model: python -m nemotron4.interop.lm_eval --model nemotron4 --model_args pretrained=DIR
+lm-eval's own CLI with this model: python -m nemotron4.eval.lm_eval --model nemotron4 --model_args pretrained=DIR
 """
 
 

@@ -24,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nemotron4.config import ModelConfig
-    from nemotron4.train.flops import param_counts, throughput
+    from nemotron4.flops import param_counts, throughput
 
     cfg = ModelConfig.from_name(args.model)
     t = throughput(cfg, args.seq_len, args.batch_size, args.iter_time, args.gpus, args.peak_tflops * 1e12)

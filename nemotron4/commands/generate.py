@@ -37,20 +37,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def _load(args: argparse.Namespace):
     import torch
 
-    from nemotron4.errors import UserError
-    from nemotron4.tokenizer import Tokenizer
-    from nemotron4.weights import find_tokenizer, load_model
+    from nemotron4.weights import load_config, load_model, load_tokenizer
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device == "cuda" else torch.float32)
-    tok_path = args.tokenizer or find_tokenizer(args.model)
-    if tok_path is None:
-        raise UserError(f"{args.model}: no tokenizer.model beside the model; pass --tokenizer PATH")
-    tokenizer = Tokenizer.load(tok_path)
+    tokenizer = load_tokenizer(args.model, load_config(args.model).vocab_size, args.tokenizer)  # before the weights
     model = load_model(args.model, device=device, dtype=dtype).eval()
-    if tokenizer.vocab_size > model.cfg.vocab_size:
-        raise UserError(f"tokenizer {tok_path} has {tokenizer.vocab_size} pieces but the model's vocabulary is "
-                        f"{model.cfg.vocab_size}: they do not belong together")
     if args.quantize == "int8":
         from nemotron4.inference import quantize_int8
 

@@ -38,10 +38,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nemotron4.config import ModelConfig
-    from nemotron4.distributed.mesh import check_tp
+    from nemotron4.distributed.layout import check_tp
     from nemotron4.distributed.plan import Stage, params_per_gpu, parse_stages, plan_stages
-    from nemotron4.train.flops import flops_per_token, param_counts
-    from nemotron4.train.schedules import parse_tokens
+    from nemotron4.flops import flops_per_token, param_counts
+    from nemotron4.schedules import parse_tokens
 
     cfg = ModelConfig.from_name(args.model)
     check_tp(cfg, args.tp, args.seq_len)

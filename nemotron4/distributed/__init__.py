@@ -1,7 +1,8 @@
 """Tensor + data parallelism on torch.distributed (PAPER.md section 4). Everything that touches a process group
 lives here; nemotron4.model stays plain nn.Modules.
 
-    mesh.py         ParallelDims (validated against the world size), the ("dp", "tp") DeviceMesh
+    layout.py       the [parallel] section, ParallelDims (validated against the world size), check_tp: plain values
+    mesh.py         the process group and the ("dp", "tp") DeviceMesh
     parallelize.py  the TP plan (dicts keyed by module name), FSDP2 over dp, sharded init equal to one process's
     step.py         StepHooks: loss_parallel, FSDP2 gradient sync, full-model grad norm, loss mean over dp
     runtime.py      Parallel: what the trainer holds (build the model, rank-0 writes, barriers)

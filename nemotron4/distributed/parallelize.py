@@ -39,7 +39,7 @@ from torch.distributed.tensor.parallel import (
     parallelize_module,
 )
 
-from nemotron4.distributed.mesh import check_tp
+from nemotron4.distributed.layout import check_tp
 from nemotron4.model import Nemotron4
 
 __all__ = ["BLOCK_PLAN", "ROOT_PLAN", "apply_fsdp", "apply_tp", "copy_full_weights",

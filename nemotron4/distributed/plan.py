@@ -34,7 +34,7 @@ measurements in bench/results/train_h200.json at tp = dp = 1, within 1%, tests/d
     logits       one process: the fused loss's bf16 output weight + fp32 weight gradient (6 V h) and one chunk of
                  bf16 logits and their gradient (4 c V); tp/dp: the vocabulary-parallel loss, 6 s b V / t
 
-Time uses the FLOPs convention of `nemotron4.train.flops` (PAPER.md section 4, 6N + 12 L T d per token): a stage of
+Time uses the FLOPs convention of `nemotron4.flops` (PAPER.md section 4, 6N + 12 L T d per token): a stage of
 `tokens` on `gpus` GPUs at MFU m takes tokens x flops/token / (gpus x peak x m). The report's three stages (Table 2)
 give 0.8 + 0.4 + 11.9 = 13 days.
 """
@@ -45,8 +45,8 @@ from dataclasses import asdict, dataclass
 
 from nemotron4.config import ModelConfig
 from nemotron4.errors import ConfigError
-from nemotron4.train.flops import H100_BF16_PEAK, flops_per_token
-from nemotron4.train.schedules import parse_tokens
+from nemotron4.flops import H100_BF16_PEAK, flops_per_token
+from nemotron4.schedules import parse_tokens
 
 __all__ = ["PAPER_STAGES", "Memory", "Stage", "StagePlan", "memory_per_gpu", "params_per_gpu", "parse_stages",
            "plan_stages"]

@@ -16,12 +16,12 @@ import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh
 
 from nemotron4.config import ModelConfig
-from nemotron4.distributed.mesh import ParallelDims, check_tp, launched_by_torchrun, resolve_backend, setup_mesh
+from nemotron4.distributed.layout import ParallelDims, ParallelSection, check_tp, resolve_backend
+from nemotron4.distributed.mesh import launched_by_torchrun, setup_mesh
 from nemotron4.distributed.parallelize import copy_full_weights, init_weights_sharded, parallelize
 from nemotron4.distributed.step import ParallelStepHooks
 from nemotron4.errors import UserError
 from nemotron4.model import Nemotron4
-from nemotron4.train.config import ParallelSection
 
 __all__ = ["Parallel", "load_full_weights", "setup_parallel", "shutdown"]
 
@@ -97,7 +97,7 @@ def setup_parallel(section: ParallelSection, device: torch.device) -> Parallel |
     if not launched_by_torchrun():
         return None
     world_size = int(os.environ["WORLD_SIZE"])
-    dims = ParallelDims.resolve(world_size, section.tp, section.dp)
+    dims = section.resolve(world_size)
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     mesh = setup_mesh(dims, device, resolve_backend(section.backend, device))

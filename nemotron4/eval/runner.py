@@ -11,9 +11,7 @@ from typing import Any
 from nemotron4.errors import UserError
 from nemotron4.eval import report
 
-__all__ = ["EvalOptions", "blend_from", "find_tokenizer", "run"]
-
-TOKENIZER_FILE = "tokenizer.model"
+__all__ = ["EvalOptions", "blend_from", "run"]
 
 
 @dataclass
@@ -92,11 +90,11 @@ def run(opts: EvalOptions, log: Any = print) -> dict[str, Any]:
         raise UserError(f"--suite {opts.suite}: choose paper or offline")
     import torch
 
-    from nemotron4.weights import load_model
+    from nemotron4.weights import load_config, load_model, load_tokenizer
 
     dtype = getattr(torch, opts.dtype) if opts.dtype else None
+    tokenizer = load_tokenizer(opts.model, load_config(opts.model).vocab_size, opts.tokenizer)  # before the weights
     model = load_model(opts.model, device=opts.device, dtype=dtype).eval()
-    tokenizer = find_tokenizer(opts.model, opts.tokenizer)
     out: dict[str, Any] = {"model": opts.model}
 
     if opts.perplexity:
@@ -128,21 +126,6 @@ def run(opts: EvalOptions, log: Any = print) -> dict[str, Any]:
     return out
 
 
-def find_tokenizer(model_spec: str | Path, tokenizer: str | Path | None = None) -> Any:
-    """The SentencePiece tokenizer for a model: `tokenizer` if given, else `tokenizer.model` in the model directory
-    (our weights directory, an HF directory) or in the run directory above a checkpoint."""
-    from nemotron4.tokenizer import Tokenizer
-
-    if tokenizer is not None:
-        return Tokenizer.load(tokenizer)
-    path = Path(model_spec)
-    for d in (path, path.parent, path.parent.parent):
-        if (d / TOKENIZER_FILE).is_file():
-            return Tokenizer.load(d / TOKENIZER_FILE)
-    raise UserError(f"{model_spec}: no {TOKENIZER_FILE} next to the weights; pass the SentencePiece model with "
-                    "--tokenizer FILE (lm-eval model_args: tokenizer=FILE)")
-
-
 def _humaneval(model: Any, tokenizer: Any, opts: EvalOptions, log: Any) -> dict[str, Any]:
     from nemotron4.eval.humaneval import evaluate_humaneval
 
@@ -156,8 +139,8 @@ def _humaneval(model: Any, tokenizer: Any, opts: EvalOptions, log: Any) -> dict[
 
 def _harness(model: Any, tokenizer: Any, opts: EvalOptions, humaneval: dict | None, log: Any) -> dict[str, Any]:
     try:
-        from nemotron4.interop.lm_eval import Nemotron4LM
-        from nemotron4.interop.lm_eval_run import run_paper_suite, run_tasks, task_manager
+        from nemotron4.eval.lm_eval import Nemotron4LM
+        from nemotron4.eval.lm_eval_run import run_paper_suite, run_tasks, task_manager
     except ImportError as e:
         raise UserError(f"LM-Evaluation-Harness is not installed ({e}): pip install 'nemotron4[eval]'") from e
     lm = Nemotron4LM(model, tokenizer=tokenizer, batch_size=opts.batch_size, device=opts.device)

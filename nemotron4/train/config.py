@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nemotron4.config import ModelConfig
+from nemotron4.distributed.layout import ParallelSection
 from nemotron4.errors import ConfigError
-from nemotron4.train.schedules import DECAY_STYLES, BatchRamp, LRSchedule, parse_tokens
+from nemotron4.schedules import DECAY_STYLES, BatchRamp, LRSchedule, parse_tokens
 
 __all__ = [
     "BlendSection", "CheckpointSection", "JobConfig", "MetricsSection", "ModelSection", "OptimSection",
-    "ParallelSection", "PhaseSection", "SourceSection", "TrainSection",
+    "PhaseSection", "SourceSection", "TrainSection",
 ]
 
 
@@ -153,20 +154,6 @@ class PhaseSection:
 
 
 @dataclass
-class ParallelSection:
-    """Tensor x data parallelism under torchrun (nemotron4.distributed); ignored in a single process. The layout may
-    change when resuming: checkpoints reshard on load."""
-
-    tp: int = 1
-    """Tensor-parallel size (PAPER.md section 4: 8, one DGX node); must divide n_heads, n_kv_heads, ffn_dim,
-    vocab_size and train.seq_len, and the world size."""
-    dp: int = 0
-    """Data-parallel size; 0 derives it as world size / tp. Parameters, gradients and AdamW state shard over dp."""
-    backend: str = "auto"
-    """Process-group backend: "auto" (nccl on CUDA, gloo on CPU), "nccl" or "gloo"."""
-
-
-@dataclass
 class CheckpointSection:
     """Distributed checkpoints (DCP) under <run-dir>/checkpoints."""
 
@@ -230,11 +217,7 @@ class JobConfig:
             raise ConfigError(f"optim.fused must be one of: auto, true, false; got {self.optim.fused!r}")
         if len(self.optim.betas) != 2:
             raise ConfigError(f"optim.betas must be two numbers, got {self.optim.betas}")
-        par = self.parallel
-        if par.tp < 1 or par.dp < 0:
-            raise ConfigError(f"parallel.tp must be >= 1 and parallel.dp >= 0 (0: derived), got {par.tp}, {par.dp}")
-        if par.backend not in ("auto", "nccl", "gloo"):
-            raise ConfigError(f"parallel.backend must be one of: auto, nccl, gloo; got {par.backend!r}")
+        self.parallel.validate()
         if self.checkpoint.interval < 0 or self.checkpoint.keep_last < 0:
             raise ConfigError("checkpoint.interval and checkpoint.keep_last must be >= 0")
         if self.model.init_from is None:

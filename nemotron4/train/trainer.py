@@ -29,10 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from nemotron4.checkpoint import CheckpointManager, get_rng_state, set_rng_state
 from nemotron4.config import ModelConfig
 from nemotron4.errors import ConfigError, UserError
+from nemotron4.flops import flops_per_token
 from nemotron4.model import Nemotron4, build_model
-from nemotron4.train.checkpoint import CheckpointManager, get_rng_state, set_rng_state
 from nemotron4.train.config import JobConfig, PhaseSection
 from nemotron4.train.config_io import job_to_dict, save_job
 from nemotron4.train.data import build_eval_batches, build_phase_loader, check_token_files
@@ -45,7 +46,6 @@ from nemotron4.train.fast import (
     set_attention_backend,
 )
 from nemotron4.train.faults import Faults
-from nemotron4.train.flops import flops_per_token
 from nemotron4.train.metrics import MetricsLogger, NullMetrics, peak_memory_gib
 from nemotron4.train.optim import build_optimizer, init_optimizer_state
 from nemotron4.train.resume import resume_conflicts
@@ -140,7 +140,7 @@ class Trainer:
             # Under tp/dp the loss goes through loss_parallel (the fused loss reads the full output weight).
             self.loss_fn = fused_cross_entropy_loss
         self.faults = Faults.from_env()  # no-ops unless a reliability test set NEMOTRON4_FAULT_*
-        self.checkpoints = CheckpointManager(self.run_dir, job.checkpoint.keep_last, faults=self.faults,
+        self.checkpoints = CheckpointManager(self.run_dir, job.checkpoint.keep_last, on_write=self.faults.in_checkpoint,
                                              **checkpoint_sync)
         self.state = TrainState()
         self.loader: Any = None

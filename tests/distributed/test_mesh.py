@@ -8,7 +8,7 @@ import pytest
 from train.conftest import TINY_TOML
 
 from nemotron4.config import ModelConfig
-from nemotron4.distributed.mesh import ParallelDims, check_tp, resolve_backend
+from nemotron4.distributed.layout import ParallelDims, check_tp, resolve_backend
 from nemotron4.errors import ConfigError
 from nemotron4.train.config_io import load_job
 from nemotron4.train.trainer import Trainer

@@ -12,7 +12,7 @@ from nemotron4.cli import main
 from nemotron4.config import ModelConfig
 from nemotron4.distributed.plan import memory_per_gpu, params_per_gpu, parse_stages, plan_stages
 from nemotron4.errors import ConfigError
-from nemotron4.train.flops import param_counts
+from nemotron4.flops import param_counts
 
 pytestmark = pytest.mark.distributed
 

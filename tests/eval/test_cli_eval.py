@@ -71,7 +71,7 @@ def test_lm_eval_own_cli_finds_the_nemotron4_model(tmp_path, weights_dir):
 
     tasks = write_mc_task(tmp_path / "tasks", n=6)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "nemotron4.interop.lm_eval", "--model", "nemotron4", "--model_args",
+    cmd = [sys.executable, "-m", "nemotron4.eval.lm_eval", "--model", "nemotron4", "--model_args",
            f"pretrained={weights_dir}", "--tasks", "tiny_mc", "--include_path", str(tasks), "--batch_size", "4"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

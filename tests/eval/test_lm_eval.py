@@ -16,9 +16,9 @@ lm_eval = pytest.importorskip("lm_eval")
 from lm_eval.tasks import TaskManager  # noqa: E402
 
 from nemotron4.eval.generation import GenerationRequest, generate_until  # noqa: E402
+from nemotron4.eval.lm_eval import Nemotron4LM  # noqa: E402
 from nemotron4.interop.hf import to_hf  # noqa: E402
 from nemotron4.interop.hf_tokenizer import save_hf_tokenizer  # noqa: E402
-from nemotron4.interop.lm_eval import Nemotron4LM  # noqa: E402
 
 TEXTS = [*fake_docs(60, seed=5), "  two leading", "trailing  ", "a\n\n  b\tc", "12345 x 6.78", "日本語 ok", "🙂",
          "    def f():\n        return 1\n", " ", "Ünïcödé café"]

@@ -14,7 +14,7 @@ import pytest
 import torch
 from train.conftest import TINY_TOML, nemotron4_cmd, write_tiny_corpus
 
-from nemotron4.train.checkpoint import load_model_from_checkpoint
+from nemotron4.checkpoint import load_model_from_checkpoint
 from nemotron4.train.metrics import read_metrics
 
 # 8 steps: 4 of 8 x 64 tokens, the ramp's switch to 16 at 2048 tokens, 2 of 16 (pretrain ends: checkpoint at 6),

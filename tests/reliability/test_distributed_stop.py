@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from train.conftest import TINY_TOML
 
-from nemotron4.train.checkpoint import CheckpointManager
+from nemotron4.checkpoint import CheckpointManager
 from nemotron4.train.metrics import read_metrics
 
 from .conftest import SHORT, latest

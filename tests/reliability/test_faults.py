@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from train.conftest import TINY_TOML, nemotron4_cmd
 
-from nemotron4.train.checkpoint import find_checkpoint
+from nemotron4.checkpoint import find_checkpoint
 from nemotron4.train.metrics import read_metrics
 
 from .conftest import SHORT, assert_clean_error, assert_same_run, latest, train
@@ -96,7 +96,7 @@ def test_full_disk_inside_the_dcp_writer(tmp_path: Path, monkeypatch: pytest.Mon
     import torch
     from torch.distributed.checkpoint.filesystem import FileSystem
 
-    from nemotron4.train.checkpoint import CheckpointManager, CheckpointWriteError
+    from nemotron4.checkpoint import CheckpointManager, CheckpointWriteError
 
     manager = CheckpointManager(tmp_path)
     manager.save(1, {"model": {"w": torch.ones(4)}}, {"step": 1})

@@ -19,9 +19,9 @@ from train.conftest import TINY_TOML
 
 from nemotron4.data.blend import blending_indices
 from nemotron4.errors import ConfigError
+from nemotron4.schedules import BatchRamp, format_tokens
 from nemotron4.train import config as config_module
 from nemotron4.train.config_io import job_from_dict, load_job, save_job
-from nemotron4.train.schedules import BatchRamp, format_tokens
 
 SETTINGS = settings(max_examples=60, deadline=None)
 TINY_RAW = tomllib.loads(TINY_TOML.read_text())

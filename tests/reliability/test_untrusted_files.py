@@ -15,11 +15,11 @@ from torch.distributed.checkpoint.filesystem import _StorageInfo
 from torch.distributed.checkpoint.metadata import BytesStorageMetadata, MetadataIndex
 from train.conftest import TINY_TOML
 
+from nemotron4.checkpoint import _safe_metadata
 from nemotron4.cli import main
 from nemotron4.config import ModelConfig
 from nemotron4.interop.hf import to_hf
 from nemotron4.model import build_model
-from nemotron4.train.checkpoint import _safe_metadata
 
 from .conftest import SHORT
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from nemotron4.checkpoint import CheckpointManager, find_checkpoint, load_model_from_checkpoint
 from nemotron4.errors import UserError
 from nemotron4.train import step as step_module
-from nemotron4.train.checkpoint import CheckpointManager, find_checkpoint, load_model_from_checkpoint
 from nemotron4.train.metrics import read_metrics
 from nemotron4.train.trainer import NonFiniteLossError, Trainer
 

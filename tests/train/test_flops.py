@@ -10,7 +10,7 @@ import torch
 from nemotron4 import ModelConfig, Nemotron4
 from nemotron4.cli import main
 from nemotron4.config import FLAVOURS
-from nemotron4.train.flops import flops_per_token, param_counts
+from nemotron4.flops import flops_per_token, param_counts
 
 # (GPUs, iteration time s, batch size in 4096-token sequences, MFU %) from Table 2.
 TABLE_2 = [(768, 0.57, 384, 34.3), (1536, 0.58, 768, 33.3), (2304, 0.64, 1152, 30.5)]

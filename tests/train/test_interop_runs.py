@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 import transformers
 
+from nemotron4.checkpoint import load_model_from_checkpoint
 from nemotron4.cli import main
 from nemotron4.interop.hf import from_hf, to_hf
-from nemotron4.train.checkpoint import load_model_from_checkpoint
 from nemotron4.train.trainer import Trainer
 from nemotron4.weights import describe, load_config
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nemotron4.errors import ConfigError
-from nemotron4.train.schedules import BatchRamp, LRSchedule, format_tokens, parse_tokens
+from nemotron4.schedules import BatchRamp, LRSchedule, format_tokens, parse_tokens
 
 
 def test_parse_tokens() -> None:

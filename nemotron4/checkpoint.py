@@ -37,7 +37,6 @@ from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
 from nemotron4.config import ModelConfig
 from nemotron4.errors import UserError
-from nemotron4.train.faults import Faults
 
 __all__ = [
     "CheckpointManager", "CheckpointWriteError", "find_checkpoint", "get_rng_state", "load_model_from_checkpoint",
@@ -62,13 +61,13 @@ class CheckpointManager:
 
     def __init__(
         self, run_dir: str | Path, keep_last: int = 3, primary: bool = True, barrier: Callable[[], None] | None = None,
-        faults: Faults | None = None,
+        on_write: Callable[[int, Path], None] | None = None,
     ) -> None:
         self.dir = Path(run_dir) / "checkpoints"
         self.keep_last = keep_last
         self.primary = primary
         self.barrier = barrier or (lambda: None)
-        self.faults = faults or Faults()
+        self.on_write = on_write or (lambda step, partial: None)  # a hook between the tensors and state.json
 
     def remove_partial(self) -> list[str]:
         """Delete what saves that died left behind (`.tmp-step_*` directories, a `.latest.tmp`); never loaded, but
@@ -121,7 +120,7 @@ class CheckpointManager:
         with warnings.catch_warnings():  # "assuming the intent is to save in a single process"
             warnings.filterwarnings("ignore", message=".*torch.distributed is disabled.*")
             dcp.save(tensors, checkpoint_id=tmp)
-        self.faults.in_checkpoint(step, tmp)
+        self.on_write(step, tmp)
         if self.primary:
             (tmp / "state.json").write_text(json.dumps({"format": FORMAT, **state}, indent=1, default=_json_default))
 

@@ -1,12 +1,12 @@
 """EleutherAI LM-Evaluation-Harness backend: our model as an lm-eval `LM`, registered as `nemotron4`.
 
-    from nemotron4.interop.lm_eval import Nemotron4LM   # importing registers the model name "nemotron4"
+    from nemotron4.eval.lm_eval import Nemotron4LM   # importing registers the model name "nemotron4"
     lm_eval.simple_evaluate(model="nemotron4", model_args="pretrained=DIR", tasks=["arc_easy"])
 
 lm-eval 0.4.x finds models only in its own registry (no entry-point plugins for models), so its CLI needs our module
-imported first; `python -m nemotron4.interop.lm_eval ...` is lm-eval's own CLI with the model registered:
+imported first; `python -m nemotron4.eval.lm_eval ...` is lm-eval's own CLI with the model registered:
 
-    python -m nemotron4.interop.lm_eval --model nemotron4 --model_args pretrained=DIR --tasks arc_easy
+    python -m nemotron4.eval.lm_eval --model nemotron4 --model_args pretrained=DIR --tasks arc_easy
 
 Scoring mirrors lm-eval's HF backend (`HFLM`): contexts are encoded with bos in front (the released Nemotron
 tokenizers add it), a continuation is encoded as `encode(context + continuation)[len(encode(context)):]`
@@ -29,12 +29,11 @@ from lm_eval.api.registry import register_model
 
 from nemotron4.errors import UserError
 from nemotron4.eval.generation import GenerationRequest, generate_until
-from nemotron4.eval.runner import find_tokenizer
 from nemotron4.eval.scoring import continuation_logprobs, rolling_windows
 from nemotron4.model import Nemotron4
 from nemotron4.tokenizer import Tokenizer
 
-__all__ = ["Nemotron4LM", "find_tokenizer", "main"]
+__all__ = ["Nemotron4LM", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +94,11 @@ class Nemotron4LM(TemplateLM):
 
             self.model = load_model(pretrained, device=device, dtype=torch_dtype)
         self.model.eval()
-        self.tokenizer = tokenizer if isinstance(tokenizer, Tokenizer) else find_tokenizer(str(pretrained), tokenizer)
-        if self.tokenizer.vocab_size > self.model.cfg.vocab_size:
-            raise UserError(f"tokenizer {self.tokenizer.path} has {self.tokenizer.vocab_size} pieces, more than the "
-                            f"model's vocab_size {self.model.cfg.vocab_size}")
+        from nemotron4.weights import check_tokenizer, load_tokenizer
+
+        vocab = self.model.cfg.vocab_size
+        self.tokenizer = (check_tokenizer(tokenizer, vocab) if isinstance(tokenizer, Tokenizer)
+                          else load_tokenizer(str(pretrained), vocab, tokenizer))
         self._device = torch.device(device)
         self.batch_size = _batch_size(batch_size, max_batch_size)
         self._max_length = int(max_length) if max_length else self.model.cfg.max_seq_len
@@ -209,9 +209,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    # Run as `python -m`, this file is `__main__`: make later `import nemotron4.interop.lm_eval` (lm-eval's workers,
+    # Run as `python -m`, this file is `__main__`: make later `import nemotron4.eval.lm_eval` (lm-eval's workers,
     # our own code) find this module instead of executing it again, which would register "nemotron4" twice.
     import sys
 
-    sys.modules.setdefault("nemotron4.interop.lm_eval", sys.modules[__name__])
+    sys.modules.setdefault("nemotron4.eval.lm_eval", sys.modules[__name__])
     main()
