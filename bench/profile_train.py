@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nemotron4 import ModelConfig, build_model  # noqa: E402
-from nemotron4.flops import flops_per_token  # noqa: E402
+from nemotron4.flops import mfu as flops_mfu  # noqa: E402
 from nemotron4.train.config import OptimSection  # noqa: E402
 from nemotron4.train.fast import (  # noqa: E402
     cast_weights_context,
@@ -89,7 +89,7 @@ def main() -> None:
     torch.cuda.synchronize()
     wall = (time.perf_counter() - t0) / 3
     tokens = args.global_batch * args.seq_len
-    mfu = tokens / wall * flops_per_token(cfg, args.seq_len) / 989e12
+    mfu = flops_mfu(cfg, args.seq_len, tokens / wall)
     print(f"step {wall * 1e3:.1f} ms, {tokens / wall:,.0f} tok/s, MFU {mfu:.1%}", flush=True)
 
     from torch.profiler import ProfilerActivity, profile

@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nemotron4 import ModelConfig, build_model  # noqa: E402
-from nemotron4.flops import flops_per_token  # noqa: E402
+from nemotron4.flops import H100_BF16_PEAK, flops_per_token, mfu  # noqa: E402
 from nemotron4.interop.hf import config_to_hf  # noqa: E402
 from nemotron4.train.config import OptimSection  # noqa: E402
 from nemotron4.train.fast import (  # noqa: E402
@@ -37,8 +37,6 @@ from nemotron4.train.fast import (  # noqa: E402
 )
 from nemotron4.train.optim import build_optimizer  # noqa: E402
 from nemotron4.train.step import autocast_context, train_step  # noqa: E402
-
-PEAK = 989e12  # H100/H200 dense bf16, PAPER.md section 4
 
 
 def log(*a) -> None:
@@ -198,7 +196,8 @@ def main() -> None:
         "gpu": torch.cuda.get_device_name() if device.type == "cuda" else "none (cpu)",
         "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
         "model": args.model, "config": cfg.to_dict(), "seq_len": args.seq_len, "flops_per_token": fpt,
-        "mfu_convention": "6 x (non-embedding + output params) + 12 x layers x seq_len x dim per token; 989e12 peak",
+        "mfu_convention": "6 x (non-embedding + output params) + 12 x layers x seq_len x dim per token; "
+                          f"{H100_BF16_PEAK:.0e} peak",
         "runs": [],
     }
     out = Path(args.out)
@@ -206,7 +205,7 @@ def main() -> None:
 
     def record(peer: str, r: dict) -> None:
         r["peer"] = peer
-        r["mfu"] = r["tokens_per_s"] * fpt / PEAK
+        r["mfu"] = mfu(cfg, args.seq_len, r["tokens_per_s"])
         res["runs"].append(r)
         out.write_text(json.dumps(res, indent=2) + "\n")
         log(f"{peer:5s} mb {r['micro_batch']} x acc {r['accumulation']}: {r['tokens_per_s']:,.0f} tok/s, "

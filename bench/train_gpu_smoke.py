@@ -61,7 +61,7 @@ def throughput(out: Path, flavour: str, steps: int) -> dict:
     for p in job.phases:
         for s in p.blend.sources:
             s.valid_path = None
-    trainer = Trainer(job, out / "throughput")
+    trainer = Trainer.create(job, out / "throughput")
     trainer._start_phase()
     for _ in range(steps):
         trainer._train_one_step()

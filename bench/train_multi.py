@@ -33,13 +33,12 @@ from nemotron4.distributed.mesh import setup_mesh  # noqa: E402
 from nemotron4.distributed.plan import memory_per_gpu  # noqa: E402
 from nemotron4.distributed.runtime import Parallel  # noqa: E402
 from nemotron4.distributed.step import local_loss  # noqa: E402
-from nemotron4.flops import flops_per_token  # noqa: E402
+from nemotron4.flops import mfu  # noqa: E402
 from nemotron4.train.config import OptimSection  # noqa: E402
 from nemotron4.train.fast import cast_weights_context, compile_block_parts, set_attention_backend  # noqa: E402
 from nemotron4.train.optim import build_optimizer  # noqa: E402
 from nemotron4.train.step import autocast_context, cross_entropy_loss, train_step  # noqa: E402
 
-PEAK = 989e12
 PAPER_MFU_TP8 = 0.343  # Table 2, 768 GPUs
 
 
@@ -89,7 +88,7 @@ def run_layout(cfg: ModelConfig, tp: int, dp: int, gbs: int, micro: int, args, d
                                accumulation=per_replica // micro)
     return {"tp": tp, "dp": dims.dp, "global_batch": gbs, "micro_batch": micro, "accumulation": per_replica // micro,
             "step_s": dt, "tokens_per_s_per_gpu": tokens_per_gpu,
-            "mfu": tokens_per_gpu * flops_per_token(cfg, args.seq_len) / PEAK,
+            "mfu": mfu(cfg, args.seq_len, tokens_per_gpu),
             "peak_mem_gib_max_rank": peak.item() / 2**30, "plan_gib": predicted.total / 2**30,
             "plan_breakdown_gib": {k: v / 2**30 for k, v in predicted.as_dict().items()},
             "losses": [round(x, 4) for x in losses]}

@@ -32,7 +32,7 @@ from train import our_step_context, time_steps  # noqa: E402  (bench/train.py)
 
 from nemotron4 import ModelConfig, build_model  # noqa: E402
 from nemotron4.data.indexed import IndexedDatasetBuilder, optimal_dtype  # noqa: E402
-from nemotron4.flops import flops_per_token  # noqa: E402
+from nemotron4.flops import mfu  # noqa: E402
 from nemotron4.train.config import OptimSection  # noqa: E402
 from nemotron4.train.fast import compile_blocks, fused_cross_entropy_loss, set_attention_backend  # noqa: E402
 from nemotron4.train.metrics import read_metrics  # noqa: E402
@@ -138,8 +138,7 @@ def main() -> None:
     batches = torch.randint(0, cfg.vocab_size, (args.global_batch, args.seq_len + 1), device=device)
     direct = time_steps(model, optimizer, batches, args.micro, fused_cross_entropy_loss, device, 3,
                         len(records), our_step_context(model, device))
-    fpt = flops_per_token(cfg, args.seq_len)
-    direct["mfu"] = direct["tokens_per_s"] * fpt / 989e12
+    direct["mfu"] = mfu(cfg, args.seq_len, direct["tokens_per_s"])
     direct["losses"] = [round(x, 4) for x in direct["losses"]]
     ratio = cli["tokens_per_s"] / direct["tokens_per_s"]
 

@@ -1,4 +1,6 @@
-"""Model FLOPs and MFU with the convention of PAPER.md section 4 (which reproduces the report's Table 2):
+"""Parameter counts, model FLOPs and MFU: the one implementation of each, for the trainer's metrics,
+`nemotron4 flops`, `nemotron4 plan` and the benchmarks. The FLOPs convention is the one that reproduces the
+report's Table 2 (docs/paper.md, "Training"):
 
     flops/token = 6 x (non-embedding params + output-projection params) + 12 x n_layers x seq_len x dim
 
@@ -12,10 +14,10 @@ from dataclasses import dataclass
 
 from nemotron4.config import ModelConfig
 
-__all__ = ["H100_BF16_PEAK", "Throughput", "flops_per_token", "param_counts", "throughput"]
+__all__ = ["H100_BF16_PEAK", "Throughput", "flops_per_token", "mfu", "param_counts", "throughput"]
 
 H100_BF16_PEAK = 989e12
-"""Dense bf16 FLOP/s of one H100/H200 SXM (PAPER.md section 4)."""
+"""Dense bf16 FLOP/s of one H100/H200 SXM (docs/paper.md): the one copy of this number."""
 
 
 def param_counts(cfg: ModelConfig) -> dict[str, int]:
@@ -34,6 +36,11 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     """Training (forward + backward) model FLOPs per token."""
     p = param_counts(cfg)
     return 6.0 * (p["non_embedding"] + p["output"]) + 12.0 * cfg.n_layers * seq_len * cfg.dim
+
+
+def mfu(cfg: ModelConfig, seq_len: int, tokens_per_s_per_device: float, peak_flops: float = H100_BF16_PEAK) -> float:
+    """Model FLOPs utilisation, 0..1: the model FLOP/s one device achieves over its peak."""
+    return flops_per_token(cfg, seq_len) * tokens_per_s_per_device / peak_flops
 
 
 @dataclass(frozen=True)
@@ -59,4 +66,5 @@ def throughput(
     fpt = flops_per_token(cfg, seq_len)
     tps = batch_size * seq_len / iter_time
     per_device = tps / devices
-    return Throughput(fpt, tps, per_device, fpt * per_device / 1e12, fpt * per_device / peak_flops, peak_flops)
+    return Throughput(fpt, tps, per_device, fpt * per_device / 1e12, mfu(cfg, seq_len, per_device, peak_flops),
+                      peak_flops)

@@ -1,7 +1,7 @@
 """Token counts, the batch-size ramp and learning-rate schedules.
 
 Both schedules are functions of the tokens consumed in the current phase, not of the step: with a batch-size ramp
-the step count per token changes, and the paper states the ramp in tokens (PAPER.md section 4, Table 2).
+the step count per token changes, and the paper states the ramp in tokens (docs/paper.md, Table 2).
 """
 
 from __future__ import annotations
@@ -44,13 +44,34 @@ def format_tokens(n: int) -> str:
     return str(n)
 
 
-@dataclass(frozen=True)
 class BatchRamp:
-    """Global batch size (sequences) as a step function of tokens consumed: PAPER.md Table 2 is
-    `0:384 200B:768 400B:1152`. A step uses the size of the last threshold at or below the tokens consumed
-    *before* it, so a step that starts below a threshold still uses the old size."""
+    """Global batch size (sequences) as a step function of tokens consumed: the paper's Table 2 is
+    `0:384 200B:768 400B:1152` (docs/paper.md). A step uses the size of the last threshold at or below the tokens
+    consumed *before* it, so a step that starts below a threshold still uses the old size.
 
+    A value type, parsed once when the config is read (`PhaseSection.batch_size` holds one); written back as its
+    canonical string (`str(ramp)`). Not a dataclass, so that `dataclasses.asdict` of a config keeps it whole."""
+
+    __slots__ = ("stages",)
     stages: tuple[tuple[int, int], ...]  # ((threshold_tokens, batch_size), ...), thresholds increasing, first 0
+
+    def __init__(self, stages: tuple[tuple[int, int], ...]) -> None:
+        object.__setattr__(self, "stages", tuple((int(t), int(s)) for t, s in stages))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("BatchRamp is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BatchRamp) and other.stages == self.stages
+
+    def __hash__(self) -> int:
+        return hash(self.stages)
+
+    def __repr__(self) -> str:
+        return f"BatchRamp({str(self)!r})"
+
+    def __deepcopy__(self, memo: dict) -> BatchRamp:
+        return self
 
     @classmethod
     def parse(cls, value: Any, where: str = "batch_size") -> BatchRamp:

@@ -37,39 +37,21 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(dumps_toml(job_to_dict(job)), end="")
         return 0
-    from nemotron4.train.signals import GracefulShutdown, exit_code
-    from nemotron4.train.trainer import Trainer
+    from nemotron4.train.launch import launch
+    from nemotron4.train.signals import exit_code
 
-    with GracefulShutdown() as stop:  # SIGTERM / SIGINT: finish the step, checkpoint, exit 143 / 130
-        trainer = Trainer(job, args.run_dir)
-        first = trainer.state.step
-
-        def max_steps_done() -> bool:
-            return bool(args.max_steps) and trainer.state.step - first >= args.max_steps
-
-        def should_stop() -> bool:
-            return stop.requested() or max_steps_done()
-
-        try:
-            state = trainer.run(stop=should_stop)
-        finally:
-            if trainer.parallel is not None:
-                from nemotron4.distributed.runtime import shutdown
-
-                shutdown()
-    saved = trainer.checkpoints.latest() if job.checkpoint.enabled else "(none: checkpoint.enabled = false)"
-    if trainer.stopped and stop.signum is None and max_steps_done():
-        if trainer.primary:
-            again = " Re-run the same command to continue." if job.checkpoint.enabled else ""
-            print(f"stopped after --max-steps {args.max_steps} at step {state.step}; checkpoint {saved}.{again}")
+    out = launch(job, args.run_dir, args.max_steps)
+    saved = out.checkpoint or "(none: checkpoint.enabled = false)"
+    again = " Re-run the same command to continue." if job.checkpoint.enabled else ""
+    if out.how == "max_steps":
+        if out.primary:
+            print(f"stopped after --max-steps {args.max_steps} at step {out.state.step}; checkpoint {saved}.{again}")
         return 0
-    if trainer.stopped:  # by a signal here or, under torchrun, on another rank (then exit as for SIGTERM)
-        signum = stop.signum or signal.SIGTERM
-        if trainer.primary:
-            again = " Re-run the same command to resume." if job.checkpoint.enabled else ""
-            print(f"stopped by {signal.Signals(signum).name} after step {state.step}; checkpoint {saved}.{again}",
-                  file=sys.stderr)
-        return exit_code(signum)
-    if trainer.primary:
-        print(f"done: {state.step} steps, {state.tokens:,} tokens; checkpoints in {args.run_dir}/checkpoints")
+    if out.how == "signal":
+        if out.primary:
+            print(f"stopped by {signal.Signals(out.signum).name} after step {out.state.step}; checkpoint {saved}."
+                  f"{again.replace('continue', 'resume')}", file=sys.stderr)
+        return exit_code(out.signum)
+    if out.primary:
+        print(f"done: {out.state.step} steps, {out.state.tokens:,} tokens; checkpoints in {args.run_dir}/checkpoints")
     return 0

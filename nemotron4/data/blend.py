@@ -15,18 +15,20 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from nemotron4.data.indexed import IndexedDataset, dataset_exists
+from nemotron4.data.indexed import IndexedDataset, check_token_files
 from nemotron4.data.manifest import CATEGORIES
 from nemotron4.data.npcache import load_arrays, save_arrays
 from nemotron4.data.samples import SequenceSamples, cache_key, content_fingerprint
 from nemotron4.errors import ConfigError, UserError
 
-__all__ = ["BlendConfig", "BlendedDataset", "Source", "blending_indices", "build_blend"]
+__all__ = ["BlendConfig", "BlendedDataset", "Source", "blending_indices", "build_blend", "validate_blend"]
 
 
 @dataclass
@@ -55,32 +57,7 @@ class BlendConfig:
     """Temperature exponent (< 1 flattens: small sources, e.g. low-resource languages, are upsampled)."""
 
     def __post_init__(self) -> None:
-        if self.within_category not in ("size", "temperature"):
-            raise ConfigError(f"within_category must be 'size' or 'temperature', got {self.within_category!r}")
-        if not self.alpha > 0:
-            raise ConfigError(f"blend alpha must be > 0, got {self.alpha}")
-        for cat, share in self.categories.items():
-            if not share >= 0:
-                raise ConfigError(f"category {cat!r} has share {share}; shares must be >= 0")
-        if sum(self.categories.values()) <= 0:
-            raise ConfigError(f"category shares {self.categories} are all zero")
-        if not self.sources:
-            raise ConfigError("the blend has no sources")
-        names = [s.name for s in self.sources]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ConfigError(f"duplicate source names in the blend: {dupes}")
-        for s in self.sources:
-            _validate_source(s, self.categories)
-        for cat, share in self.categories.items():
-            members = [s for s in self.sources if s.category == cat]
-            if share > 0 and not members:
-                raise ConfigError(f"category {cat!r} has share {share} but no sources; add sources or set it to 0")
-            explicit = [s.weight is not None for s in members]
-            if any(explicit) and not all(explicit):
-                raise ConfigError(f"category {cat!r} mixes explicit weights and size weights; give all or none")
-            if all(explicit) and members and share > 0 and sum(s.weight for s in members) <= 0:
-                raise ConfigError(f"category {cat!r}: all source weights are zero")
+        validate_blend(self.categories, self.sources, self.within_category, self.alpha)
 
     @classmethod
     def from_dict(cls, d: dict, base_dir: str | os.PathLike | None = None) -> BlendConfig:
@@ -139,15 +116,46 @@ class BlendConfig:
         return out
 
 
-def _validate_source(s: Source, categories: dict[str, float]) -> None:
-    if s.category not in categories:
-        raise ConfigError(f"source {s.name!r} has unknown category {s.category!r}; categories: {', '.join(categories)}")
-    if s.weight is not None and not s.weight >= 0:
-        raise ConfigError(f"source {s.name!r} has weight {s.weight}; weights must be >= 0 (or null: by size)")
-    if not dataset_exists(s.path):
-        raise ConfigError(f"source {s.name!r}: token files {s.path}.bin/.idx not found; run `nemotron4 prepare`")
-    if s.valid_path is not None and not dataset_exists(s.valid_path):
-        raise ConfigError(f"source {s.name!r}: held-out token files {s.valid_path}.bin/.idx not found")
+def validate_blend(categories: dict[str, float], sources: Sequence[Any], within_category: str = "size",
+                   alpha: float = 1.0, where: str = "blend") -> None:
+    """Every rule a blend must follow, in one place: the data pipeline's `BlendConfig` and the run config
+    (`where` = "phases.N.blend", so that messages name the key as an override would) both call it. `sources` are
+    anything with name / path / category / weight attributes (`Source`, the config's `SourceSection`)."""
+    if within_category not in ("size", "temperature"):
+        raise ConfigError(f"{where}.within_category must be size or temperature, got {within_category!r}")
+    if not alpha > 0:
+        raise ConfigError(f"{where}.alpha must be > 0, got {alpha}")
+    for cat, share in categories.items():
+        if not 0 <= share < float("inf"):
+            raise ConfigError(f"{where}.categories.{cat} = {share}: shares must be >= 0 and finite")
+    if sum(categories.values()) <= 0:
+        raise ConfigError(f"{where}.categories are all zero; give at least one category a positive share")
+    if not sources:
+        raise ConfigError(f"{where} has no sources; add some (in a run config: [[phases.blend.sources]] tables)")
+    names = [s.name for s in sources]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"{where}.sources: duplicate source names {dupes}; give every source its own name")
+    for j, s in enumerate(sources):
+        if not s.name or not s.path:
+            raise ConfigError(f"{where}.sources.{j}: every source needs a name and a path, got {s}")
+        if s.category not in categories:
+            raise ConfigError(f"{where}.sources.{j} (source {s.name!r}) has unknown category {s.category!r}, not one "
+                              f"of the blend's categories: {', '.join(categories) or '(none)'}")
+        if s.weight is not None and not 0 <= s.weight < float("inf"):
+            raise ConfigError(f"{where}.sources.{j}.weight = {s.weight} (source {s.name!r}): weights must be finite "
+                              "and >= 0, or unset (by size)")
+    for cat, share in categories.items():
+        members = [s for s in sources if s.category == cat]
+        if share > 0 and not members:
+            raise ConfigError(f"{where}.categories.{cat} has share {share} but no sources; add sources or set it to 0")
+        explicit = [s.weight is not None for s in members]
+        if any(explicit) and not all(explicit):
+            raise ConfigError(f"{where}: category {cat!r} mixes explicit source weights and size weights (unset); "
+                              "give every source of the category a weight, or none")
+        if share > 0 and members and all(explicit) and sum(s.weight for s in members) <= 0:
+            raise ConfigError(f"{where}: every source weight in category {cat!r} is zero, but the category has share "
+                              f"{share}; give a source a positive weight or set the share to 0")
 
 
 def blending_indices(
@@ -240,6 +248,7 @@ def build_blend(
         if not sources:
             raise ConfigError("no source in the blend has a valid_path; cannot build a validation split")
         cfg = BlendConfig(cats, sources, cfg.within_category, cfg.alpha)
+    check_token_files((f"{split} source {s.name!r}", s.path) for s in sources)
     indexed = [IndexedDataset(s.path) for s in sources]
     if vocab_size is not None:
         for ds in indexed:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import struct
 from array import array
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
@@ -33,6 +34,7 @@ __all__ = [
     "IndexedDatasetBuilder",
     "IndexedFormatError",
     "TokenRangeError",
+    "check_token_files",
     "dataset_exists",
     "optimal_dtype",
 ]
@@ -78,6 +80,29 @@ def bin_path(prefix: str | os.PathLike) -> str:
 
 def dataset_exists(prefix: str | os.PathLike) -> bool:
     return os.path.isfile(idx_path(prefix)) and os.path.isfile(bin_path(prefix))
+
+
+def check_token_files(files: Iterable[tuple[str, str | os.PathLike]], vocab_size: int | None = None,
+                      sample_tokens: int = 1 << 20) -> None:
+    """The one check that token files exist and are readable, before anything is built from them: for each
+    (where, prefix) the .bin/.idx pair must exist, and its header, sizes and offsets must be sound (the index is read,
+    the tokens only memory-mapped). With `vocab_size`, the first `sample_tokens` ids of each file must also be in
+    range (scanning trillion-token files whole would take hours; readers check every batch as it is read).
+    `where` names the file for the message (a config key, a source name)."""
+    checked: set[str] = set()
+    for where, prefix in files:
+        if not dataset_exists(prefix):
+            raise IndexedFormatError(f"{where}: no token files {prefix}.bin / {prefix}.idx (not found); write them "
+                                     "with `nemotron4 prepare` or fix the path")
+        if os.fspath(prefix) in checked:
+            continue
+        try:
+            ds = IndexedDataset(prefix)
+            if vocab_size is not None:
+                ds.check_tokens(vocab_size, limit=sample_tokens)
+        except UserError as e:
+            raise type(e)(f"{where}: {e}") from e
+        checked.add(os.fspath(prefix))
 
 
 class IndexedDataset:
@@ -174,12 +199,13 @@ class IndexedDataset:
         start = self.sequence_pointers[i] // self._itemsize + offset
         return self._bin[start : start + length]
 
-    def check_tokens(self, vocab_size: int, chunk: int = 1 << 26) -> None:
-        """Raise `TokenRangeError` naming the file if any token id is negative or >= `vocab_size`.
+    def check_tokens(self, vocab_size: int, chunk: int = 1 << 26, limit: int | None = None) -> None:
+        """Raise `TokenRangeError` naming the file if any token id (of the first `limit`, default all) is negative
+        or >= `vocab_size`.
 
         One vectorised pass over the `.bin` file in `chunk`-token slices (bounded memory); call once at startup.
         """
-        data = self._bin
+        data = self._bin if limit is None else self._bin[:limit]
         for lo in range(0, len(data), chunk):
             block = data[lo : lo + chunk]
             bad = (block >= vocab_size) | (block < 0) if np.issubdtype(self.dtype, np.signedinteger) else (
@@ -190,7 +216,8 @@ class IndexedDataset:
                 seq = int(np.searchsorted(self.sequence_pointers // self._itemsize, pos, side="right")) - 1
                 raise TokenRangeError(
                     f"{self.bin_file}: token id {int(data[pos])} at position {pos} (sequence {seq}) is outside the "
-                    f"vocabulary of {vocab_size}; was it prepared with another tokenizer? Re-run `nemotron4 prepare`"
+                    f"vocabulary of {vocab_size}: the file was made with another tokenizer; re-run `nemotron4 prepare` "
+                    "with the model's tokenizer, or set the model's vocab_size to the tokenizer's"
                 )
 
 

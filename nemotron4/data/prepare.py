@@ -27,7 +27,7 @@ from nemotron4.data.manifest import Manifest
 from nemotron4.data.readers import Batch, FileStats, expand_inputs, parse_batch, read_batches
 from nemotron4.errors import UserError
 
-__all__ = ["PrepareReport", "prepare", "prepare_manifest"]
+__all__ = ["PrepareReport", "prepare", "prepare_manifest", "recorded_tokenizer_size"]
 
 _worker_tok = None  # the worker process's Tokenizer (set by _init_worker)
 _worker_dtype: np.dtype | None = None
@@ -182,3 +182,24 @@ def prepare_manifest(
            "sources": entries}
     (out / "sources.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
     return reports
+
+
+def recorded_tokenizer_size(prefix: str | os.PathLike) -> tuple[str, int] | None:
+    """(tokenizer path, its vocabulary size) that `prepare_manifest` recorded in the `sources.json` beside the token
+    files `prefix`, when there is one naming this file and the tokenizer is still there; else None."""
+    manifest = Path(prefix).parent / "sources.json"
+    try:
+        doc = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("format") != "nemotron4-tokens" or not isinstance(doc.get("sources"), list):
+        return None
+    name = Path(prefix).name
+    if not any(isinstance(s, dict) and name in (s.get("path"), s.get("valid_path")) for s in doc["sources"]):
+        return None
+    tokenizer = doc.get("tokenizer")
+    if not isinstance(tokenizer, str) or not os.path.isfile(tokenizer):
+        return None
+    from nemotron4.tokenizer import Tokenizer
+
+    return tokenizer, Tokenizer.load(tokenizer).vocab_size

@@ -189,7 +189,7 @@ class Demo:
                 print(f"   exists: {export}")
             else:
                 self.set_threads()
-                trainer = Trainer(dataclasses.replace(self.job, phases=self.job.phases[: i + 1]), self.run_dir)
+                trainer = Trainer.create(dataclasses.replace(self.job, phases=self.job.phases[: i + 1]), self.run_dir)
                 trainer.run()
                 save_weights(trainer.model, export)
                 shutil.copyfile(self.tokenizer.path, export / "tokenizer.model")

@@ -1,7 +1,7 @@
 """The process group and the 2-D device mesh (dp, tp), from torchrun's environment and the `[parallel]` config.
 
     torchrun --nproc-per-node 8 -m nemotron4.cli train ...   # WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR set
-    parallel = setup_parallel(job.parallel, device)           # None in a plain single process
+    mesh = setup_mesh(dims, device, backend)                  # dims: nemotron4.distributed.layout.ParallelDims
 
 Ranks are laid out dp-major, tp-minor: the tp ranks of one replica are consecutive, so with tp <= GPUs per node
 the tensor-parallel collectives (every layer, latency bound) stay on NVLink and only the data-parallel ones
@@ -21,12 +21,7 @@ from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from nemotron4.distributed.layout import ParallelDims
 from nemotron4.errors import ConfigError
 
-__all__ = ["launched_by_torchrun", "setup_mesh"]
-
-
-def launched_by_torchrun() -> bool:
-    """True when several processes were launched (torchrun sets WORLD_SIZE); one process trains without a group."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+__all__ = ["setup_mesh"]
 
 
 def setup_mesh(dims: ParallelDims, device: torch.device, backend: str, timeout_s: float = 1800) -> DeviceMesh:

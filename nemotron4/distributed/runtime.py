@@ -2,13 +2,14 @@
 versions of the few things that differ from one process (building the model, loading full weights, step hooks,
 rank-0-only writes).
 
-    parallel = setup_parallel(job.parallel, device, world_size)   # None unless launched with WORLD_SIZE > 1
+    with process_group():
+        parallel = setup_parallel(dims, device, backend)   # under torchrun (WORLD_SIZE > 1) only
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -16,14 +17,14 @@ import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh
 
 from nemotron4.config import ModelConfig
-from nemotron4.distributed.layout import ParallelDims, ParallelSection, check_tp, resolve_backend
-from nemotron4.distributed.mesh import launched_by_torchrun, setup_mesh
+from nemotron4.distributed.layout import ParallelDims, check_tp, resolve_backend
+from nemotron4.distributed.mesh import setup_mesh
 from nemotron4.distributed.parallelize import copy_full_weights, init_weights_sharded, parallelize
 from nemotron4.distributed.step import ParallelStepHooks
 from nemotron4.errors import UserError
 from nemotron4.model import Nemotron4
 
-__all__ = ["Parallel", "load_full_weights", "setup_parallel", "shutdown"]
+__all__ = ["Parallel", "load_full_weights", "process_group", "setup_parallel", "shutdown"]
 
 
 @dataclass
@@ -91,17 +92,20 @@ def load_full_weights(model: Nemotron4, weights: Mapping[str, torch.Tensor], dev
     model.init_buffers()
 
 
-def setup_parallel(section: ParallelSection, device: torch.device) -> Parallel | None:
-    """Join the process group and build the mesh when torchrun launched several processes; None otherwise (the
-    single-process path, untouched). On CUDA each process takes the GPU of its LOCAL_RANK."""
-    if not launched_by_torchrun():
-        return None
-    world_size = int(os.environ["WORLD_SIZE"])
-    dims = section.resolve(world_size)
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    mesh = setup_mesh(dims, device, resolve_backend(section.backend, device))
-    return Parallel(mesh, dims, device)
+def setup_parallel(dims: ParallelDims, device: torch.device, backend: str = "auto") -> Parallel:
+    """Join the process group (torchrun's environment) and build the (dp, tp) mesh; `device` is this process's
+    (on CUDA, the GPU of its LOCAL_RANK). Leave the group with `shutdown`, or run inside `process_group()`."""
+    return Parallel(setup_mesh(dims, device, resolve_backend(backend, device)), dims, device)
+
+
+@contextmanager
+def process_group() -> Iterator[None]:
+    """Leave the process group on the way out of the block, however it ends (done, error, signal), if this process
+    joined one inside it."""
+    try:
+        yield
+    finally:
+        shutdown()
 
 
 def shutdown() -> None:

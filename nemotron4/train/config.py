@@ -1,8 +1,12 @@
 """The run configuration (torchtitan's JobConfig): nested dataclasses, one docstring per field.
 
-A run is a list of phases (PAPER.md sections 4-5: pretraining, then continued training), each with its token
-budget, batch-size ramp, LR schedule and data blend. Loading, `--section.key value` overrides, validation and
-saving live in `nemotron4.train.config_io`; everything here is plain data.
+A run is a list of phases (docs/paper.md: pretraining, then continued training), each with its token budget,
+batch-size ramp, LR schedule and data blend. Loading and `--section.key value` overrides live in
+`nemotron4.train.config_io`; here are the fields, their typed values (token counts, `BatchRamp`) and `validate()`,
+the checks that need nothing but the config (run once, when it is loaded). What needs the model, the data or the
+world size is checked by the trainer's check stage (`nemotron4.train.run.check_run`).
+
+Fields marked `metadata=RESUME_FREE` may change when a run resumes (nemotron4.train.resume reads the marks).
 """
 
 from __future__ import annotations
@@ -13,12 +17,17 @@ from typing import Any
 from nemotron4.config import ModelConfig
 from nemotron4.distributed.layout import ParallelSection
 from nemotron4.errors import ConfigError
+from nemotron4.flops import H100_BF16_PEAK
 from nemotron4.schedules import DECAY_STYLES, BatchRamp, LRSchedule, parse_tokens
 
 __all__ = [
-    "BlendSection", "CheckpointSection", "JobConfig", "MetricsSection", "ModelSection", "OptimSection",
+    "RESUME_FREE", "BlendSection", "CheckpointSection", "JobConfig", "MetricsSection", "ModelSection", "OptimSection",
     "PhaseSection", "SourceSection", "TrainSection",
 ]
+
+RESUME_FREE = {"resume": "free"}
+"""Field metadata: this key (or this whole section) may change when a run resumes, because it does not shape the
+trajectory so far (speed options, logging, checkpointing, the layout: checkpoints reshard)."""
 
 
 @dataclass
@@ -53,21 +62,21 @@ class TrainSection:
     """"auto" (cuda if available, else cpu), "cpu", "cuda" or "cuda:N"."""
     dtype: str = "auto"
     """"auto" (bf16 autocast with fp32 master weights on GPU, fp32 on CPU), "bf16" or "fp32"."""
-    compile: bool = False
+    compile: bool = field(default=False, metadata=RESUME_FREE)
     """torch.compile each transformer block (and the loss's chunk work on GPU); parameter names unchanged."""
-    fused_loss: bool = True
+    fused_loss: bool = field(default=True, metadata=RESUME_FREE)
     """Cross-entropy through the output projection chunk by chunk, never holding (tokens x vocab) logits: with a
     256k vocabulary, gigabytes less memory and (compiled, on GPU) faster. Same value and gradients."""
-    attention_backend: str = "auto"
+    attention_backend: str = field(default="auto", metadata=RESUME_FREE)
     """SDPA kernel on GPU: "auto" (PyTorch's choice), "cudnn" (fastest on H100/H200), "flash", "efficient", "math"."""
-    activation_checkpointing: bool = False
+    activation_checkpointing: bool = field(default=False, metadata=RESUME_FREE)
     """Recompute each block's activations in backward: less memory, about a third more compute."""
-    cast_weights_once: bool = True
+    cast_weights_once: bool = field(default=True, metadata=RESUME_FREE)
     """Under bf16, make the blocks' bf16 weight copies once per optimizer step instead of once per micro-batch and
     add their gradients straight into the fp32 masters (Megatron's main_grad). Same numbers as plain autocast,
     less memory traffic. One process, or tensor parallelism alone (not with dp > 1, where FSDP2 owns the
     parameters)."""
-    max_nonfinite_in_row: int = 5
+    max_nonfinite_in_row: int = field(default=5, metadata=RESUME_FREE)
     """A NaN/Inf loss or gradient norm skips that update; this many in a row stops the run."""
 
 
@@ -93,13 +102,14 @@ class SourceSection:
 
     name: str = ""
     """Unique name, used in logs."""
-    path: str = ""
-    """Megatron .bin/.idx prefix of the training tokens."""
+    path: str = field(default="", metadata=RESUME_FREE)
+    """Megatron .bin/.idx prefix of the training tokens (may move on resume: the loader's content fingerprint still
+    guards the data)."""
     category: str = ""
     """Category this source belongs to (a key of the blend's `categories`)."""
     weight: float | None = None
     """Weight within its category; unset: by size (or temperature, see `within_category`)."""
-    valid_path: str | None = None
+    valid_path: str | None = field(default=None, metadata=RESUME_FREE)
     """Optional .bin/.idx prefix of held-out tokens, for the per-category validation loss."""
 
 
@@ -125,9 +135,9 @@ class PhaseSection:
     """Unique name, shown in metrics and plots."""
     tokens: int = 0
     """Token budget of the phase, e.g. "8T" or 4096 (the last step may run over by less than one batch)."""
-    batch_size: str = "0:1"
+    batch_size: BatchRamp = field(default_factory=lambda: BatchRamp(((0, 1),)))
     """Global batch in sequences: an int, or a ramp over this phase's tokens, "0:384 200B:768 400B:1152" (Table 2),
-    or a TOML list ["0:384", "200B:768"]."""
+    or a TOML list ["0:384", "200B:768"]; parsed once into a `BatchRamp`."""
     lr: float | None = None
     """Peak LR; unset: start from the LR the previous phase ended at (not allowed for the first phase)."""
     min_lr: float = 0.0
@@ -146,10 +156,8 @@ class PhaseSection:
     blend: BlendSection = field(default_factory=BlendSection)
     """The data mixture of this phase."""
 
-    def ramp(self) -> BatchRamp:
-        return BatchRamp.parse(self.batch_size, f"phases.{self.name}.batch_size")
-
     def lr_schedule(self, peak: float) -> LRSchedule:
+        """This phase's schedule at peak LR `peak` (built once, when the phase starts or resumes)."""
         return LRSchedule(peak, self.min_lr, self.tokens, self.warmup_tokens, self.decay, self.decay_fraction)
 
 
@@ -177,8 +185,8 @@ class MetricsSection:
     """Show a tqdm bar on stderr."""
     tensorboard: bool = False
     """Also write TensorBoard events to <run-dir>/tb (needs the `tensorboard` package)."""
-    peak_flops: float = 989e12
-    """Peak dense bf16 FLOP/s per device for MFU (H100/H200 SXM, PAPER.md section 4)."""
+    peak_flops: float = H100_BF16_PEAK
+    """Peak dense bf16 FLOP/s per device for MFU (H100/H200 SXM: nemotron4.flops.H100_BF16_PEAK)."""
 
 
 @dataclass
@@ -193,15 +201,16 @@ class JobConfig:
     """The optimizer."""
     phases: list[PhaseSection] = field(default_factory=list)
     """Pretraining, then optional continued-training phases, run in order."""
-    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection, metadata=RESUME_FREE)
     """Checkpointing."""
-    metrics: MetricsSection = field(default_factory=MetricsSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection, metadata=RESUME_FREE)
     """Logging."""
-    parallel: ParallelSection = field(default_factory=ParallelSection)
+    parallel: ParallelSection = field(default_factory=ParallelSection, metadata=RESUME_FREE)
     """Tensor / data parallelism (multi-process runs)."""
 
-    def validate(self, dp_size: int = 1) -> None:
-        """Cross-field checks, once, with messages that name the key. Field types are checked on load."""
+    def validate(self) -> None:
+        """Cross-field checks that need only the config, once (`load_job` runs them), with messages that name the
+        key. Field types are checked on load; the model, data and world size in the trainer's check stage."""
         t = self.train
         for name in ("seq_len", "micro_batch_size", "max_nonfinite_in_row"):
             if getattr(t, name) <= 0:
@@ -228,9 +237,22 @@ class JobConfig:
         if len(set(names)) != len(names):
             raise ConfigError(f"phase names must be unique, got {names}")
         for i, p in enumerate(self.phases):
-            self._validate_phase(i, p, dp_size)
+            self._validate_phase(i, p)
+        self.check_batches(dp_size=1)
 
-    def _validate_phase(self, i: int, p: PhaseSection, dp_size: int) -> None:
+    def check_batches(self, dp_size: int) -> None:
+        """Every global batch size of every phase splits into micro-batches over `dp_size` replicas."""
+        per_step = self.train.micro_batch_size * dp_size
+        for i, p in enumerate(self.phases):
+            for size in p.batch_size.sizes:
+                if size % per_step:
+                    raise ConfigError(
+                        f"phases.{i}.batch_size: global batch {size} is not divisible by micro_batch_size "
+                        f"({self.train.micro_batch_size}) x data-parallel size ({dp_size}) = {per_step}; "
+                        "global = micro x accumulation x dp"
+                    )
+
+    def _validate_phase(self, i: int, p: PhaseSection) -> None:
         where = f"phases.{i}"
         if p.tokens <= 0:
             raise ConfigError(f"{where}.tokens must be positive, got {p.tokens}")
@@ -242,50 +264,10 @@ class JobConfig:
             raise ConfigError(f"{where}.decay_fraction must be in (0, 1], got {p.decay_fraction}")
         if p.warmup_tokens > p.tokens:
             raise ConfigError(f"{where}.warmup_tokens ({p.warmup_tokens}) exceed its tokens ({p.tokens})")
-        per_step = self.train.micro_batch_size * dp_size
-        for size in p.ramp().sizes:
-            if size % per_step:
-                raise ConfigError(
-                    f"{where}.batch_size: global batch {size} is not divisible by micro_batch_size "
-                    f"({self.train.micro_batch_size}) x data-parallel size ({dp_size}) = {per_step}; "
-                    "global = micro x accumulation x dp"
-                )
-        b = p.blend
-        if not b.sources:
-            raise ConfigError(f"{where}.blend has no sources: add [[phases.blend.sources]] tables")
-        if b.within_category not in ("size", "temperature"):
-            raise ConfigError(f"{where}.blend.within_category must be size or temperature, got {b.within_category!r}")
-        for s in b.sources:
-            if not s.name or not s.path:
-                raise ConfigError(f"{where}.blend.sources: every source needs a name and a path, got {s}")
-            if s.category not in b.categories:
-                raise ConfigError(
-                    f"{where}.blend source {s.name!r} has category {s.category!r}, not one of the blend's "
-                    f"categories: {', '.join(b.categories) or '(none)'}"
-                )
-        empty = [c for c in b.categories if not any(s.category == c for s in b.sources)]
-        if empty:
-            raise ConfigError(f"{where}.blend categories {empty} have no sources")
-        self._validate_weights(where, b)
+        from nemotron4.data.blend import validate_blend
 
-    @staticmethod
-    def _validate_weights(where: str, b: BlendSection) -> None:
-        """Category shares and source weights: finite, >= 0, not all zero (checked for every phase at load, so a
-        bad later phase fails before the first step rather than at the phase switch)."""
-        for cat, share in b.categories.items():
-            if not 0 <= share < float("inf"):
-                raise ConfigError(f"{where}.blend.categories.{cat} = {share}: shares must be finite and >= 0")
-        if sum(b.categories.values()) <= 0:
-            raise ConfigError(f"{where}.blend.categories are all zero; give at least one category a positive share")
-        for j, s in enumerate(b.sources):
-            if s.weight is not None and not 0 <= s.weight < float("inf"):
-                raise ConfigError(f"{where}.blend.sources.{j}.weight = {s.weight} (source {s.name!r}): weights must "
-                                  "be finite and >= 0, or unset (by size)")
-        for cat, share in b.categories.items():
-            weights = [s.weight for s in b.sources if s.category == cat]
-            if share > 0 and None not in weights and sum(weights) <= 0:
-                raise ConfigError(f"{where}.blend: every source weight in category {cat!r} is zero, but the category "
-                                  f"has share {share}; give a source a positive weight or set the share to 0")
+        b = p.blend
+        validate_blend(b.categories, b.sources, b.within_category, b.alpha, f"{where}.blend")
 
 
 def tokens_field(value: Any, where: str) -> int:
@@ -293,6 +275,6 @@ def tokens_field(value: Any, where: str) -> int:
     return parse_tokens(value, where)
 
 
-def batch_field(value: Any, where: str) -> str:
-    """Coercion hook for batch_size: any accepted ramp form becomes its canonical string."""
-    return str(BatchRamp.parse(value, where))
+def batch_field(value: Any, where: str) -> BatchRamp:
+    """Coercion hook for batch_size: any accepted ramp form, parsed once."""
+    return value if isinstance(value, BatchRamp) else BatchRamp.parse(value, where)

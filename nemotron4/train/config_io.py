@@ -21,6 +21,7 @@ from typing import Any
 
 from nemotron4.config import ModelConfig
 from nemotron4.errors import ConfigError
+from nemotron4.schedules import BatchRamp
 from nemotron4.train.config import JobConfig, ModelSection, PhaseSection, batch_field, tokens_field
 
 __all__ = ["apply_overrides", "dumps_toml", "job_from_dict", "job_to_dict", "load_job", "parse_overrides", "save_job"]
@@ -44,12 +45,13 @@ def read_toml(path: str | Path, what: str = "config") -> dict[str, Any]:
         raise ConfigError(f"{path} is not valid TOML: {e}") from e
 
 
-def load_job(path: str | Path | None, overrides: Sequence[str] = (), dp_size: int = 1) -> JobConfig:
-    """Read TOML (or start from defaults when path is None), apply overrides, build and validate."""
+def load_job(path: str | Path | None, overrides: Sequence[str] = ()) -> JobConfig:
+    """Read TOML (or start from defaults when path is None), apply overrides, build and validate (the only
+    `JobConfig.validate()` of a run)."""
     raw: dict[str, Any] = read_toml(path) if path is not None else {}
     apply_overrides(raw, parse_overrides(overrides))
     job = job_from_dict(raw)
-    job.validate(dp_size)
+    job.validate()
     return job
 
 
@@ -178,17 +180,20 @@ def _join(where: str, key: str) -> str:
 
 
 def job_to_dict(job: JobConfig) -> dict[str, Any]:
-    """Plain dict with model overrides flattened into [model] and unset (None) fields dropped (TOML has no null)."""
-    d = _drop_none(dataclasses.asdict(job))
+    """Plain dict with model overrides flattened into [model], unset (None) fields dropped (TOML has no null) and
+    typed values in their TOML form (a `BatchRamp` as its string)."""
+    d = _plain(dataclasses.asdict(job))
     d["model"].update(d["model"].pop("overrides"))
     return d
 
 
-def _drop_none(obj: Any) -> Any:
+def _plain(obj: Any) -> Any:
     if isinstance(obj, dict):
-        return {k: _drop_none(v) for k, v in obj.items() if v is not None}
+        return {k: _plain(v) for k, v in obj.items() if v is not None}
     if isinstance(obj, list):
-        return [_drop_none(v) for v in obj]
+        return [_plain(v) for v in obj]
+    if isinstance(obj, BatchRamp):
+        return str(obj)
     return obj
 
 

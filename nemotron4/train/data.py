@@ -9,35 +9,9 @@ from typing import Any
 
 import torch
 
-from nemotron4.errors import UserError
 from nemotron4.train.config import BlendSection, PhaseSection
 
-__all__ = ["build_eval_batches", "build_phase_loader", "check_token_files", "to_blend_config"]
-
-
-def check_token_files(phases: list[PhaseSection], first: int = 0) -> None:
-    """Fail fast, before a large model is built and before any step, if a source's .bin/.idx pair is missing,
-    truncated or corrupt (header, sizes and offsets are checked; token ids are checked batch by batch as they are
-    read, since scanning whole files would take hours). `first` is the index of `phases[0]` in the run, for
-    messages."""
-    from nemotron4.data.indexed import IndexedDataset, IndexedFormatError, dataset_exists
-
-    checked: set[str] = set()
-    for i, phase in enumerate(phases, start=first):
-        for j, s in enumerate(phase.blend.sources):
-            for key, prefix in (("path", s.path), ("valid_path", s.valid_path)):
-                where = f"phases.{i}.blend.sources.{j}.{key}"
-                if prefix and not dataset_exists(prefix):
-                    raise UserError(
-                        f"{where}: no token files {prefix}.bin / {prefix}.idx "
-                        f"(source {s.name!r}); write them with the data pipeline or fix the path"
-                    )
-                if prefix and prefix not in checked:
-                    try:
-                        IndexedDataset(prefix)
-                    except IndexedFormatError as e:
-                        raise UserError(f"{where} (source {s.name!r}): {e}") from e
-                    checked.add(prefix)
+__all__ = ["build_eval_batches", "build_phase_loader", "to_blend_config"]
 
 
 def to_blend_config(section: BlendSection, category: str | None = None) -> Any:
@@ -62,7 +36,7 @@ def build_phase_loader(
     from nemotron4.data.blend import build_blend
     from nemotron4.data.loader import DataLoader
 
-    num_samples = math.ceil(phase.tokens / seq_len) + max(phase.ramp().sizes)
+    num_samples = math.ceil(phase.tokens / seq_len) + max(phase.batch_size.sizes)
     dataset = build_blend(to_blend_config(phase.blend), seq_len, num_samples, seed, cache_dir=cache_dir)
     return DataLoader(dataset, micro_batch_size, dp_rank=dp_rank, dp_size=dp_size)
 

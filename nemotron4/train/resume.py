@@ -2,21 +2,39 @@
 
 Everything that shapes the trajectory so far (model, optimizer, shapes, seed, the phases already started) must
 match the checkpoint; logging, checkpointing, the (tp, dp) layout (checkpoints reshard), and phases not yet started
-may change (e.g. append a continued-training phase after pretraining finished).
+may change (e.g. append a continued-training phase after pretraining finished). Which fields are free is marked on
+the fields themselves (`metadata=RESUME_FREE` in nemotron4.train.config); a new field is bound unless marked.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import typing
 from typing import Any
 
-__all__ = ["resume_conflicts"]
+from nemotron4.train.config import RESUME_FREE, JobConfig
 
-_FREE = ("checkpoint.", "metrics.", "parallel.", "train.compile", "train.max_nonfinite_in_row",
-         "train.attention_backend", "train.activation_checkpointing", "train.fused_loss", "train.cast_weights_once")
+__all__ = ["free_keys", "resume_conflicts"]
 
 
-_MOVABLE = re.compile(r"\.blend\.sources\.\d+\.(path|valid_path)$")
+def free_keys(cls: type, prefix: str = "") -> list[str]:
+    """Regular expressions of the flattened keys that the fields marked RESUME_FREE cover, in `cls`, its sections
+    and its lists of sections (e.g. `checkpoint` and all below it, `phases.N.blend.sources.M.path`)."""
+    hints = typing.get_type_hints(cls)
+    out: list[str] = []
+    for f in dataclasses.fields(cls):
+        key, tp = prefix + re.escape(f.name), hints[f.name]
+        if f.metadata.get("resume") == RESUME_FREE["resume"]:
+            out.append(key + r"(\..*)?")
+        elif dataclasses.is_dataclass(tp):
+            out += free_keys(tp, key + r"\.")
+        elif typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+            out += free_keys(typing.get_args(tp)[0], key + r"\.\d+\.")
+    return out
+
+
+_FREE = re.compile("|".join(free_keys(JobConfig)))
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -43,9 +61,7 @@ def resume_conflicts(
     a = {**{k: v for k, v in flat_defaults.items() if k in b and k not in a}, **a}
     out = []
     for key in sorted(set(a) | set(b)):
-        if a.get(key, "<unset>") == b.get(key, "<unset>") or key.startswith(_FREE):
-            continue
-        if _MOVABLE.search(key):  # data moved or restaged: the loader's content fingerprint still guards it
+        if a.get(key, "<unset>") == b.get(key, "<unset>") or _FREE.fullmatch(key):
             continue
         m = re.match(r"phases\.(\d+)\.", key)
         if m and int(m.group(1)) > phase:

@@ -1,17 +1,23 @@
-"""The Nemotron-4 recipe in one process: build, step, loop (torchtitan's split).
+"""The Nemotron-4 recipe in one process or many: plan, check, build, then the loop (torchtitan's split).
 
-    trainer = Trainer(load_job("configs/tiny.toml"), "runs/tiny")   # build (or resume from the run directory)
-    trainer.run()                                                    # loop over phases, steps, checkpoints
+    trainer = Trainer.create(load_job("configs/tiny.toml"), "runs/tiny")   # plan -> check -> build (or resume)
+    trainer.run()                                                           # loop over phases, steps, checkpoints
 
-A run is a list of phases (PAPER.md sections 4-5). Within a phase the global batch follows the phase's ramp of
-consumed tokens (Table 2) and the LR its schedule; a step is `nemotron4.train.step.train_step`.
+`Trainer.create` runs the three stages: `nemotron4.train.run.plan_run` resolves the plan (config, layout, the
+checkpoint to resume, the model's shape, the data's fingerprints), `check_run` finds every error that needs no
+allocation, and the constructor builds: the process group, the model and its step (`nemotron4.train.build`, one
+call), the optimizer, checkpoints, metrics, and on resume the saved state. `Trainer(plan, ...)` builds a plan
+already resolved and checked.
+
+A run is a list of phases (docs/paper.md: pretraining, then continued training). Within a phase the global batch
+follows the phase's ramp of consumed tokens (Table 2) and the LR its schedule (built once per phase); a step is
+`nemotron4.train.step.train_step`.
 
 Launched by torchrun with several processes, the same Trainer runs on every rank with tensor x data parallelism
 (`nemotron4.distributed`, configured by the [parallel] section): the model is built sharded, each data-parallel
 replica reads its slice of every global batch, and rank 0 alone writes metrics, config.toml and the checkpoint
 pointer. One process takes none of those paths.
 
-Everything a run reads is checked before its first step (config, every phase's token files and init_from weights);
 `run(stop=...)` ends early, with a checkpoint at the step it stopped, when asked (SIGTERM: nemotron4.train.signals).
 Failure modes and the tests that show them: docs/reliability.md.
 """
@@ -30,27 +36,19 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from nemotron4.checkpoint import CheckpointManager, get_rng_state, set_rng_state
-from nemotron4.config import ModelConfig
 from nemotron4.errors import ConfigError, UserError
-from nemotron4.flops import flops_per_token
-from nemotron4.model import Nemotron4, build_model
-from nemotron4.train.config import JobConfig, PhaseSection
+from nemotron4.flops import throughput
+from nemotron4.schedules import LRSchedule
+from nemotron4.train.build import build_model_parts
+from nemotron4.train.config import JobConfig
 from nemotron4.train.config_io import job_to_dict, save_job
-from nemotron4.train.data import build_eval_batches, build_phase_loader, check_token_files
-from nemotron4.train.fast import (
-    apply_activation_checkpointing,
-    cast_weights_context,
-    compile_block_parts,
-    compile_blocks,
-    fused_cross_entropy_loss,
-    set_attention_backend,
-)
+from nemotron4.train.data import build_eval_batches, build_phase_loader
 from nemotron4.train.faults import Faults
 from nemotron4.train.metrics import MetricsLogger, NullMetrics, peak_memory_gib
 from nemotron4.train.optim import build_optimizer, init_optimizer_state
-from nemotron4.train.resume import resume_conflicts
-from nemotron4.train.step import autocast_context, cross_entropy_loss, eval_loss, train_step
-from nemotron4.weights import load_config, load_model
+from nemotron4.train.run import RunPlan, check_run, plan_run
+from nemotron4.train.step import eval_loss, train_step
+from nemotron4.weights import load_model
 
 if TYPE_CHECKING:
     from nemotron4.distributed.runtime import Parallel
@@ -76,74 +74,44 @@ class TrainState:
     nonfinite_in_row: int = 0
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device = {name!r} but CUDA is not available; use cpu or auto")
-    return device
-
-
-def _setup_parallel(job: JobConfig, device: torch.device) -> Parallel | None:
-    """nemotron4.distributed's `Parallel` under a multi-process torchrun launch, else None (imports nothing)."""
-    from nemotron4.distributed.mesh import launched_by_torchrun
-
-    if not launched_by_torchrun():
-        if job.parallel.tp > 1 or job.parallel.dp > 1:
-            warnings.warn(f"parallel.tp = {job.parallel.tp}, parallel.dp = {job.parallel.dp} are ignored in a single "
-                          "process; launch with torchrun for tensor / data parallelism", stacklevel=3)
-        return None
-    from nemotron4.distributed.runtime import setup_parallel
-
-    return setup_parallel(job.parallel, device)
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """Compute dtype: bf16 autocast on GPU by default; weights and optimizer stay fp32 either way."""
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return torch.bfloat16 if name == "bf16" else torch.float32
-
-
 class Trainer:
-    """Builds everything from a JobConfig and a run directory, resuming from its latest checkpoint if any."""
+    """A built run: the model and its step, optimizer, checkpoints, loaders and metrics, resumed from the run
+    directory's latest checkpoint if any. Make one with `Trainer.create(job, run_dir)`."""
+
+    @classmethod
+    def create(cls, job: JobConfig, run_dir: str | Path, **build: Any) -> Trainer:
+        """Plan, check, build. `build`: the constructor's keywords (faults, build_loader, build_eval)."""
+        return cls(check_run(plan_run(job, run_dir)), **build)
 
     def __init__(
         self,
-        job: JobConfig,
-        run_dir: str | Path,
+        plan: RunPlan,
+        faults: Faults | None = None,
         build_loader: Callable[..., Any] = build_phase_loader,
         build_eval: Callable[..., dict[str, list[torch.Tensor]]] = build_eval_batches,
     ) -> None:
-        self.job, self.run_dir = job, Path(run_dir)
+        """Build from a resolved and checked plan. `faults`: the reliability tests' fault injection (none by
+        default); `build_loader` / `build_eval`: how a phase's loader and held-out batches are made."""
+        job = plan.job
+        self.plan, self.job, self.run_dir = plan, job, plan.run_dir
         self.build_loader, self.build_eval = build_loader, build_eval
-        self.device = resolve_device(job.train.device)
-        self.parallel = _setup_parallel(job, self.device)  # None in one process
-        self.dp_rank, self.dp_size, self.world_size, self.primary = 0, 1, 1, True
-        self.loss_fn: Callable[..., torch.Tensor] = cross_entropy_loss
+        self.faults = faults or Faults()
+        self.device, self.dtype, self.world_size = plan.device, plan.dtype, plan.world_size
+        self.dp_size = plan.dims.dp
+        self.parallel: Parallel | None = None
+        self.dp_rank, self.primary = 0, True
         checkpoint_sync: dict[str, Any] = {}
-        if self.parallel is not None:
-            p = self.parallel
-            self.device = p.device
-            self.dp_rank, self.dp_size, self.world_size, self.primary = (
-                p.dp_rank, p.dims.dp, p.dims.world_size, p.primary
-            )
-            job.validate(self.dp_size)  # global batches must split over the replicas
-            from nemotron4.distributed.step import local_loss
+        if plan.distributed:
+            from nemotron4.distributed.runtime import setup_parallel
 
-            self.loss_fn = local_loss(cross_entropy_loss)
+            self.parallel = p = setup_parallel(plan.dims, plan.device, job.parallel.backend)
+            self.dp_rank, self.primary = p.dp_rank, p.primary
             checkpoint_sync = {"primary": p.primary, "barrier": p.barrier}
-        self.dtype = resolve_dtype(job.train.dtype, self.device)
-        self.autocast = autocast_context(self.device, self.dtype)
-        if self.parallel is None and job.train.fused_loss:
-            # Under tp/dp the loss goes through loss_parallel (the fused loss reads the full output weight).
-            self.loss_fn = fused_cross_entropy_loss
-        self.faults = Faults.from_env()  # no-ops unless a reliability test set NEMOTRON4_FAULT_*
         self.checkpoints = CheckpointManager(self.run_dir, job.checkpoint.keep_last, on_write=self.faults.in_checkpoint,
                                              **checkpoint_sync)
         self.state = TrainState()
         self.loader: Any = None
+        self.schedule: LRSchedule | None = None  # the current phase's LR schedule, built when it starts / resumes
         self.stopped = False  # run() returned early because `stop` asked it to
         self._saved_step: int | None = None
         self._eval: tuple[int, dict[str, list[torch.Tensor]]] | None = None  # (phase, batches)
@@ -152,89 +120,23 @@ class Trainer:
             warnings.warn("checkpoint.enabled = false: no checkpoints will be written and this run cannot resume",
                           stacklevel=2)
         self.checkpoints.remove_partial()  # debris of a save that died; never loaded
-        latest = self.checkpoints.latest()
-        saved = CheckpointManager.read_state(latest) if latest else None
-        if saved is not None:
-            self._check_resumable(saved)
-        remaining = saved["trainer"]["phase"] if saved else 0
-        if build_loader is build_phase_loader:  # tests may inject loaders without token files
-            check_token_files(job.phases[remaining:], first=remaining)
-        self._check_init_from(remaining, started=bool(saved and saved["trainer"]["phase_started"]))
         torch.manual_seed(job.train.seed)
-        self.model = self._build_model(ModelConfig.from_dict(saved["model_config"]) if saved else None)
-        if job.train.seq_len > self.model.cfg.max_seq_len:
-            raise ConfigError(f"train.seq_len {job.train.seq_len} exceeds the model's max_seq_len "
-                              f"{self.model.cfg.max_seq_len}")
-        self.step_model = self._apply_fast_paths(self.model)
-        self.step_context = cast_weights_context(self.model, self.dtype, self.dp_size, job.train.cast_weights_once)
-        self.hooks = self.parallel.step_hooks(self.model) if self.parallel is not None else None
+        parts = build_model_parts(plan, self.parallel)
+        self.model, self.step_model, self.loss_fn = parts.model, parts.step_model, parts.loss_fn
+        self.autocast, self.step_context, self.hooks = parts.autocast, parts.step_context, parts.hooks
         self.optimizer = build_optimizer(self.model, job.optim, self.device)
-        self.flops_per_token = flops_per_token(self.model.cfg, job.train.seq_len)
-        if latest is not None:
-            self._resume(latest, saved)
+        if plan.latest is not None:
+            self._resume(plan.latest, plan.saved)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         total = sum(p.tokens for p in job.phases)
         self.metrics: MetricsLogger | NullMetrics = NullMetrics()
         if self.primary:
             save_job(job, self.run_dir / "config.toml")
             self.metrics = MetricsLogger(
-                self.run_dir, job.metrics, total, self.state.tokens, self.state.step if latest else None
+                self.run_dir, job.metrics, total, self.state.tokens, self.state.step if plan.latest else None
             )
 
     # ---- build ----------------------------------------------------------------------------------------------
-
-    def _check_resumable(self, saved: dict[str, Any]) -> None:
-        """Refuse, naming the keys, config changes that would make the resumed run differ from its past."""
-        progress = saved["trainer"]
-        started = progress["phase"] if progress["phase_started"] else progress["phase"] - 1
-        defaults = job_to_dict(JobConfig(phases=[PhaseSection() for _ in self.job.phases]))
-        conflicts = resume_conflicts(saved["config"], job_to_dict(self.job), started, defaults)
-        if conflicts:
-            raise ConfigError(
-                f"{self.run_dir} holds a run with a different configuration, which cannot be resumed: "
-                f"{'; '.join(conflicts[:8])}. Restore those values, or use a new --run-dir."
-            )
-
-    def _check_init_from(self, first: int, started: bool) -> None:
-        """Read the config of every phase's init_from that is still to come, so that a missing or unsupported
-        source fails now, not at the phase switch hours later (the weights are read when the phase starts)."""
-        for i in range(first + int(started), len(self.job.phases)):
-            spec = self.job.phases[i].init_from
-            if spec:
-                try:
-                    load_config(spec)
-                except UserError as e:
-                    raise UserError(f"phases.{i}.init_from: {e}") from e
-
-    def _build_model(self, cfg: ModelConfig | None) -> Nemotron4:
-        """From the checkpoint's shape on resume, else from init_from weights, else a fresh init of the flavour."""
-        seq_len, seed = self.job.train.seq_len, self.job.train.seed
-        if cfg is None and self.job.model.init_from:
-            if self.parallel is None:
-                return load_model(self.job.model.init_from, device=self.device).float()
-            model = load_model(self.job.model.init_from, device="cpu").float()  # full, then each rank's shards
-            return self.parallel.build_model(model.cfg, seq_len, weights=model.state_dict(),
-                                             compute_dtype=self.dtype)
-        cfg = cfg or self.job.model.model_config()
-        if self.parallel is not None:
-            return self.parallel.build_model(cfg, seq_len, seed=seed, compute_dtype=self.dtype)
-        return build_model(cfg, device=self.device, seed=seed)
-
-    def _apply_fast_paths(self, model: Nemotron4) -> Nemotron4:
-        """Speed options of nemotron4.train.fast, in torchtitan's order: checkpointing, then compile."""
-        train = self.job.train
-        set_attention_backend(train.attention_backend)
-        if self.parallel is not None:  # inside the TP / FSDP2 hooks of the already parallelized model
-            if train.activation_checkpointing:
-                apply_activation_checkpointing(model)
-            if train.compile:
-                compile_block_parts(model)
-            return model
-        if train.activation_checkpointing:
-            apply_activation_checkpointing(model)
-        if train.compile:
-            compile_blocks(model)
-        return model
 
     def _start_phase(self) -> None:
         """Apply the phase's init_from / reset_optimizer, resolve its peak LR, and build its loader."""
@@ -255,6 +157,7 @@ class Trainer:
         self.state.peak_lr = phase.lr if phase.lr is not None else self.state.last_lr
         if self.state.peak_lr is None:
             raise ConfigError(f"phases.{i}.lr is unset and no earlier phase ran to inherit its final LR from")
+        self.schedule = phase.lr_schedule(self.state.peak_lr)
         self.loader = self._build_loader(i)
         self.state.phase_started = True
 
@@ -317,9 +220,9 @@ class Trainer:
         s, job = self.state, self.job
         phase = job.phases[s.phase]
         t0 = time.perf_counter()
-        batch_size = phase.ramp().size_at(s.phase_tokens)  # a step starting below a threshold keeps the old size
+        batch_size = phase.batch_size.size_at(s.phase_tokens)  # a step starting below a threshold keeps the old size
         step_tokens = batch_size * job.train.seq_len
-        lr = phase.lr_schedule(s.peak_lr)(s.phase_tokens + step_tokens)
+        lr = self.schedule(s.phase_tokens + step_tokens)
         micro = self.loader.next_batch(batch_size)
         self._check_token_range(micro, phase.name)
         micro = [b.to(self.device, non_blocking=True) for b in micro]
@@ -333,12 +236,11 @@ class Trainer:
         s.phase_tokens += step_tokens
         s.last_lr = lr
         s.nonfinite_in_row = s.nonfinite_in_row + 1 if result.skipped else 0
-        tokens_per_s = step_tokens / dt / self.world_size  # per device, as MFU needs
+        speed = throughput(self.model.cfg, job.train.seq_len, batch_size, dt, self.world_size, job.metrics.peak_flops)
         record: dict[str, Any] = {
             "step": s.step, "phase": phase.name, "loss": result.loss, "lr": lr, "batch_size": batch_size,
-            "tokens": s.tokens, "phase_tokens": s.phase_tokens, "tokens_per_s": tokens_per_s,
-            "tflops": self.flops_per_token * tokens_per_s / 1e12,
-            "mfu": self.flops_per_token * tokens_per_s / job.metrics.peak_flops,
+            "tokens": s.tokens, "phase_tokens": s.phase_tokens, "tokens_per_s": speed.tokens_per_s_per_device,
+            "tflops": speed.tflops_per_device, "mfu": speed.mfu,
             "grad_norm": result.grad_norm, "memory_gib": peak_memory_gib(self.device), "skipped": result.skipped,
         }
         phase_done = s.phase_tokens >= phase.tokens
@@ -384,7 +286,7 @@ class Trainer:
         s = self.state
         s.phase += 1
         s.phase_tokens, s.phase_started, s.peak_lr = 0, False, None
-        self.loader = None
+        self.loader, self.schedule = None, None
         self.save()
 
     @torch.no_grad()
@@ -433,5 +335,6 @@ class Trainer:
         set_rng_state(tensors["rng"], saved["rng"])
         self.state = TrainState(**saved["trainer"])
         if self.state.phase_started:
+            self.schedule = self.job.phases[self.state.phase].lr_schedule(self.state.peak_lr)
             self.loader = self._build_loader(self.state.phase)
             self.loader.load_state_dict(saved["loader"])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nemotron4.data.blend import BlendConfig, Source, blending_indices, build_blend
-from nemotron4.data.indexed import IndexedDatasetBuilder, TokenRangeError
+from nemotron4.data.indexed import IndexedDatasetBuilder, IndexedFormatError, TokenRangeError
 from nemotron4.errors import ConfigError
 
 SOURCES = {  # name: (category, number of documents); token values encode the source (100 * id + ...)
@@ -122,15 +122,24 @@ def test_token_out_of_vocab_is_caught_at_build(cfg) -> None:
         (lambda c, s: BlendConfig({"english": -1.0, "multilingual": 1, "code": 1}, s), "shares must be >= 0"),
         (lambda c, s: BlendConfig({"english": 0.0, "multilingual": 0, "code": 0}, s), "all zero"),
         (lambda c, s: BlendConfig({"english": 1.0}, s), "unknown category 'multilingual'"),
-        (lambda c, s: BlendConfig(c, [*s, Source("x", "/nonexistent/x", "code")]), "source 'x'.*not found"),
-        (lambda c, s: BlendConfig(c, [*s[:4], Source("py", s[4].path, "code", weight=-2.0)]), "'py' has weight -2"),
-        (lambda c, s: BlendConfig({**c, "math": 0.1}, s), "'math' has share 0.1 but no sources"),
+        (lambda c, s: BlendConfig(c, [*s[:4], Source("py", s[4].path, "code", weight=-2.0)]),
+         r"weight = -2.0 \(source 'py'\)"),
+        (lambda c, s: BlendConfig({**c, "math": 0.1}, s), "math has share 0.1 but no sources"),
+        (lambda c, s: BlendConfig(c, [*s, Source(s[0].name, s[0].path, "code")]), "duplicate source names"),
+        (lambda c, s: BlendConfig(c, [Source("en-a", s[0].path, "english", weight=1.0), *s[1:]]),
+         "category 'english' mixes explicit source weights and size weights"),
         (lambda c, s: BlendConfig(c, s, within_category="uniform"), "within_category"),
     ],
 )
 def test_config_errors_name_the_problem(cfg, change, match) -> None:
     with pytest.raises(ConfigError, match=match):
         change(cfg.categories, list(cfg.sources))
+
+
+def test_missing_token_files_are_named_at_build(cfg) -> None:
+    blend = BlendConfig(cfg.categories, [*cfg.sources, Source("x", "/nonexistent/x", "code")])
+    with pytest.raises(IndexedFormatError, match=r"train source 'x': no token files /nonexistent/x\.bin .*not found"):
+        build_blend(blend, 16, 100, 0)
 
 
 def test_from_dict_resolves_paths(cfg, tmp_path) -> None:

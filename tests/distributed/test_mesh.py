@@ -54,7 +54,7 @@ def test_trainer_refuses_a_layout_that_does_not_fit_the_launch(monkeypatch: pyte
     monkeypatch.setenv("WORLD_SIZE", "4")  # as torchrun --nproc-per-node 4 would; fails before joining a group
     job = load_job(TINY_TOML, ["--parallel.tp", "3"])
     with pytest.raises(ConfigError, match="parallel.tp = 3 does not divide the world size 4"):
-        Trainer(job, tmp_path / "run")
+        Trainer.create(job, tmp_path / "run")
     job = load_job(TINY_TOML, ["--parallel.tp", "2", "--parallel.dp", "4"])
     with pytest.raises(ConfigError, match="set parallel.dp = 2"):
-        Trainer(job, tmp_path / "run")
+        Trainer.create(job, tmp_path / "run")

@@ -45,7 +45,7 @@ def fsdp_param_dtype(model: torch.nn.Module) -> str | None:
 def main(argv: list[str]) -> None:
     config, run_dir, overrides = argv[1], Path(argv[3]), argv[4:]
     assert argv[0] == "--config" and argv[2] == "--run-dir", argv
-    trainer = Trainer(load_job(config, overrides), run_dir)
+    trainer = Trainer.create(load_job(config, overrides), run_dir)
     try:
         trainer.run()
         rank = int(os.environ.get("RANK", "0"))

@@ -36,7 +36,7 @@ def train_in_process(cwd: Path, run_dir: Path, capsys: pytest.CaptureFixture, mo
         ("truncate qa.bin", r"phases.1.blend.sources.3.path (source 'qa'): {d}/qa.bin: "),  # phase 2's source
         ("corrupt web.idx", r"phases.0.blend.sources.0.path (source 'web'): {d}/web.idx: not a Megatron MMIDIDX"),
         ("truncate code_valid.idx", "phases.0.blend.sources.2.valid_path (source 'code'): {d}/code_valid.idx: "),
-        ("remove books.bin", "phases.0.blend.sources.1.path: no token files data/tiny/books.bin"),
+        ("remove books.bin", "phases.0.blend.sources.1.path (source 'books'): no token files data/tiny/books.bin"),
     ],
 )
 def test_corrupt_or_truncated_token_files(own_corpus: Path, tmp_path: Path, capsys, monkeypatch, damage: str,
@@ -56,7 +56,18 @@ def test_corrupt_or_truncated_token_files(own_corpus: Path, tmp_path: Path, caps
 
 
 def test_token_id_beyond_the_vocabulary(corpus: Path, tmp_path: Path, capsys, monkeypatch) -> None:
-    """Token files made with a larger tokenizer than the model's: caught on the batch, before the model sees it."""
+    """Token files made with a larger tokenizer than the model's: a sample of every file's ids is checked before
+    the model is built."""
+    err = train_in_process(corpus, tmp_path / "run", capsys, monkeypatch, "--model.vocab_size", "128")
+    assert "phases.0.blend.sources.2.path (source 'code'): data/tiny/code.bin: token id 152" in err
+    assert "outside the vocabulary of 128" in err and "nemotron4 prepare" in err and "vocab_size" in err
+
+
+def test_token_id_beyond_the_vocabulary_past_the_sample(corpus: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    """Ids past the checked sample (here: no sample at all) are caught batch by batch, before the model sees them."""
+    import nemotron4.train.run as run
+
+    monkeypatch.setattr(run, "check_data", lambda plan: None)
     err = train_in_process(corpus, tmp_path / "run", capsys, monkeypatch, "--model.vocab_size", "128")
     assert "phase 'pretrain', step 1: token id" in err and "outside the model's vocabulary [0, 128)" in err
     assert "data/tiny/web" in err and "nemotron4 prepare" in err

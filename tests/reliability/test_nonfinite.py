@@ -18,7 +18,7 @@ from .conftest import SHORT, STEPS
 
 def test_nan_stop_then_resume_from_the_last_good_checkpoint(corpus: Path, tmp_path: Path) -> None:
     job = tiny_job(corpus, *SHORT, "--train.max_nonfinite_in_row", "2")
-    trainer = Trainer(job, tmp_path)
+    trainer = Trainer.create(job, tmp_path)
     real_loss = trainer.loss_fn
 
     def nan_from_step_5(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
@@ -30,7 +30,7 @@ def test_nan_stop_then_resume_from_the_last_good_checkpoint(corpus: Path, tmp_pa
         trainer.run()
     assert [r["skipped"] for r in read_metrics(tmp_path)] == [False] * 4 + [True] * 2
 
-    resumed = Trainer(tiny_job(corpus, *SHORT, "--train.max_nonfinite_in_row", "2"), tmp_path)  # cause fixed
+    resumed = Trainer.create(tiny_job(corpus, *SHORT, "--train.max_nonfinite_in_row", "2"), tmp_path)  # cause fixed
     assert resumed.state.step == 4
     resumed.run()
     records = read_metrics(tmp_path)

@@ -89,11 +89,11 @@ def test_batch_divisibility_errors(stages: list[tuple[int, int]], micro: int, dp
                       {**TINY_RAW["phases"][1], "batch_size": micro * dp}]}
     if bad:
         with pytest.raises(ConfigError, match=rf"phases\.0\.batch_size: global batch {bad[0]} is not divisible"):
-            job_from_dict(raw).validate(dp)
+            job_from_dict(raw).check_batches(dp)
     else:
         job = job_from_dict(raw)
-        job.validate(dp)
-        assert job.phases[0].ramp().stages == tuple(stages)
+        job.check_batches(dp)
+        assert job.phases[0].batch_size.stages == tuple(stages)
 
 
 # ---- config parser -----------------------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ def test_metadata_with_foreign_classes_is_refused(tmp_path: Path) -> None:
 
 def test_load_model_from_checkpoint_and_phase_init_from(corpus_dir: Path, tmp_path: Path) -> None:
     first = tmp_path / "first"
-    trainer = Trainer(tiny_job(corpus_dir, *SHORT), first)
+    trainer = Trainer.create(tiny_job(corpus_dir, *SHORT), first)
     trainer.run()
     model = load_model_from_checkpoint(first)
     assert find_checkpoint(first).name == "step_00000010"
@@ -68,7 +68,7 @@ def test_load_model_from_checkpoint_and_phase_init_from(corpus_dir: Path, tmp_pa
         load_model_from_checkpoint(tmp_path)
 
     # A new run whose continued-training phase starts from the first run's weights only (fresh optimizer).
-    second = Trainer(tiny_job(corpus_dir, *SHORT, "--phases.1.init_from", str(first), "--phases.1.lr", "1e-3"),
+    second = Trainer.create(tiny_job(corpus_dir, *SHORT, "--phases.1.init_from", str(first), "--phases.1.lr", "1e-3"),
                      tmp_path / "second")
     second.state.phase, second.state.last_lr = 1, 1e-4  # skip pretraining
     second._start_phase()
@@ -87,7 +87,7 @@ def test_nan_skips_then_stops(corpus_dir: Path, tmp_path: Path) -> None:
         return loss * float("nan") if calls["n"] - 1 in nan_micro_batches else loss
 
     job = tiny_job(corpus_dir, *SHORT, "--train.max_nonfinite_in_row", "3", "--checkpoint.interval", "4")
-    trainer = Trainer(job, tmp_path)
+    trainer = Trainer.create(job, tmp_path)
     trainer.loss_fn = flaky_loss
     with pytest.raises(NonFiniteLossError, match=r"3 non-finite .* in a row \(step 8\).*step_00000004"):
         trainer.run()

@@ -23,7 +23,7 @@ def test_configs_in_repo_load() -> None:
     assert [p.name for p in tiny.phases] == ["pretrain", "continued"]
     big = load_job(PAPER_TOML)
     assert big.model.flavour == "15b" and big.train.seq_len == 4096
-    assert big.phases[0].batch_size == "0:384 200B:768 400B:1152"  # Table 2
+    assert str(big.phases[0].batch_size) == "0:384 200B:768 400B:1152"  # Table 2
     assert big.phases[0].blend.categories == {"english": 70.0, "multilingual": 15.0, "code": 15.0}
 
 

@@ -15,9 +15,9 @@ from .test_checkpoint import SHORT
 
 
 def test_compiled_fused_checkpointed_run_matches_plain_run(corpus_dir: Path, tmp_path: Path) -> None:
-    plain = Trainer(tiny_job(corpus_dir, *SHORT, "--train.fused_loss", "false"), tmp_path / "plain")
+    plain = Trainer.create(tiny_job(corpus_dir, *SHORT, "--train.fused_loss", "false"), tmp_path / "plain")
     plain.run()
-    fast = Trainer(tiny_job(corpus_dir, *SHORT, "--train.compile", "true", "--train.fused_loss", "true",
+    fast = Trainer.create(tiny_job(corpus_dir, *SHORT, "--train.compile", "true", "--train.fused_loss", "true",
                             "--train.activation_checkpointing", "true"), tmp_path / "fast")
     assert fast.loss_fn is not plain.loss_fn
     fast.run()
@@ -35,7 +35,7 @@ def test_attention_backend_is_validated(corpus_dir: Path) -> None:
 def test_token_ids_beyond_the_vocabulary_stop_before_the_step(corpus_dir: Path, tmp_path: Path) -> None:
     from nemotron4.errors import UserError
 
-    trainer = Trainer(tiny_job(corpus_dir, *SHORT, "--model.vocab_size", "100"), tmp_path / "run")
+    trainer = Trainer.create(tiny_job(corpus_dir, *SHORT, "--model.vocab_size", "100"), tmp_path / "run")
     with pytest.raises(UserError, match=r"outside the model's vocabulary \[0, 100\).*nemotron4 prepare"):
         trainer.run()
     assert trainer.state.step == 0

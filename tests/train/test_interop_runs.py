@@ -19,7 +19,7 @@ from .test_checkpoint import SHORT
 
 def test_convert_a_training_run_to_hf_and_back(corpus_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    Trainer(tiny_job(corpus_dir, *SHORT), run).run()
+    Trainer.create(tiny_job(corpus_dir, *SHORT), run).run()
     assert describe(run) == "checkpoint"
     ours = load_model_from_checkpoint(run).eval()
     assert load_config(run) == ours.cfg
@@ -31,12 +31,12 @@ def test_convert_a_training_run_to_hf_and_back(corpus_dir: Path, tmp_path: Path)
 
 
 def test_phase_starts_from_an_hf_directory(corpus_dir: Path, tmp_path: Path) -> None:
-    donor = Trainer(tiny_job(corpus_dir, *SHORT), tmp_path / "donor")
+    donor = Trainer.create(tiny_job(corpus_dir, *SHORT), tmp_path / "donor")
     to_hf(donor.model, tmp_path / "hf")  # untrained weights are enough: they differ from the new run's init
     hf_weights = from_hf(tmp_path / "hf")
     job = tiny_job(corpus_dir, *SHORT, "--phases.1.init_from", str(tmp_path / "hf"), "--phases.1.lr", "1e-3",
                    "--train.seed", "123")
-    trainer = Trainer(job, tmp_path / "run")
+    trainer = Trainer.create(job, tmp_path / "run")
     assert not all(torch.equal(p, q) for p, q in zip(trainer.model.parameters(), hf_weights.parameters(),
                                                      strict=True))
     trainer.state.phase, trainer.state.last_lr = 1, 1e-4

@@ -71,16 +71,16 @@ def test_resume_after_the_data_moved(corpus_dir: Path, tmp_path: Path) -> None:
     from .test_checkpoint import SHORT
 
     reference = tmp_path / "reference"
-    Trainer(tiny_job(corpus_dir, *SHORT), reference).run()
+    Trainer.create(tiny_job(corpus_dir, *SHORT), reference).run()
     run = tmp_path / "run"
-    first = Trainer(tiny_job(corpus_dir, *SHORT), run)
+    first = Trainer.create(tiny_job(corpus_dir, *SHORT), run)
     first.run(stop=lambda: first.state.step >= 4)
     moved = tmp_path / "moved"
     shutil.copytree(corpus_dir, moved)  # copytree keeps mtimes: touch them like a plain cp would
     for f in moved.rglob("*"):
         if f.is_file():
             os.utime(f)
-    Trainer(tiny_job(moved, *SHORT), run).run()
+    Trainer.create(tiny_job(moved, *SHORT), run).run()
     want, got = read_metrics(reference), read_metrics(run)
     assert [r["loss"] for r in got] == [r["loss"] for r in want]
 
@@ -90,10 +90,10 @@ def test_resume_after_the_data_moved(corpus_dir: Path, tmp_path: Path) -> None:
     tokens = np.concatenate([IndexedDataset(web)[i] for i in range(len(IndexedDataset(web)))])
     write_source(web, tokens, doc_len=299)  # the same tokens cut into other documents: another sample order
     third = tmp_path / "third"
-    early = Trainer(tiny_job(corpus_dir, *SHORT), third)
+    early = Trainer.create(tiny_job(corpus_dir, *SHORT), third)
     early.run(stop=lambda: early.state.step >= 4)
     with pytest.raises(UserError, match="changed"):
-        Trainer(tiny_job(changed, *SHORT), third).run()
+        Trainer.create(tiny_job(changed, *SHORT), third).run()
 
 
 def test_max_steps_stops_with_a_checkpoint_and_the_rerun_continues(corpus_dir: Path, tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ def tiny_run(corpus_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
 
     run_dir = tmp_path_factory.mktemp("tiny_run")
     job = tiny_job(corpus_dir)
-    state = Trainer(job, run_dir, build_loader=capture).run()
+    state = Trainer.create(job, run_dir, build_loader=capture).run()
     return {"job": job, "run_dir": run_dir, "state": state, "records": read_metrics(run_dir), "loaders": loaders}
 
 
@@ -52,7 +52,7 @@ def test_metrics_schema_and_steps(tiny_run: dict[str, Any]) -> None:
 
 def test_batch_size_changes_exactly_at_thresholds(tiny_run: dict[str, Any]) -> None:
     job, records = tiny_run["job"], tiny_run["records"]
-    ramp = job.phases[0].ramp()  # 0:8 16384:16, seq_len 64
+    ramp = job.phases[0].batch_size  # 0:8 16384:16, seq_len 64
     pretrain = [r for r in records if r["phase"] == "pretrain"]
     for r in pretrain:
         start = r["phase_tokens"] - r["batch_size"] * 64

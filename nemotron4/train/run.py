@@ -1,0 +1,187 @@
+"""The first two stages of a training run: resolve the plan, then check it, both without allocating a model, a
+process group or a loader. The third stage, build, is `nemotron4.train.build` (the model and what a step runs)
+and `nemotron4.train.trainer.Trainer` (optimizer, checkpoints, loaders, metrics).
+
+    plan = plan_run(job, run_dir)        # device, dtype, layout, the checkpoint to resume, the model's shape, data
+    check_run(plan)                      # every error findable now, each one line naming the key
+    trainer = Trainer(plan, ...)         # build (Trainer.create does all three)
+
+Every error found here is a `ConfigError` / `UserError` of one line: what, where (the config key), what to do.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nemotron4.checkpoint import CheckpointManager
+from nemotron4.config import ModelConfig
+from nemotron4.distributed.layout import ParallelDims, check_tp
+from nemotron4.errors import ConfigError, UserError
+from nemotron4.train.config import JobConfig, PhaseSection
+from nemotron4.train.config_io import job_to_dict
+from nemotron4.train.resume import resume_conflicts
+from nemotron4.weights import load_config
+
+__all__ = ["RunPlan", "check_run", "plan_run", "resolve_device", "resolve_dtype", "token_files"]
+
+
+@dataclass
+class RunPlan:
+    """What a run will be, resolved from its config, its run directory and the launch, before anything is built."""
+
+    job: JobConfig
+    run_dir: Path
+    device: torch.device
+    dtype: torch.dtype  # compute dtype (weights and optimizer stay fp32)
+    world_size: int  # processes launched (1: no process group)
+    dims: ParallelDims  # (dp, tp); (1, 1) in one process
+    model_config: ModelConfig  # from the checkpoint on resume, else model.init_from, else the flavour
+    model_source: str  # where model_config came from, for messages
+    latest: Path | None = None  # the checkpoint to resume from
+    saved: dict[str, Any] | None = None  # its state.json
+    data: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # token-file prefix -> content fingerprint
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def first_phase(self) -> int:
+        """The phase the run starts or resumes in."""
+        return self.saved["trainer"]["phase"] if self.saved else 0
+
+    @property
+    def phase_started(self) -> bool:
+        return bool(self.saved and self.saved["trainer"]["phase_started"])
+
+
+def resolve_device(name: str, world_size: int = 1) -> torch.device:
+    """train.device: "auto" is cuda when available, else cpu; under torchrun each process takes its LOCAL_RANK GPU."""
+    if name == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"train.device = {name!r} but CUDA is not available; use cpu or auto")
+    if world_size > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """Compute dtype: bf16 autocast on GPU by default; weights and optimizer stay fp32 either way."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return torch.bfloat16 if name == "bf16" else torch.float32
+
+
+def token_files(job: JobConfig, first: int = 0) -> list[tuple[str, str]]:
+    """(config key with the source's name, prefix) of every token file the phases from `first` on read."""
+    out = []
+    for i, phase in enumerate(job.phases[first:], start=first):
+        for j, s in enumerate(phase.blend.sources):
+            for key, prefix in (("path", s.path), ("valid_path", s.valid_path)):
+                if prefix:
+                    out.append((f"phases.{i}.blend.sources.{j}.{key} (source {s.name!r})", prefix))
+    return out
+
+
+def plan_run(job: JobConfig, run_dir: str | Path, world_size: int | None = None) -> RunPlan:
+    """Stage 1: resolve the plan. Reads the config, the launch (WORLD_SIZE), the run directory's latest checkpoint
+    state (not its tensors), the model config of the model source, and fingerprints the token files."""
+    from nemotron4.data.indexed import dataset_exists
+    from nemotron4.data.samples import content_fingerprint
+
+    run_dir = Path(run_dir)
+    world_size = int(os.environ.get("WORLD_SIZE", "1")) if world_size is None else world_size
+    device = resolve_device(job.train.device, world_size)
+    if world_size > 1:
+        dims = job.parallel.resolve(world_size)
+    else:
+        dims = ParallelDims(dp=1, tp=1)
+        if job.parallel.tp > 1 or job.parallel.dp > 1:
+            warnings.warn(f"parallel.tp = {job.parallel.tp}, parallel.dp = {job.parallel.dp} are ignored in a single "
+                          "process; launch with torchrun for tensor / data parallelism", stacklevel=2)
+    latest = CheckpointManager(run_dir).latest()
+    saved = CheckpointManager.read_state(latest) if latest else None
+    if saved is not None:
+        model_config, source = ModelConfig.from_dict(saved["model_config"]), f"checkpoint {latest}"
+    elif job.model.init_from:
+        try:
+            model_config, source = load_config(job.model.init_from), f"model.init_from {job.model.init_from}"
+        except UserError as e:
+            raise type(e)(f"model.init_from: {e}") from e
+    else:
+        model_config, source = job.model.model_config(), f"model.flavour {job.model.flavour!r}"
+    plan = RunPlan(job, run_dir, device, resolve_dtype(job.train.dtype, device), world_size, dims, model_config,
+                   source, latest, saved)
+    plan.data = {prefix: content_fingerprint(prefix) if dataset_exists(prefix) else None
+                 for _, prefix in token_files(job, plan.first_phase)}
+    return plan
+
+
+def check_run(plan: RunPlan) -> RunPlan:
+    """Stage 2: everything that can be checked before allocating, in the order a user would fix it. Returns the
+    plan, so that `build(check_run(plan_run(...)))` reads in order."""
+    job, cfg = plan.job, plan.model_config
+    if plan.saved is not None:
+        check_resumable(plan)
+    if job.train.seq_len > cfg.max_seq_len:
+        raise ConfigError(f"train.seq_len = {job.train.seq_len} exceeds the model's max_seq_len {cfg.max_seq_len} "
+                          f"({plan.model_source}); lower train.seq_len or set model.max_seq_len")
+    if plan.distributed:
+        check_tp(cfg, plan.dims.tp, job.train.seq_len)
+        job.check_batches(plan.dims.dp)  # global batches must split over the replicas
+    check_data(plan)
+    check_init_from(plan)
+    return plan
+
+
+def check_resumable(plan: RunPlan) -> None:
+    """Refuse, naming the keys, config changes that would make the resumed run differ from its past."""
+    progress = plan.saved["trainer"]
+    started = progress["phase"] if progress["phase_started"] else progress["phase"] - 1
+    defaults = job_to_dict(JobConfig(phases=[PhaseSection() for _ in plan.job.phases]))
+    conflicts = resume_conflicts(plan.saved["config"], job_to_dict(plan.job), started, defaults)
+    if conflicts:
+        raise ConfigError(
+            f"{plan.run_dir} holds a run with a different configuration, which cannot be resumed: "
+            f"{'; '.join(conflicts[:8])}. Restore those values, or use a new --run-dir."
+        )
+
+
+def check_data(plan: RunPlan) -> None:
+    """The token files of every phase still to run: present, sound, made with a tokenizer the model's vocabulary
+    can hold (the tokenizer `nemotron4 prepare` recorded beside them), and a sample of their ids in range."""
+    from nemotron4.data.indexed import check_token_files
+    from nemotron4.data.prepare import recorded_tokenizer_size
+
+    vocab = plan.model_config.vocab_size
+    files = token_files(plan.job, plan.first_phase)
+    check_token_files(files, vocab_size=vocab)
+    for where, prefix in files:
+        recorded = recorded_tokenizer_size(prefix)
+        if recorded is not None and recorded[1] > vocab:
+            raise ConfigError(
+                f"{where}: the token files were made with tokenizer {recorded[0]} ({recorded[1]} pieces), more than "
+                f"the model's vocab_size {vocab} ({plan.model_source}); set model.vocab_size >= {recorded[1]} or "
+                "re-run `nemotron4 prepare` with the model's tokenizer"
+            )
+
+
+def check_init_from(plan: RunPlan) -> None:
+    """Read the config of every phase's init_from that is still to come, so that a missing or unsupported source
+    fails now, not at the phase switch hours later (the weights are read when the phase starts)."""
+    phases = plan.job.phases
+    for i in range(plan.first_phase + int(plan.phase_started), len(phases)):
+        if phases[i].init_from:
+            try:
+                load_config(phases[i].init_from)
+            except UserError as e:
+                raise UserError(f"phases.{i}.init_from: {e}") from e
