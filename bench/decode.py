@@ -122,7 +122,7 @@ def time_hf(model, prompt: list[int], new: int, mode: str) -> dict:
 
 
 def prefill_tflops(model: Nemotron4, cfg: ModelConfig, T: int) -> dict:
-    """Forward over T tokens from position 0 (cache filled, causal SDPA). FLOPs: a third of the PAPER.md
+    """Forward over T tokens from position 0 (cache filled, causal SDPA). FLOPs: a third of the docs/paper.md
     section 4 training convention, i.e. 2 x (non-embedding + output params) + 4 x layers x T x dim per token."""
     counts = model.param_counts()
     n = counts["non_embedding"] + model.output.weight.numel()

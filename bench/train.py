@@ -3,7 +3,7 @@
 Both: the same shapes (Minitron-4B by default: dim 3072, 32 layers, 24/8 heads, ffn 9216, vocab 256000, seq 4096),
 bf16 autocast over fp32 master weights, fused AdamW, gradient clipping 1.0, the same global batch of sequences
 made of micro-batches with gradient accumulation. Ours runs `nemotron4.train.step.train_step` (what
-`nemotron4 train` runs) with the fast paths of `nemotron4.train.fast`. Prints tokens/s, MFU (PAPER.md convention,
+`nemotron4 train` runs) with the fast paths of `nemotron4.train.fast`. Prints tokens/s, MFU (docs/paper.md convention,
 989e12 peak), ours / HF and peak memory; writes JSON.
 
     python bench/train.py --out bench/results/train_h200.json
@@ -104,8 +104,8 @@ def our_step_context(model, device: torch.device):
 
 
 def loss_curves(cfg: ModelConfig, args, device: torch.device, hf_factory, attention: str) -> dict:
-    """HF and ours from the same initial weights on the same batches for `args.curve` steps (PAPER.md optimizer,
-    LR warmup 10 steps to 3e-4, then constant); per-step losses of both."""
+    """HF and ours from the same initial weights on the same batches for `args.curve` steps (the optimizer of
+    docs/paper.md section 4, LR warmup 10 steps to 3e-4, then constant); per-step losses of both."""
     steps, micro = args.curve, int(args.micro.split(",")[0])
     data = markov_batches(cfg.vocab_size, steps, args.global_batch, args.seq_len)
     torch.manual_seed(0)

@@ -5,7 +5,7 @@
 1. configs/tiny.toml on CUDA (bf16 autocast, fused AdamW): an uninterrupted run, and a run killed with SIGKILL
    at step 25 and re-run; prints whether the losses match step for step.
 2. A larger flavour at seq 4096, global batch 8 = micro-batch 1 x 8 accumulation, on random tokens: prints the
-   median step's tokens/s and MFU (PAPER.md section 4 convention, 989 TFLOP/s peak).
+   median step's tokens/s and MFU (docs/paper.md section 4 convention, 989 TFLOP/s peak).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Nemotron-4 15B on several GPUs under torchrun: tokens/s per GPU, MFU (PAPER.md convention) and peak memory per
+"""Nemotron-4 15B on several GPUs under torchrun: tokens/s per GPU, MFU (docs/paper.md section 4) and peak memory per
 GPU for each (tp, dp) layout, against the paper's 34.3% at tp = 8 and against `nemotron4 plan --layout nemotron4`.
 
 Each run is the trainer's distributed step (`nemotron4.distributed`: DTensor TP with sequence parallelism and a

@@ -1,6 +1,6 @@
 """Model configuration: the knobs Nemotron-4 needs, and the named flavours of the family.
 
-Values come from PAPER.md section 1 (report Table 1 and the released Hugging Face configs).
+Values come from docs/paper.md section 1 (report Table 1 and the released Hugging Face configs).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class ModelConfig:
             raise ConfigError(f"cannot read model config {path}: {e}") from e
 
 
-# Named flavours. PAPER.md section 1: Table 1 for 15B; the released family's configs for the others.
+# Named flavours. docs/paper.md section 1: Table 1 for 15B; the released family's configs for the others.
 FLAVOURS: dict[str, ModelConfig] = {
     # A few-hundred-thousand-parameter model for CPU tests; GQA, partial rotary, head_dim != dim / n_heads.
     "tiny": ModelConfig(

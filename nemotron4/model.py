@@ -1,4 +1,4 @@
-"""The Nemotron-4 decoder (PAPER.md section 1), as plain nn.Modules that import only torch.
+"""The Nemotron-4 decoder (docs/paper.md section 1), as plain nn.Modules that import only torch.
 
     tokens -> tok_embeddings -> n_layers x Block -> norm -> output -> logits
     Block:  h = x + attention(attention_norm(x));  out = h + feed_forward(ffn_norm(h))

@@ -1,4 +1,4 @@
-"""SentencePiece BPE tokenizer, trained and loaded the way PAPER.md section 2 describes.
+"""SentencePiece BPE tokenizer, trained and loaded the way docs/paper.md section 2 describes.
 
 Byte fallback (no `<unk>` for unseen characters), digits split one per token, whitespace preserved exactly
 (identity normalisation, no collapsing, leading and trailing spaces kept, whitespace-only pieces allowed so code

@@ -9,8 +9,8 @@ import json
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "flops", help="model FLOPs per token, throughput and MFU of an iteration time",
-        description="MFU with the convention of PAPER.md section 4: 6 x (non-embedding + output-projection params) "
-        "+ 12 x layers x seq_len x hidden FLOPs per token, over GPUs x peak.",
+        description="MFU with the convention of docs/paper.md section 4: 6 x (non-embedding + output-projection "
+        "params) + 12 x layers x seq_len x hidden FLOPs per token, over GPUs x peak.",
     )
     p.add_argument("--model", default="15b", help="model flavour (tiny, minitron-4b, minitron-8b, 15b, 340b)")
     p.add_argument("--seq-len", type=int, default=4096)

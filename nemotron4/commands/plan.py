@@ -8,7 +8,7 @@ import json
 
 HELP = """Memory per GPU (bf16 weights and gradients sharded over tp, fp32 master + Adam moments sharded over dp,
 activations per micro-batch after Korthikanti et al. 2022 with sequence parallelism) and the time to train a token
-budget at a given MFU (FLOPs convention of PAPER.md section 4). --stages paper plans the report's three stages
+budget at a given MFU (FLOPs convention of docs/paper.md section 4). --stages paper plans the report's three stages
 (Table 2: 768, 1536, 2304 GPUs), about 13 days."""
 
 

@@ -1,6 +1,6 @@
 """Blending sources into one deterministic sample order.
 
-A blend is a value built from config: categories with shares (PAPER.md section 3: English 70 / multilingual 15 /
+A blend is a value built from config: categories with shares (docs/paper.md section 3: English 70 / multilingual 15 /
 code 15), each holding sources weighted by explicit weights, by size (tokens), or by temperature (size**alpha).
 Each training phase can build its own. The flat per-source share is `category share x within-category share`.
 

@@ -7,7 +7,7 @@
 
 Also keeps aside English -> other-language pairs (msgid -> msgstr) per language for a translation evaluation (their
 msgstr is left out of the training text), and a held-out split of every source. Exact duplicates are dropped
-(PAPER.md section 3: deduplication). Bounded: bytes per file, per source and per category.
+(docs/paper.md section 3: deduplication). Bounded: bytes per file, per source and per category.
 """
 
 from __future__ import annotations

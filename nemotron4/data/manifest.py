@@ -22,7 +22,7 @@ from nemotron4.errors import UserError
 __all__ = ["CATEGORIES", "Manifest", "ManifestSource", "iter_jsonl_texts", "tokenizer_sample"]
 
 CATEGORIES: dict[str, float] = {"english": 0.70, "multilingual": 0.15, "code": 0.15}
-"""Default category shares (PAPER.md section 3)."""
+"""Default category shares (docs/paper.md section 3)."""
 
 FORMAT = "nemotron4-corpus"
 
@@ -101,7 +101,7 @@ def tokenizer_sample(
     """Documents for tokenizer training, about `sample_bytes` in all, drawn from every source's train split.
 
     Each source's quota is proportional to its size, times `non_english_upsample` for the multilingual category
-    (PAPER.md section 2). A source smaller than its quota is repeated (that is what upsampling means for BPE merge
+    (docs/paper.md section 2). A source smaller than its quota is repeated (that is what upsampling means for BPE merge
     counts); a larger one is sampled at random in one streaming pass, keeping each document with probability
     about quota / size, so memory holds the sample, never a whole source. Sources are interleaved so that a
     truncated sample stays mixed.

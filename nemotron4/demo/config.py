@@ -21,7 +21,7 @@ __all__ = ["DemoConfig", "EvalSection", "SamplesSection", "TranslationSection", 
 @dataclass
 class TranslationSection:
     """English -> X pairs (from the gettext catalogs): a held-out evaluation set, and benchmark-style examples for
-    continued training made from the rest (PAPER.md section 5)."""
+    continued training made from the rest (docs/paper.md section 5)."""
 
     heldout_pairs: int = 100
     """Pairs kept for evaluation; never trained on."""

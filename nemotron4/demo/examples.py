@@ -1,6 +1,6 @@
 """English -> X translation pairs for the demo: pick the language, hold out an evaluation set from the corpus's
 translation pairs, gather training pairs, and write them as benchmark-style documents for continued training
-(PAPER.md section 5) in the very template the evaluation prompts with (`nemotron4.eval.prompts`).
+(docs/paper.md section 5) in the very template the evaluation prompts with (`nemotron4.eval.prompts`).
 
 The corpus keeps only a sample of each catalog's pairs aside (their translations are left out of the training
 text); the held-out set comes from those. Training pairs come from the rest of that sample and from the language's

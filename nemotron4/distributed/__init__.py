@@ -1,4 +1,4 @@
-"""Tensor + data parallelism on torch.distributed (PAPER.md section 4). Everything that touches a process group
+"""Tensor + data parallelism on torch.distributed (docs/paper.md section 4). Everything that touches a process group
 lives here; nemotron4.model stays plain nn.Modules.
 
     layout.py       the [parallel] section, ParallelDims (validated against the world size), check_tp: plain values

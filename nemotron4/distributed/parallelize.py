@@ -1,5 +1,5 @@
 """Tensor parallelism (DTensor) and data parallelism with sharded optimizer state (FSDP2), applied to a model built
-on `meta`, in torchtitan's order (DESIGN.md style rule 3):
+on `meta`, in torchtitan's order (parallelism is applied from outside the model; docs/architecture.md):
 
     with torch.device("meta"):
         model = Nemotron4(cfg)

@@ -1,7 +1,7 @@
 """Memory per GPU and time to train, for a model on `gpus` GPUs at tensor-parallel size `tp` (pure arithmetic: no
 process group, no model built). Backs `nemotron4 plan`.
 
-Memory follows the paper's layout (PAPER.md section 4: TP 8 + DP with Megatron's distributed optimizer, bf16):
+Memory follows the paper's layout (docs/paper.md section 4: TP 8 + DP with Megatron's distributed optimizer, bf16):
 
     weights      2 bytes x params/GPU          bf16, sharded over tp (whole model; norms replicated)
     gradients    g bytes x params/GPU          bf16 (g = 2) or fp32 (g = 4) buffers, sharded over tp
@@ -34,7 +34,7 @@ measurements in bench/results/train_h200.json at tp = dp = 1, within 1%, tests/d
     logits       one process: the fused loss's bf16 output weight + fp32 weight gradient (6 V h) and one chunk of
                  bf16 logits and their gradient (4 c V); tp/dp: the vocabulary-parallel loss, 6 s b V / t
 
-Time uses the FLOPs convention of `nemotron4.flops` (PAPER.md section 4, 6N + 12 L T d per token): a stage of
+Time uses the FLOPs convention of `nemotron4.flops` (docs/paper.md section 4, 6N + 12 L T d per token): a stage of
 `tokens` on `gpus` GPUs at MFU m takes tokens x flops/token / (gpus x peak x m). The report's three stages (Table 2)
 give 0.8 + 0.4 + 11.9 = 13 days.
 """
@@ -54,7 +54,7 @@ __all__ = ["PAPER_STAGES", "Memory", "Stage", "StagePlan", "memory_per_gpu", "pa
 RECOMPUTE = ("none", "selective", "full")
 LAYOUTS = ("megatron", "nemotron4")
 
-# PAPER.md section 4, Table 2: GPUs, global batch (sequences of 4096), tokens, MFU.
+# docs/paper.md section 4, Table 2: GPUs, global batch (sequences of 4096), tokens, MFU.
 PAPER_STAGES = "768:384:200B:0.343 1536:768:200B:0.333 2304:1152:7.6T:0.305"
 
 

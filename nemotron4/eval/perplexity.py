@@ -1,4 +1,4 @@
-"""Held-out perplexity and bits per byte, per source and per blend category (PAPER.md section 3's English /
+"""Held-out perplexity and bits per byte, per source and per blend category (docs/paper.md section 3's English /
 multilingual / code split), from each source's held-out tokens (`Source.valid_path`).
 
 Each source's held-out file is cut into windows of `seq_len + 1` tokens (the same sampler as training, so windows

@@ -1,6 +1,6 @@
 """Prompt templates shared by evaluation and by the benchmark-style data of continued training.
 
-The continued-training phase (PAPER.md section 5) adds a small amount of benchmark-style examples; writing them
+The continued-training phase (docs/paper.md section 5) adds a small amount of benchmark-style examples; writing them
 with the very template the evaluation uses is what lets that phase teach the format. Keep the two in one place.
 """
 

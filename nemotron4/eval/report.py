@@ -32,7 +32,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def paper_table(rows: Sequence[dict[str, Any]]) -> str:
-    """The paper suite beside Nemotron-4 15B's published numbers (PAPER.md section 6)."""
+    """The paper suite beside Nemotron-4 15B's published numbers (docs/paper.md section 6)."""
     body = [[r["benchmark"], r["ours"], r["paper"], r["status"]] for r in rows]
     avg = commonsense_average({r["benchmark"]: r["ours"] for r in rows})
     body.append(["commonsense avg (0)", avg, COMMONSENSE_PAPER_AVERAGE, "ok" if avg is not None else "-"])

@@ -162,6 +162,7 @@ def _harness(model: Any, tokenizer: Any, opts: EvalOptions, humaneval: dict | No
 
         rows = run_paper_suite(lm, limit=opts.limit, tm=tm, unsafe_code=opts.unsafe_code, humaneval=run_humaneval,
                                log=log)
-        log("\nNemotron-4 15B evaluation suite (PAPER.md section 6), scores in percent\n" + report.paper_table(rows))
+        log("\nNemotron-4 15B evaluation suite (docs/paper.md section 6), scores in percent\n"
+            + report.paper_table(rows))
         out["paper_suite"] = rows
     return out

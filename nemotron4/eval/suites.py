@@ -1,4 +1,4 @@
-"""The paper's evaluation suite (PAPER.md section 6, report Tables 3-10) as data: each benchmark, its shots, the
+"""The paper's evaluation suite (docs/paper.md section 6, report Tables 3-10) as data: each benchmark, its shots, the
 harness tasks that measure it, the metric read from their results, and Nemotron-4 15B's published number.
 
 Task names and metric keys are those of LM-Evaluation-Harness 0.4.x (checked against its task registry: `lm-eval ls

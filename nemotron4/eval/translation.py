@@ -1,6 +1,6 @@
 """k-shot translation over held-out parallel pairs, scored with corpus-level chrF (sacrebleu).
 
-PAPER.md section 6 evaluates FLORES-101 Chinese -> X with 8 shots (spBLEU); the demo corpus keeps English -> X
+docs/paper.md section 6 evaluates FLORES-101 Chinese -> X with 8 shots (spBLEU); the demo corpus keeps English -> X
 pairs aside (translation/en-<lang>.jsonl, `nemotron4.data.corpus`), never trained on. Prompts are
 `nemotron4.eval.prompts.translation_prompt`, the template continued training also writes, and the answer is the
 greedy continuation up to the first newline. chrF (character n-gram F-score) needs no tokenizer or download, so it

@@ -82,7 +82,7 @@ class TrainSection:
 
 @dataclass
 class OptimSection:
-    """AdamW as in the family's public recipes (PAPER.md section 4). The LR lives in each phase."""
+    """AdamW as in the family's public recipes (docs/paper.md section 4). The LR lives in each phase."""
 
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     """Adam (beta1, beta2)."""
@@ -118,7 +118,7 @@ class BlendSection:
     """A weighted mixture of sources (mirrors `nemotron4.data.blend.BlendConfig`)."""
 
     categories: dict[str, float] = field(default_factory=dict)
-    """Category weights, e.g. {english = 70, multilingual = 15, code = 15} (PAPER.md section 3); normalised."""
+    """Category weights, e.g. {english = 70, multilingual = 15, code = 15} (docs/paper.md section 3); normalised."""
     sources: list[SourceSection] = field(default_factory=list)
     """The sources, each in one category."""
     within_category: str = "size"
@@ -129,7 +129,7 @@ class BlendSection:
 
 @dataclass
 class PhaseSection:
-    """One phase of the run: pretraining, or continued training (PAPER.md section 5)."""
+    """One phase of the run: pretraining, or continued training (docs/paper.md section 5)."""
 
     name: str = "pretrain"
     """Unique name, shown in metrics and plots."""

@@ -1,4 +1,4 @@
-"""Speed options for training, applied to a built model from outside it (DESIGN.md: fast paths live beside the
+"""Speed options for training, applied to a built model from outside it (fast paths live beside the
 model). Each computes the same function as the plain model (tests/unit/test_fast_paths.py checks loss and grads).
 
 - `compile_blocks`: `torch.compile` each transformer block in place (torchtitan's per-block compile: one graph,

@@ -1,4 +1,4 @@
-"""AdamW with the family's public settings (PAPER.md section 4): betas (0.9, 0.95), eps 1e-5, weight decay 0.1 on
+"""AdamW with the family's public settings (docs/paper.md section 4): betas (0.9, 0.95), eps 1e-5, weight decay 0.1 on
 matrices only (norms, biases and other 1-D parameters are not decayed)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""`nemotron4 plan`: the report's three stages (PAPER.md Table 2) come out at its iteration times and about 13 days,
-and the memory components scale as their formulas say."""
+"""`nemotron4 plan`: the report's three stages (docs/paper.md, Table 2) come out at its iteration times and about
+13 days, and the memory components scale as their formulas say."""
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ def test_info_15b_json(capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["params"]["embedding"] == 3_145_728_000
     assert round(info["params"]["non_embedding"] / 1e9, 2) == 12.48
-    assert round(info["decode_bytes_per_token_bf16"] / 1e9, 1) == 28.1  # PAPER.md section 7
+    assert round(info["decode_bytes_per_token_bf16"] / 1e9, 1) == 28.1  # docs/paper.md section 7
     assert info["weights_bytes"]["bf16"] == 2 * info["params"]["total"]
 
 

@@ -14,7 +14,7 @@ def meta_counts(name: str) -> dict[str, int]:
 
 
 def test_15b_parameter_split_matches_the_report():
-    # PAPER.md section 1: 3.2B embedding (2 x 256000 x 6144 = 3.146B) + 12.5B non-embedding (12.48B) = 15.6B.
+    # docs/paper.md section 1: 3.2B embedding (2 x 256000 x 6144 = 3.146B) + 12.5B non-embedding (12.48B) = 15.6B.
     c = meta_counts("15b")
     assert c["embedding"] == 2 * 256000 * 6144 == 3_145_728_000
     assert round(c["non_embedding"] / 1e9, 2) == 12.48

@@ -1,4 +1,4 @@
-"""`nemotron4 flops` reproduces the MFU column of the report's Table 2 (PAPER.md section 4)."""
+"""`nemotron4 flops` reproduces the MFU column of the report's Table 2 (docs/paper.md section 4)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def test_param_counts_match_the_model(name: str) -> None:
 
 def test_15b_numbers_match_paper() -> None:
     counts = param_counts(ModelConfig.from_name("15b"))
-    assert counts["non_embedding"] == pytest.approx(12.48e9, rel=1e-3)  # PAPER.md section 1
+    assert counts["non_embedding"] == pytest.approx(12.48e9, rel=1e-3)  # docs/paper.md section 1
     assert counts["embedding"] == 2 * 256000 * 6144
     # 6 x (12.48B + 1.57B) + 12 x 32 x 4096 x 6144
     assert flops_per_token(ModelConfig.from_name("15b"), 4096) == pytest.approx(94.0e9, rel=1e-3)
