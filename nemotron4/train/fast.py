@@ -1,5 +1,5 @@
 """Speed options for training, applied to a built model from outside it (fast paths live beside the
-model). Each computes the same function as the plain model (tests/unit/test_fast_paths.py checks loss and grads).
+model). Each computes the same function as the plain model (tests/train/test_fast_paths.py checks loss and grads).
 
 - `compile_blocks`: `torch.compile` each transformer block in place (torchtitan's per-block compile: one graph,
   reused by every layer; parameter names unchanged, so checkpoints do not see it); under tp/dp,
@@ -85,7 +85,7 @@ class CastWeightsOnce:
     This makes the compute-dtype copies of the blocks' matrices once per optimizer step, swaps them into the
     blocks for the step (as FSDP2 swaps in unsharded parameters), and adds each micro-batch's low-precision
     gradient into the fp32 master's `.grad` as it arrives (Megatron's main_grad): 10 bytes. The forward values and
-    the accumulated fp32 gradients are the ones autocast gives (tests/unit/test_fast_paths.py).
+    the accumulated fp32 gradients are the ones autocast gives (tests/train/test_fast_paths.py).
 
     Call it around a step's micro-batches (`train_step(..., step_context=CastWeightsOnce(model))`). Norm weights
     stay fp32 (autocast runs LayerNorm in fp32), and so do the embedding and output matrices (the embedding keeps

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from helpers import fake_tree
+from helpers import run_data_command as run_cli
 
 from nemotron4.data.blend import BlendConfig, build_blend
 from nemotron4.data.loader import DataLoader
-
-from .cli_helpers import run_cli
-from .test_corpus import fake_tree
 
 
 def test_pipeline(tmp_path, capsys) -> None:

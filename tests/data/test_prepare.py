@@ -4,12 +4,12 @@ import json
 
 import numpy as np
 import pytest
+from helpers import data_docs as fake_docs
+from helpers import write_jsonl
 
 from nemotron4.data.indexed import IndexedDataset
 from nemotron4.data.prepare import prepare
 from nemotron4.errors import UserError
-
-from .conftest import fake_docs, write_jsonl
 
 
 def test_prepare_jsonl_text_and_folders(tmp_path, tokenizer_path, tokenizer) -> None:

@@ -1,11 +1,10 @@
 from __future__ import annotations
 
 import pytest
+from helpers import data_docs as fake_docs
 
 from nemotron4.errors import UserError
 from nemotron4.tokenizer import Tokenizer, TokenizerConfig, train_tokenizer
-
-from .conftest import fake_docs
 
 
 @pytest.mark.parametrize(

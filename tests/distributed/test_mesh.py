@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from train.conftest import TINY_TOML
+from helpers import TINY_TOML
 
 from nemotron4.config import ModelConfig
 from nemotron4.distributed.layout import ParallelDims, check_tp, resolve_backend

@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from .conftest import launch
+from helpers import launch_workers as launch
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 

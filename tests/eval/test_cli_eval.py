@@ -67,7 +67,7 @@ def test_nothing_to_do_is_one_clear_line(tmp_path, weights_dir):
 
 def test_lm_eval_own_cli_finds_the_nemotron4_model(tmp_path, weights_dir):
     pytest.importorskip("lm_eval")
-    from .conftest import write_mc_task
+    from helpers import write_mc_task
 
     tasks = write_mc_task(tmp_path / "tasks", n=6)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
-from .conftest import fake_docs, write_mc_task
+from helpers import eval_docs as fake_docs
+from helpers import write_mc_task
 
 lm_eval = pytest.importorskip("lm_eval")
 

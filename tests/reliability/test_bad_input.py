@@ -8,14 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
-from train.conftest import TINY_TOML
+from helpers import SHORT, TINY_TOML, no_steps_taken
 
 from nemotron4.cli import main
 from nemotron4.config import ModelConfig
 from nemotron4.interop.hf import to_hf
 from nemotron4.model import build_model
-
-from .conftest import SHORT, no_steps_taken
 
 
 def train_in_process(cwd: Path, run_dir: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,

@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from train.conftest import TINY_TOML
+from helpers import SHORT, TINY_TOML, latest
 
 from nemotron4.checkpoint import CheckpointManager
 from nemotron4.train.metrics import read_metrics
 
-from .conftest import SHORT, latest
+pytestmark = pytest.mark.slow  # launches `nemotron4 train` subprocesses
 
 
 @pytest.mark.distributed

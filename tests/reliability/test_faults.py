@@ -11,12 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
-from train.conftest import TINY_TOML, nemotron4_cmd
+from helpers import SHORT, TINY_TOML, assert_clean_error, assert_same_run, latest, nemotron4_cmd
+from helpers import train_cli as train
 
 from nemotron4.checkpoint import find_checkpoint
 from nemotron4.train.metrics import read_metrics
 
-from .conftest import SHORT, assert_clean_error, assert_same_run, latest, train
+pytestmark = pytest.mark.slow  # launches `nemotron4 train` subprocesses
 
 
 def test_sigkill_full_disk_and_sigint_then_resume_bitwise(corpus: Path, reference: Path, tmp_path: Path) -> None:

@@ -8,12 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from train.conftest import tiny_job
+from helpers import SHORT, STEPS, tiny_job
 
 from nemotron4.train.metrics import read_metrics
 from nemotron4.train.trainer import NonFiniteLossError, Trainer
-
-from .conftest import SHORT, STEPS
 
 
 def test_nan_stop_then_resume_from_the_last_good_checkpoint(corpus: Path, tmp_path: Path) -> None:

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import TINY_TOML
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from train.conftest import TINY_TOML
 
 from nemotron4.data.blend import blending_indices
 from nemotron4.errors import ConfigError

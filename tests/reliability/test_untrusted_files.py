@@ -11,17 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import SHORT, TINY_TOML
 from torch.distributed.checkpoint.filesystem import _StorageInfo
 from torch.distributed.checkpoint.metadata import BytesStorageMetadata, MetadataIndex
-from train.conftest import TINY_TOML
 
 from nemotron4.checkpoint import _safe_metadata
 from nemotron4.cli import main
 from nemotron4.config import ModelConfig
 from nemotron4.interop.hf import to_hf
 from nemotron4.model import build_model
-
-from .conftest import SHORT
 
 
 class Payload:
@@ -47,6 +45,7 @@ def run_copy(reference: Path, tmp_path: Path) -> Path:
     return tmp_path / "run"
 
 
+@pytest.mark.slow  # run_copy comes from the `reference` training subprocess
 def test_dcp_metadata_with_foreign_classes(run_copy: Path, tmp_path: Path, capsys) -> None:
     marker = tmp_path / "pwned"
     checkpoint = run_copy / "checkpoints" / "step_00000008"
@@ -56,6 +55,7 @@ def test_dcp_metadata_with_foreign_classes(run_copy: Path, tmp_path: Path, capsy
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_dcp_entry_that_dcp_would_unpickle(run_copy: Path, corpus: Path, tmp_path: Path, capsys,
                                            monkeypatch) -> None:
     """Only allow-listed classes in .metadata, but one tensor re-declared as pickled bytes pointing to a payload:

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_job
 
 from nemotron4.checkpoint import CheckpointManager, find_checkpoint, load_model_from_checkpoint
 from nemotron4.errors import UserError
 from nemotron4.train import step as step_module
 from nemotron4.train.metrics import read_metrics
 from nemotron4.train.trainer import NonFiniteLossError, Trainer
-
-from .conftest import tiny_job
 
 SHORT = ("--phases.0.tokens", "4096", "--phases.0.warmup_tokens", "1024", "--phases.1.tokens", "2048",
          "--metrics.eval_interval", "0")  # 8 + 2 steps of 8 x 64 and 16 x 64 tokens

@@ -7,13 +7,12 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from helpers import TINY_TOML
 
 from nemotron4.cli import main
 from nemotron4.errors import ConfigError
 from nemotron4.train.config_io import dumps_toml, job_from_dict, job_to_dict, load_job, parse_overrides, save_job
 from nemotron4.train.resume import resume_conflicts
-
-from .conftest import TINY_TOML
 
 PAPER_TOML = TINY_TOML.parent / "nemotron4-15b.toml"
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import QUICK as SHORT
+from helpers import tiny_job
 
 from nemotron4.errors import ConfigError
 from nemotron4.train.metrics import read_metrics
 from nemotron4.train.trainer import Trainer
-
-from .conftest import tiny_job
-from .test_checkpoint import SHORT
 
 
 def test_compiled_fused_checkpointed_run_matches_plain_run(corpus_dir: Path, tmp_path: Path) -> None:

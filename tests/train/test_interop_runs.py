@@ -6,15 +6,14 @@ from pathlib import Path
 
 import torch
 import transformers
+from helpers import QUICK as SHORT
+from helpers import tiny_job
 
 from nemotron4.checkpoint import load_model_from_checkpoint
 from nemotron4.cli import main
 from nemotron4.interop.hf import from_hf, to_hf
 from nemotron4.train.trainer import Trainer
 from nemotron4.weights import describe, load_config
-
-from .conftest import tiny_job
-from .test_checkpoint import SHORT
 
 
 def test_convert_a_training_run_to_hf_and_back(corpus_dir: Path, tmp_path: Path) -> None:

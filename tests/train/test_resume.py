@@ -10,13 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import COMPARED, TINY_TOML, nemotron4_cmd, run_cli
 
 from nemotron4.train.metrics import read_metrics
 
-from .conftest import TINY_TOML, nemotron4_cmd, run_cli
-
-COMPARED = ("step", "phase", "loss", "lr", "batch_size", "tokens", "grad_norm", "val_loss", "skipped")
-
+pytestmark = pytest.mark.slow  # launches `nemotron4 train` subprocesses
 
 def train_until_killed(cwd: Path, run_dir: Path, kill_at_step: int, config: Path = TINY_TOML) -> int:
     """Run `nemotron4 train`, which SIGKILLs itself right after step `kill_at_step` (a deterministic crash: no race
@@ -63,12 +61,12 @@ def test_resume_after_the_data_moved(corpus_dir: Path, tmp_path: Path) -> None:
     continues as the uninterrupted run; re-tokenized data (other content) is refused."""
     import shutil
 
+    from helpers import QUICK as SHORT
+    from helpers import tiny_job, write_source
+
     from nemotron4.data.indexed import IndexedDataset
     from nemotron4.errors import UserError
     from nemotron4.train.trainer import Trainer
-
-    from .conftest import tiny_job, write_source
-    from .test_checkpoint import SHORT
 
     reference = tmp_path / "reference"
     Trainer.create(tiny_job(corpus_dir, *SHORT), reference).run()

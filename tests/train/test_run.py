@@ -9,13 +9,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import tiny_job
 
 import nemotron4.train.trainer as trainer_module
 from nemotron4.errors import UserError
 from nemotron4.train.run import check_run, plan_run
 from nemotron4.train.trainer import Trainer
-
-from .conftest import tiny_job
 
 
 @pytest.fixture
@@ -62,8 +61,9 @@ def test_token_ids_beyond_the_vocabulary(corpus_dir: Path, tmp_path: Path, no_bu
 
 def test_tokenizer_larger_than_the_vocabulary(corpus_dir: Path, tmp_path: Path, no_build: list) -> None:
     """The tokenizer `prepare` recorded beside the token files has more pieces than the model's embedding."""
-    from data.conftest import GERMAN, WORDS
-    from fake_text import train_fake_tokenizer
+    from helpers import DATA_GERMAN as GERMAN
+    from helpers import DATA_WORDS as WORDS
+    from helpers import train_fake_tokenizer
 
     tokens = tmp_path / "data" / "tiny"
     shutil.copytree(corpus_dir / "data" / "tiny", tokens)

@@ -8,12 +8,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import CHAIN_ENTROPY, markov_tokens, tiny_job, unigram_entropy
 
 from nemotron4.train.data import build_phase_loader
 from nemotron4.train.metrics import read_metrics
 from nemotron4.train.trainer import Trainer
-
-from .conftest import CHAIN_ENTROPY, markov_tokens, tiny_job, unigram_entropy
 
 
 @pytest.fixture(scope="module")
