@@ -269,6 +269,17 @@ def no_steps_taken(run_dir: Path) -> bool:
 # ---- evaluation -----------------------------------------------------------------------------------------------------
 
 
+def small_hf_config(vocab_size: int, max_position_embeddings: int) -> Any:
+    """A two-layer `transformers.NemotronConfig` with GQA (6 heads, 2 KV heads, head_dim 20 != hidden / heads)
+    and partial RoPE: the shape the parity tests compare against."""
+    import transformers
+
+    return transformers.NemotronConfig(vocab_size=vocab_size, hidden_size=48, intermediate_size=96,
+                                       num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=2, head_dim=20,
+                                       partial_rotary_factor=0.5, max_position_embeddings=max_position_embeddings,
+                                       tie_word_embeddings=False)
+
+
 def random_model(vocab_size: int, seed: int = 0, std: float = 0.3) -> Any:
     """The tiny flavour with weights larger than its init: sharper, more varied next-token distributions."""
     import torch

@@ -1,6 +1,7 @@
 import pytest
 import torch
 import transformers
+from helpers import small_hf_config
 
 from nemotron4 import ModelConfig, build_model
 from nemotron4.inference import generate, generate_tokens, quantize_int8, remove_caches, sample
@@ -50,10 +51,7 @@ def test_cache_reused_across_calls_gives_the_same_result(model):
 
 
 def test_greedy_equals_transformers_generate(tmp_path):
-    cfg = transformers.NemotronConfig(vocab_size=113, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-                                      num_attention_heads=6, num_key_value_heads=2, head_dim=20,
-                                      partial_rotary_factor=0.5, max_position_embeddings=96,
-                                      tie_word_embeddings=False)
+    cfg = small_hf_config(vocab_size=113, max_position_embeddings=96)
     torch.manual_seed(0)
     ref = transformers.NemotronForCausalLM(cfg).eval()
     with torch.no_grad():

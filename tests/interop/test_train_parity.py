@@ -4,6 +4,7 @@ loss) and HF `NemotronForCausalLM` under the same optimizer give the same losses
 import torch
 import torch.nn.functional as F
 import transformers
+from helpers import small_hf_config
 
 from nemotron4 import Nemotron4
 from nemotron4.interop.hf import config_from_hf, our_name
@@ -14,10 +15,7 @@ from nemotron4.train.step import train_step
 
 
 def test_twelve_steps_of_training_match_transformers():
-    cfg_hf = transformers.NemotronConfig(vocab_size=97, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-                                         num_attention_heads=6, num_key_value_heads=2, head_dim=20,
-                                         partial_rotary_factor=0.5, max_position_embeddings=64,
-                                         tie_word_embeddings=False)
+    cfg_hf = small_hf_config(vocab_size=97, max_position_embeddings=64)
     torch.manual_seed(0)
     hf = transformers.NemotronForCausalLM(cfg_hf).train()
     with torch.device("meta"):
