@@ -132,3 +132,38 @@ def test_the_walk_sees_function_level_and_relative_imports(tmp_path):
     assert graph["nemotron4.train.trainer"] == {"nemotron4.model": 1}
     assert cycles(graph) == [["nemotron4.model", "nemotron4.train.trainer"]]
     assert any("nemotron4.model (layer 2) imports nemotron4.train.trainer" in b for b in upward_imports(graph))
+
+
+def test_readme_layout_matches_the_tree_and_the_layers():
+    """The README's Layout block lists every top-level module and package at its layer, and every module of each
+    package (but commands/, one file per command) by name; everything it lists exists."""
+    import re
+
+    readme = (PACKAGE.parent / "README.md").read_text()
+    block = readme.split("## Layout", 1)[1].split("```", 2)[1]
+    listed: dict[str, tuple[int, str]] = {}
+    layer = -1
+    for line in block.splitlines():
+        m = re.match(r"^\s*(\d+)?\s+(nemotron4/\S+)\s+(.*)$", line)
+        if m:
+            layer = int(m.group(1)) if m.group(1) else layer
+            listed[m.group(2)] = (layer, m.group(3))
+        elif listed and line.startswith(" " * 20):  # a continued description
+            key = list(listed)[-1]
+            listed[key] = (listed[key][0], listed[key][1] + " " + line.strip())
+    for path, (number, _) in listed.items():
+        assert (PACKAGE.parent / path).exists(), f"README Layout lists {path}, which does not exist"
+        name = path.removesuffix("/").removesuffix(".py").replace("/", ".")
+        assert layer_of(name) == number, f"README Layout puts {path} in layer {number}, nemotron4/layers.py in " \
+                                         f"{layer_of(name)}"
+    for entry in sorted(PACKAGE.iterdir()):
+        if entry.name == "__init__.py" or entry.name.startswith((".", "__")):
+            continue
+        key = f"nemotron4/{entry.name}/" if entry.is_dir() else f"nemotron4/{entry.name}"
+        if entry.is_dir() or entry.suffix == ".py":
+            assert key in listed or entry.name == "layers.py", f"README Layout does not list {key}"
+        if entry.is_dir() and entry.name != "commands":
+            words = listed[key][1].lower().replace("-", "_")
+            for module in sorted(entry.glob("*.py")):
+                if module.stem != "__init__":
+                    assert re.search(rf"\b{module.stem}\b", words), f"README Layout: {key} does not name {module.stem}"
