@@ -13,7 +13,8 @@ from typing import Any
 __all__ = ["resume_conflicts"]
 
 _FREE = ("checkpoint.", "metrics.", "parallel.", "train.compile", "train.max_nonfinite_in_row",
-         "train.attention_backend", "train.activation_checkpointing", "train.fused_loss", "train.cast_weights_once")
+         "train.attention_backend", "train.activation_checkpointing", "train.fused_loss", "train.cast_weights_once",
+         "train.fp8")
 
 
 _MOVABLE = re.compile(r"\.blend\.sources\.\d+\.(path|valid_path)$")

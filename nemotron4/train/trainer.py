@@ -46,6 +46,7 @@ from nemotron4.train.fast import (
 )
 from nemotron4.train.faults import Faults
 from nemotron4.train.flops import flops_per_token
+from nemotron4.train.fp8 import apply_fp8
 from nemotron4.train.metrics import MetricsLogger, NullMetrics, peak_memory_gib
 from nemotron4.train.optim import build_optimizer, init_optimizer_state
 from nemotron4.train.resume import resume_conflicts
@@ -224,6 +225,7 @@ class Trainer:
         """Speed options of nemotron4.train.fast, in torchtitan's order: checkpointing, then compile."""
         train = self.job.train
         set_attention_backend(train.attention_backend)
+        apply_fp8(model, train.fp8, parallel=self.parallel is not None)  # before checkpointing and compile
         if self.parallel is not None:  # inside the TP / FSDP2 hooks of the already parallelized model
             if train.activation_checkpointing:
                 apply_activation_checkpointing(model)
