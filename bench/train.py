@@ -167,14 +167,17 @@ def fp8_loss_curves(cfg: ModelConfig, args, device: torch.device, modes: list[st
                                  "vocab_size": args.curve_vocab or cfg.vocab_size})
     steps, micro = args.fp8_curve, int(args.micro.split(",")[0])
     data = markov_batches(cfg.vocab_size, steps, args.global_batch, args.seq_len)
-    initial = {k: v.detach().cpu() for k, v in build_model(cfg, device="cpu", seed=0).state_dict().items()}
+    initial = None  # the bf16 model's initial weights, loaded into each FP8 one
     curves: dict = {"steps": steps, "micro_batch": micro, "global_batch": args.global_batch, "seq_len": args.seq_len,
                     "n_layers": cfg.n_layers, "vocab_size": cfg.vocab_size, "data": "markov (successor 80%)"}
     for mode in ["off", *modes]:
         model, context = build_ours(cfg, args, device, mode, initial)
-        curves[mode if mode != "off" else "bf16"] = [round(x, 5) for x in
-                                                     train_curve(model, fused_cross_entropy_loss, data, micro,
-                                                                 device, context)]
+        if initial is None:
+            initial = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        name = mode if mode != "off" else "bf16"
+        curves[name] = [round(x, 5) for x in train_curve(model, fused_cross_entropy_loss, data, micro, device,
+                                                         context)]
+        log(f"{name} curve: {json.dumps(curves[name])}")
         del model
         gc.collect()
         if device.type == "cuda":
@@ -260,7 +263,8 @@ def main() -> None:
     ap.add_argument("--fp8", default="",
                     help="also time ours with these train.fp8 recipes, e.g. tensorwise,rowwise; RECIPE:nocast runs "
                     "it without cast_weights_once (the trainer keeps cast-once on under FP8)")
-    ap.add_argument("--fp8-micro", default=None, help="micro-batch sizes for the FP8 runs (default: --micro)")
+    ap.add_argument("--fp8-micro", default=None,
+                    help="micro-batch sizes for the FP8 runs (default: --micro; an empty string: no FP8 timing)")
     ap.add_argument("--fp8-curve", type=int, default=0,
                     help="also train bf16 and each --fp8 recipe N steps from the same weights on the same data")
     ap.add_argument("--curve-layers", type=int, default=0, help="layers of the --fp8-curve model (0: the model's)")
@@ -314,9 +318,10 @@ def main() -> None:
 
     plans = [(args.global_batch, m) for m in micros] + ([(1, 1)] if args.single else [])
     fp8_modes = list(filter(None, args.fp8.split(",")))
-    fp8_plans = [(args.global_batch, int(m)) for m in (args.fp8_micro or args.micro).split(",")]
+    fp8_micro = args.micro if args.fp8_micro is None else args.fp8_micro  # "": no FP8 timing (curves only)
+    fp8_plans = [(args.global_batch, int(m)) for m in filter(None, fp8_micro.split(","))]
     variants = [(peer, "off", plans) for peer in filter(None, args.peers.split(","))]
-    variants += [("ours", mode, fp8_plans) for mode in fp8_modes]
+    variants += [("ours", mode, fp8_plans) for mode in fp8_modes if fp8_plans]
     for peer, fp8, peer_plans in variants:
         torch.manual_seed(0)
         step_context = contextlib.nullcontext
