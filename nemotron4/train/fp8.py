@@ -9,10 +9,13 @@ loss reads the output weight directly, and its 256k-vocabulary logits are what t
 FP8 is a compute format only: the swapped modules keep the same fp32 `weight` parameters under the same names, so
 the optimizer, its state and checkpoints do not see it, and a run may turn it on or off across a resume. It
 composes with the other fast paths of `nemotron4.train.fast` (convert first, then activation checkpointing, then
-per-block compile, which torchao needs for speed: its scale and cast kernels fuse there); `cast_weights_once`
-still applies (the bf16 copies made once per step are what the fp8 casts read). Under tensor / data parallelism
-it is refused for now: the conversion must come before FSDP2's `fully_shard` (and the float8 all-gather,
-`enable_fsdp_float8_all_gather`, before it too), which the parallel build does not yet do.
+per-block compile, which torchao needs for speed: its amax, scale and cast kernels fuse there) and with the
+fused loss (the output weight it reads is untouched). `cast_weights_once` still applies: the fp8 casts then read
+the step's bf16 copies instead of the fp32 masters (same speed on one H200, bench/results/train_fp8_h200.json,
+so the trainer keeps one rule for it). Under tensor / data parallelism it is refused for now: the conversion
+must come before FSDP2's `fully_shard` (with `enable_fsdp_float8_all_gather` for tensorwise, and
+`torchao.float8.precompute_float8_dynamic_scale_for_fsdp` after each optimizer step), which the parallel build
+does not yet do; untested there.
 
 Needs CUDA on a GPU of compute capability 8.9 or more (Ada, Hopper) and `pip install 'nemotron4[fp8]'`.
 """

@@ -16,6 +16,7 @@ from nemotron4 import ModelConfig, build_model
 from nemotron4.errors import ConfigError
 from nemotron4.train import fp8
 from nemotron4.train.checkpoint import load_model_from_checkpoint
+from nemotron4.train.fast import apply_activation_checkpointing, fused_cross_entropy_loss
 from nemotron4.train.step import cross_entropy_loss
 from nemotron4.train.trainer import Trainer
 
@@ -53,6 +54,24 @@ def test_fp8_forward_and_backward_run_on_cpu_close_to_fp32() -> None:
     loss.backward()
     assert loss.item() != ref and loss.item() == pytest.approx(ref, rel=1e-2)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_fp8_composes_with_activation_checkpointing_and_the_fused_loss() -> None:
+    """Converted first, then checkpointed (the trainer's order): the recomputed fp8 forward gives the same loss and
+    gradients as the converted model alone, through the fused loss (which reads the untouched output weight)."""
+    batch = torch.randint(0, 512, (2, 33), generator=torch.Generator().manual_seed(1))
+
+    def loss_and_grads(model):
+        loss = fused_cross_entropy_loss(model, batch, chunk_size=16)
+        loss.backward()
+        return loss.detach(), {n: p.grad for n, p in model.named_parameters()}
+
+    ref = loss_and_grads(fp8.convert(build_model(ModelConfig.from_name("tiny"), seed=0), "tensorwise"))
+    got = loss_and_grads(apply_activation_checkpointing(
+        fp8.convert(build_model(ModelConfig.from_name("tiny"), seed=0), "tensorwise")))
+    torch.testing.assert_close(got[0], ref[0], rtol=0, atol=0)
+    for name, g in ref[1].items():
+        torch.testing.assert_close(got[1][name], g, rtol=1e-6, atol=1e-7, msg=name)
 
 
 def test_refused_without_cuda_with_one_line() -> None:
