@@ -61,27 +61,27 @@ def main() -> None:
     t, d, hd = args.micro * args.seq_len, cfg.dim, cfg.head_dim
     linears = {"wq": (d, cfg.n_heads * hd), "wk": (d, cfg.n_kv_heads * hd), "wv": (d, cfg.n_kv_heads * hd),
                "wo": (cfg.n_heads * hd, d), "w1": (d, cfg.ffn_dim), "w2": (cfg.ffn_dim, d)}
-    rows, block_ms = [], {"bf16": 0.0, "fp8": 0.0}
-    print("| linear | GEMM | m x k x n | bf16 TFLOP/s | fp8 TFLOP/s | fp8 speedup |\n|---|---|---|---|---|---|")
-    for name, (k, n) in linears.items():
-        for gemm, shape in (("fwd", (t, k, n)), ("grad in", (t, n, k)), ("grad w", (n, t, k))):
+    rows: list[dict] = []
+
+    def step_gemms(name: str, shapes: dict[str, tuple[int, int, int]]) -> dict[str, float]:
+        total = {"bf16": 0.0, "fp8": 0.0}
+        for gemm, shape in shapes.items():
             bf16, fp8 = gemm_pair(*shape)
             flop = 2 * shape[0] * shape[1] * shape[2]
             rows.append({"linear": name, "gemm": gemm, "mkn": shape, "bf16_ms": bf16, "fp8_ms": fp8})
-            block_ms["bf16"] += bf16
-            block_ms["fp8"] += fp8
+            total["bf16"] += bf16
+            total["fp8"] += fp8
             print(f"| {name} | {gemm} | {'x'.join(map(str, shape))} | {flop / bf16 / 1e9:.0f} | "
                   f"{flop / fp8 / 1e9:.0f} | {bf16 / fp8:.2f} |")
+        return total
+
+    print("| linear | GEMM | m x k x n | bf16 TFLOP/s | fp8 TFLOP/s | fp8 speedup |\n|---|---|---|---|---|---|")
+    block_ms = {"bf16": 0.0, "fp8": 0.0}
+    for name, (k, n) in linears.items():
+        ms = step_gemms(name, {"fwd": (t, k, n), "grad in": (t, n, k), "grad w": (n, t, k)})
+        block_ms = {f: block_ms[f] + ms[f] for f in ms}
     chunk, v = 4096, cfg.vocab_size  # the fused loss's chunk of tokens (nemotron4.ops.cross_entropy)
-    out_ms = {"bf16": 0.0, "fp8": 0.0}
-    for gemm, shape in (("fwd", (chunk, d, v)), ("grad in", (chunk, v, d)), ("grad w", (v, chunk, d))):
-        bf16, fp8 = gemm_pair(*shape)
-        flop = 2 * shape[0] * shape[1] * shape[2]
-        rows.append({"linear": "output", "gemm": gemm, "mkn": shape, "bf16_ms": bf16, "fp8_ms": fp8})
-        out_ms["bf16"] += bf16
-        out_ms["fp8"] += fp8
-        print(f"| output (bf16 kept) | {gemm} | {'x'.join(map(str, shape))} | {flop / bf16 / 1e9:.0f} | "
-              f"{flop / fp8 / 1e9:.0f} | {bf16 / fp8:.2f} |")
+    out_ms = step_gemms("output (bf16 kept)", {"fwd": (chunk, d, v), "grad in": (chunk, v, d), "grad w": (v, chunk, d)})
     per_step = args.global_batch // args.micro * cfg.n_layers
     step_bf16, step_fp8 = block_ms["bf16"] * per_step / 1e3, block_ms["fp8"] * per_step / 1e3
     res = {"model": args.model, "micro_batch": args.micro, "seq_len": args.seq_len, "gpu": torch.cuda.get_device_name(),
