@@ -7,6 +7,14 @@ made of micro-batches with gradient accumulation. Ours runs `nemotron4.train.ste
 989e12 peak), ours / HF and peak memory; writes JSON.
 
     python bench/train.py --out bench/results/train_h200.json
+    python bench/train.py --peers ours --micro 4 --fp8 tensorwise,rowwise --fp8-curve 100 --curve-layers 4 \
+        --out bench/results/train_fp8_h200.json     # FP8 (train.fp8) against the bf16 step, same run
+
+With `--fp8`, ours also runs with the blocks' linear layers in FP8 (`nemotron4.train.fp8`, torchao float8) for each
+recipe named; `fp8_over_bf16` is the best FP8 tokens/s over the best bf16 tokens/s of ours. MFU stays in the bf16-
+peak convention under FP8 (989e12; the FP8 peak is twice that): it is tokens/s times the same FLOPs per token.
+`--fp8-curve N` trains bf16 and each FP8 recipe N steps from the same initial weights on the same batches (a model
+of `--curve-layers` layers and a `--curve-vocab` vocabulary: cheap, same block shapes).
     python bench/train.py --device cpu --model tiny --seq-len 64 --layers 2     # smoke test of this script
 """
 
@@ -35,6 +43,7 @@ from nemotron4.train.fast import (  # noqa: E402
     fused_cross_entropy_loss,
     set_attention_backend,
 )
+from nemotron4.train.fp8 import apply_fp8  # noqa: E402
 from nemotron4.train.optim import build_optimizer  # noqa: E402
 from nemotron4.train.step import autocast_context, train_step  # noqa: E402
 
@@ -57,7 +66,7 @@ def hf_loss(model, batch: torch.Tensor) -> torch.Tensor:
 
 
 def time_steps(model, optimizer, batches, micro: int, loss_fn, device, warmup: int, steps: int,
-               step_context=contextlib.nullcontext) -> dict:
+               step_context=contextlib.nullcontext, profile: bool = False) -> dict:
     autocast = autocast_context(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
     gbs = batches.shape[0]
     micro_batches = list(batches.split(micro))
@@ -79,8 +88,26 @@ def time_steps(model, optimizer, batches, micro: int, loss_fn, device, warmup: i
     dt = (time.perf_counter() - t0) / steps
     tokens = gbs * (batches.shape[1] - 1)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
-    return {"micro_batch": micro, "accumulation": gbs // micro, "global_batch": gbs, "step_s": dt,
-            "tokens_per_s": tokens / dt, "peak_mem_gib": peak, "losses": losses}
+    out = {"micro_batch": micro, "accumulation": gbs // micro, "global_batch": gbs, "step_s": dt,
+           "tokens_per_s": tokens / dt, "peak_mem_gib": peak, "losses": losses}
+    if profile:
+        out["gpu_ms_by_group"] = profile_step(step, device)
+    return out
+
+
+def profile_step(step, device: torch.device) -> dict[str, float]:
+    """GPU milliseconds of one more step by kernel group (bench/profile_train.py's groups)."""
+    from profile_train import group_of  # bench/ is on sys.path when this file runs as a script
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA] if device.type == "cuda" else [ProfilerActivity.CPU]) as prof:
+        step()
+        sync(device)
+    groups: dict[str, float] = {}
+    for e in prof.events():
+        if e.device_type == torch.autograd.DeviceType.CUDA:
+            groups[group_of(e.name)] = groups.get(group_of(e.name), 0.0) + e.device_time_total / 1e3
+    return {g: round(ms, 2) for g, ms in sorted(groups.items(), key=lambda kv: -kv[1])}
 
 
 def markov_batches(vocab: int, steps: int, gbs: int, seq_len: int, seed: int = 0) -> torch.Tensor:
@@ -98,9 +125,73 @@ def markov_batches(vocab: int, steps: int, gbs: int, seq_len: int, seed: int = 0
     return out.view(steps, gbs, seq_len + 1)
 
 
-def our_step_context(model, device: torch.device):
+def our_step_context(model, device: torch.device, enabled: bool = True):
     """What `nemotron4 train` enters around a step's micro-batches (train.cast_weights_once; bf16 on GPU)."""
-    return cast_weights_context(model, torch.bfloat16 if device.type == "cuda" else torch.float32)
+    return cast_weights_context(model, torch.bfloat16 if device.type == "cuda" else torch.float32, enabled=enabled)
+
+
+def train_curve(model, loss_fn, data: torch.Tensor, micro: int, device: torch.device,
+                step_context=contextlib.nullcontext) -> list[float]:
+    """Train on `data` (steps, global batch, seq + 1) with the PAPER.md optimizer, LR warmup 10 steps to 3e-4 then
+    constant; the per-step losses."""
+    autocast = autocast_context(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
+    optimizer = build_optimizer(model, OptimSection(fused="true" if device.type == "cuda" else "false"), device)
+    losses = []
+    for i in range(data.shape[0]):
+        lr = 3e-4 * min(1.0, (i + 1) / 10)
+        micro_batches = list(data[i].to(device).split(micro))
+        losses.append(train_step(model, optimizer, micro_batches, lr, 1.0, autocast, loss_fn,
+                                 step_context=step_context).loss)
+    return losses
+
+
+def build_ours(cfg: ModelConfig, args, device: torch.device, fp8: str = "off", weights: dict | None = None):
+    """Our model as `nemotron4 train` runs it on one GPU (fp8 conversion, then compile) and its step context."""
+    recipe, _, option = fp8.partition(":")
+    model = build_model(cfg, device=device, seed=0)
+    if weights is not None:
+        model.load_state_dict(weights)
+    set_attention_backend(args.attention if device.type == "cuda" else "auto")
+    apply_fp8(model, recipe)
+    if not args.no_compile:
+        compile_blocks(model)
+    return model.train(), our_step_context(model, device, enabled=option != "nocast")
+
+
+def fp8_loss_curves(cfg: ModelConfig, args, device: torch.device, modes: list[str]) -> dict:
+    """bf16 and each FP8 recipe from the same initial weights on the same batches; per-step losses and the
+    relative differences to bf16 (max after step 10, final)."""
+    cfg = ModelConfig.from_dict({**cfg.to_dict(), "n_layers": args.curve_layers or cfg.n_layers,
+                                 "vocab_size": args.curve_vocab or cfg.vocab_size})
+    steps, micro = args.fp8_curve, int(args.micro.split(",")[0])
+    data = markov_batches(cfg.vocab_size, steps, args.global_batch, args.seq_len)
+    initial = None  # the bf16 model's initial weights, loaded into each FP8 one
+    curves: dict = {"steps": steps, "micro_batch": micro, "global_batch": args.global_batch, "seq_len": args.seq_len,
+                    "n_layers": cfg.n_layers, "vocab_size": cfg.vocab_size, "data": "markov (successor 80%)"}
+    for mode in ["off", *modes]:
+        model, context = build_ours(cfg, args, device, mode, initial)
+        if initial is None:
+            initial = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        name = mode if mode != "off" else "bf16"
+        curves[name] = [round(x, 5) for x in train_curve(model, fused_cross_entropy_loss, data, micro, device,
+                                                         context)]
+        log(f"{name} curve: {json.dumps(curves[name])}")
+        del model
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    ref = curves["bf16"]
+    log("\n| step | bf16 loss | " + " | ".join(f"{m} loss | rel diff" for m in modes) + " |")
+    log("|---|---|" + "---|---|" * len(modes))
+    for i in sorted({*range(0, steps, max(1, steps // 10)), steps - 1}):
+        log(f"| {i + 1} | {ref[i]:.4f} | " + " | ".join(
+            f"{curves[m][i]:.4f} | {abs(curves[m][i] - ref[i]) / abs(ref[i]):.2e}" for m in modes) + " |")
+    for m in modes:
+        rel = [abs(a - b) / abs(b) for a, b in zip(curves[m], ref, strict=True)]
+        curves[f"{m}_max_rel_diff_after_10"] = max(rel[10:], default=0.0)
+        curves[f"{m}_final_rel_diff"] = rel[-1]
+        log(f"{m}: max rel diff after step 10 {max(rel[10:], default=0.0):.2e}, final {rel[-1]:.2e}")
+    return curves
 
 
 def loss_curves(cfg: ModelConfig, args, device: torch.device, hf_factory, attention: str) -> dict:
@@ -111,17 +202,9 @@ def loss_curves(cfg: ModelConfig, args, device: torch.device, hf_factory, attent
     torch.manual_seed(0)
     hf = hf_factory()
     initial = {k: v.detach().to("cpu", copy=True) for k, v in hf.state_dict().items()}
-    autocast = autocast_context(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
 
     def train(model, loss_fn, step_context=contextlib.nullcontext) -> list[float]:
-        optimizer = build_optimizer(model, OptimSection(fused="true" if device.type == "cuda" else "false"), device)
-        losses = []
-        for i in range(steps):
-            lr = 3e-4 * min(1.0, (i + 1) / 10)
-            micro_batches = list(data[i].to(device).split(micro))
-            losses.append(train_step(model, optimizer, micro_batches, lr, 1.0, autocast, loss_fn,
-                                     step_context=step_context).loss)
-        return losses
+        return train_curve(model, loss_fn, data, micro, device, step_context)
 
     hf.train()
     hf_losses = train(hf, hf_loss)
@@ -175,11 +258,24 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--curve", type=int, default=0,
                     help="also train HF and ours N steps from the same weights on the same data; print both losses")
+    ap.add_argument("--fp8", default="",
+                    help="also time ours with these train.fp8 recipes, e.g. tensorwise,rowwise; RECIPE:nocast runs "
+                    "it without cast_weights_once (the trainer keeps cast-once on under FP8)")
+    ap.add_argument("--fp8-micro", default=None,
+                    help="micro-batch sizes for the FP8 runs (default: --micro; an empty string: no FP8 timing)")
+    ap.add_argument("--fp8-curve", type=int, default=0,
+                    help="also train bf16 and each --fp8 recipe N steps from the same weights on the same data")
+    ap.add_argument("--curve-layers", type=int, default=0, help="layers of the --fp8-curve model (0: the model's)")
+    ap.add_argument("--curve-vocab", type=int, default=0, help="vocabulary of the --fp8-curve model (0: the model's)")
+    ap.add_argument("--profile", action="store_true",
+                    help="after timing, profile one more step of each run: GPU ms by kernel group")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--out", default="bench/results/train_h200.json")
     args = ap.parse_args()
 
     device = torch.device(args.device)
+    limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+    setattr(torch._dynamo.config, limit, 64)  # bf16, each FP8 recipe and each micro-batch size compile the block
     overrides = {"max_seq_len": max(args.seq_len, 4096)}
     if args.layers:
         overrides["n_layers"] = args.layers
@@ -197,18 +293,18 @@ def main() -> None:
         "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
         "model": args.model, "config": cfg.to_dict(), "seq_len": args.seq_len, "flops_per_token": fpt,
         "mfu_convention": "6 x (non-embedding + output params) + 12 x layers x seq_len x dim per token; "
-                          f"{H100_BF16_PEAK:.0e} peak",
+                          f"{H100_BF16_PEAK:.0e} peak (the bf16 peak, also for the FP8 runs)",
         "runs": [],
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
-    def record(peer: str, r: dict) -> None:
-        r["peer"] = peer
+    def record(peer: str, r: dict, fp8: str = "off") -> None:
+        r["peer"], r["fp8"] = peer, fp8
         r["mfu"] = mfu(cfg, args.seq_len, r["tokens_per_s"])
         res["runs"].append(r)
         out.write_text(json.dumps(res, indent=2) + "\n")
-        log(f"{peer:5s} mb {r['micro_batch']} x acc {r['accumulation']}: {r['tokens_per_s']:,.0f} tok/s, "
+        log(f"{peer:5s} fp8 {fp8} mb {r['micro_batch']} x acc {r['accumulation']}: {r['tokens_per_s']:,.0f} tok/s, "
             f"MFU {r['mfu']:.1%}, {r['step_s']:.3f} s/step, peak {r['peak_mem_gib']:.1f} GiB")
 
     def hf_factory():
@@ -219,28 +315,29 @@ def main() -> None:
                                                                  dtype=torch.float32)
 
     plans = [(args.global_batch, m) for m in micros] + ([(1, 1)] if args.single else [])
-    for peer in filter(None, args.peers.split(",")):
+    fp8_modes = list(filter(None, args.fp8.split(",")))
+    fp8_micro = args.micro if args.fp8_micro is None else args.fp8_micro  # "": no FP8 timing (curves only)
+    fp8_plans = [(args.global_batch, int(m)) for m in filter(None, fp8_micro.split(","))]
+    variants = [(peer, "off", plans) for peer in filter(None, args.peers.split(","))]
+    variants += [("ours", mode, fp8_plans) for mode in fp8_modes if fp8_plans]
+    for peer, fp8, peer_plans in variants:
         torch.manual_seed(0)
         step_context = contextlib.nullcontext
         if peer == "hf":
-            model = hf_factory()
+            model = hf_factory().train()
             loss_fn = hf_loss
         else:
-            model = build_model(cfg, device=device, seed=0)
-            set_attention_backend(args.attention if device.type == "cuda" else "auto")
-            if not args.no_compile:
-                compile_blocks(model)
+            model, step_context = build_ours(cfg, args, device, fp8)
             loss_fn = fused_cross_entropy_loss
-            step_context = our_step_context(model, device)
-        model.train()
         optimizer = build_optimizer(model, OptimSection(fused="true" if device.type == "cuda" else "false"), device)
-        for gbs, micro in plans:
+        for gbs, micro in peer_plans:
             try:
                 record(peer, time_steps(model, optimizer, batches[:gbs], micro, loss_fn, device,
-                                        args.warmup, args.steps, step_context))
+                                        args.warmup, args.steps, step_context, args.profile), fp8)
             except torch.OutOfMemoryError as e:
-                log(f"{peer} mb {micro}: out of memory ({str(e)[:80]})")
-                res["runs"].append({"peer": peer, "micro_batch": micro, "global_batch": gbs, "error": "OOM"})
+                log(f"{peer} fp8 {fp8} mb {micro}: out of memory ({str(e)[:80]})")
+                res["runs"].append({"peer": peer, "fp8": fp8, "micro_batch": micro, "global_batch": gbs,
+                                    "error": "OOM"})
             with contextlib.suppress(Exception):
                 optimizer.zero_grad(set_to_none=True)
             gc.collect()
@@ -251,24 +348,50 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
+    ok = [r for r in res["runs"] if "mfu" in r]
+    best = {p: max((r for r in ok if r["peer"] == p and r["fp8"] == "off" and r["global_batch"] == args.global_batch),
+                   key=lambda r: r["mfu"], default=None) for p in ("hf", "ours")}
+    if best["hf"] and best["ours"]:
+        res["ours_over_hf_best"] = best["ours"]["tokens_per_s"] / best["hf"]["tokens_per_s"]
+        res["ours_over_hf_by_micro"] = same_micro_ratios([r for r in ok if r["fp8"] == "off"], args.global_batch)
+    fp8_best = {m: max((r for r in ok if r["fp8"] == m and r["global_batch"] == args.global_batch),
+                       key=lambda r: r["tokens_per_s"], default=None) for m in fp8_modes}
+    if best["ours"] and any(fp8_best.values()):
+        res["fp8_over_bf16_by_recipe"] = {m: r["tokens_per_s"] / best["ours"]["tokens_per_s"]
+                                          for m, r in fp8_best.items() if r}
+        res["fp8_best_recipe"] = max(res["fp8_over_bf16_by_recipe"], key=res["fp8_over_bf16_by_recipe"].get)
+        res["fp8_over_bf16"] = res["fp8_over_bf16_by_recipe"][res["fp8_best_recipe"]]
+        out.write_text(json.dumps(res, indent=2) + "\n")
+    if args.fp8_curve and fp8_modes:
+        recipes = list(dict.fromkeys(m.partition(":")[0] for m in fp8_modes))  # :nocast gives the same numbers
+        res["fp8_loss_curves"] = fp8_loss_curves(cfg, args, device, recipes)
+        chosen = res.get("fp8_best_recipe", recipes[0]).partition(":")[0]
+        res["fp8_final_loss_rel_diff"] = res["fp8_loss_curves"][f"{chosen}_final_rel_diff"]
+        res["fp8_max_loss_rel_diff_after_10"] = res["fp8_loss_curves"][f"{chosen}_max_rel_diff_after_10"]
+        out.write_text(json.dumps(res, indent=2) + "\n")
     if args.curve:
         res["loss_curves"] = loss_curves(cfg, args, device, hf_factory, args.attention)
         out.write_text(json.dumps(res, indent=2) + "\n")
 
-    ok = [r for r in res["runs"] if "mfu" in r]
-    best = {p: max((r for r in ok if r["peer"] == p and r["global_batch"] == args.global_batch),
-                   key=lambda r: r["mfu"], default=None) for p in ("hf", "ours")}
-    if best["hf"] and best["ours"]:
-        res["ours_over_hf_best"] = best["ours"]["tokens_per_s"] / best["hf"]["tokens_per_s"]
-        res["ours_over_hf_by_micro"] = same_micro_ratios(ok, args.global_batch)
     for r in ok:
         r["losses"] = [round(x, 4) for x in r["losses"]]
     out.write_text(json.dumps(res, indent=2) + "\n")
-    log("\n| peer | micro x acc | tokens/s | MFU | peak GiB |")
-    log("|---|---|---|---|---|")
+    log("\n| peer | fp8 | micro x acc | tokens/s | MFU (bf16 peak) | peak GiB |")
+    log("|---|---|---|---|---|---|")
     for r in ok:
-        log(f"| {r['peer']} | {r['micro_batch']} x {r['accumulation']} | {r['tokens_per_s']:,.0f} | "
+        log(f"| {r['peer']} | {r['fp8']} | {r['micro_batch']} x {r['accumulation']} | {r['tokens_per_s']:,.0f} | "
             f"{r['mfu']:.1%} | {r['peak_mem_gib']:.1f} |")
+    profiled = [r for r in ok if r.get("gpu_ms_by_group")]
+    if profiled:
+        groups = list(dict.fromkeys(g for r in profiled for g in r["gpu_ms_by_group"]))
+        log("\n| GPU ms of one step | " + " | ".join(groups) + " | step ms |")
+        log("|---|" + "---|" * (len(groups) + 1))
+        for r in profiled:
+            cells = " | ".join(f"{r['gpu_ms_by_group'].get(g, 0.0):.0f}" for g in groups)
+            log(f"| {r['fp8']} {r['micro_batch']} x {r['accumulation']} | {cells} | {r['step_s'] * 1e3:.0f} |")
+    if "fp8_over_bf16" in res:
+        log(f"FP8 / bf16, each at its best micro-batch: {res['fp8_over_bf16']:.3f} ({res['fp8_best_recipe']}); "
+            + ", ".join(f"{m} {v:.3f}" for m, v in res["fp8_over_bf16_by_recipe"].items()))
     if "ours_over_hf_best" in res:
         log(f"ours / HF, each at its best micro-batch: {res['ours_over_hf_best']:.2f}")
         for m, ratio in res["ours_over_hf_by_micro"].items():

@@ -24,6 +24,7 @@ from nemotron4.train.fast import (
     fused_cross_entropy_loss,
     set_attention_backend,
 )
+from nemotron4.train.fp8 import apply_fp8
 from nemotron4.train.step import autocast_context, cross_entropy_loss
 from nemotron4.weights import load_model
 
@@ -49,10 +50,11 @@ class ModelParts:
 def build_model_parts(plan: RunPlan, parallel: Parallel | None) -> ModelParts:
     """Build the model (from the checkpoint's shape on resume, else init_from weights, else a fresh init of the
     flavour; sharded under tp / dp), then apply the speed options of nemotron4.train.fast in torchtitan's order
-    (activation checkpointing, then compile), choose the loss and the step contexts."""
+    (fp8 conversion, activation checkpointing, then compile), choose the loss and the step contexts."""
     train = plan.job.train
     model = _build_model(plan, parallel)
     set_attention_backend(train.attention_backend)
+    apply_fp8(model, train.fp8, parallel=parallel is not None)  # before checkpointing and compile
     if train.activation_checkpointing:
         apply_activation_checkpointing(model)  # under tp / dp: inside the TP / FSDP2 hooks of the parallel model
     if train.compile:

@@ -76,6 +76,11 @@ class TrainSection:
     add their gradients straight into the fp32 masters (Megatron's main_grad). Same numbers as plain autocast,
     less memory traffic. One process, or tensor parallelism alone (not with dp > 1, where FSDP2 owns the
     parameters)."""
+    fp8: str = field(default="off", metadata=RESUME_FREE)
+    """FP8 matmuls for the blocks' linear layers (torchao float8 training; CUDA, compute capability >= 8.9,
+    `pip install 'nemotron4[fp8]'`): "off", "tensorwise" (one scale per tensor, fastest) or "rowwise" (one scale
+    per row). A compute format only: weights, optimizer state and checkpoints stay as they are, so it may change
+    across a resume. The embedding and output projection stay bf16. One process only for now."""
     max_nonfinite_in_row: int = field(default=5, metadata=RESUME_FREE)
     """A NaN/Inf loss or gradient norm skips that update; this many in a row stops the run."""
 
@@ -222,6 +227,9 @@ class JobConfig:
         if t.attention_backend not in ATTENTION_BACKENDS:
             raise ConfigError(f"train.attention_backend must be one of: {', '.join(ATTENTION_BACKENDS)}; "
                               f"got {t.attention_backend!r}")
+        from nemotron4.train.fp8 import check_mode
+
+        check_mode(t.fp8)
         if self.optim.fused not in ("auto", "true", "false"):
             raise ConfigError(f"optim.fused must be one of: auto, true, false; got {self.optim.fused!r}")
         if len(self.optim.betas) != 2:

@@ -135,6 +135,13 @@ def check_run(plan: RunPlan) -> RunPlan:
     if job.train.seq_len > cfg.max_seq_len:
         raise ConfigError(f"train.seq_len = {job.train.seq_len} exceeds the model's max_seq_len {cfg.max_seq_len} "
                           f"({plan.model_source}); lower train.seq_len or set model.max_seq_len")
+    if job.train.fp8 != "off":
+        from nemotron4.train.fp8 import check_fp8
+
+        if plan.distributed:
+            raise ConfigError(f"train.fp8 = {job.train.fp8!r} runs in a single process only for now (tensor / data "
+                              "parallelism would need the conversion before sharding); set train.fp8 = \"off\"")
+        check_fp8(job.train.fp8, plan.device)
     if plan.distributed:
         check_tp(cfg, plan.dims.tp, job.train.seq_len)
         job.check_batches(plan.dims.dp)  # global batches must split over the replicas

@@ -1,0 +1,103 @@
+"""FP8 matmuls for training on Hopper (`train.fp8`), through torchao's float8 training.
+
+`apply_fp8(model, mode)` swaps every `nn.Linear` inside the transformer blocks (attention q/k/v/o, MLP up/down)
+for torchao's `Float8Linear`: forward and both backward GEMMs run in fp8 (e4m3) with scales computed from each
+tensor's current absolute maximum ("tensorwise": one scale per tensor; "rowwise": one per row, more accurate,
+slower), accumulating in fp32 and returning bf16. The embedding and the output projection stay in bf16: the fused
+loss reads the output weight directly, and its 256k-vocabulary logits are what the loss is most sensitive to.
+
+FP8 is a compute format only: the swapped modules keep the same fp32 `weight` parameters under the same names, so
+the optimizer, its state and checkpoints do not see it, and a run may turn it on or off across a resume. It
+composes with the other fast paths of `nemotron4.train.fast` (convert first, then activation checkpointing, then
+per-block compile, which torchao needs for speed: its amax, scale and cast kernels fuse there) and with the
+fused loss (the output weight it reads is untouched). `cast_weights_once` still applies: the fp8 casts then read
+the step's bf16 copies instead of the fp32 masters (same speed on one H200, bench/results/train_fp8_h200.json,
+so the trainer keeps one rule for it). Under tensor / data parallelism it is refused for now: the conversion
+must come before FSDP2's `fully_shard` (with `enable_fsdp_float8_all_gather` for tensorwise, and
+`torchao.float8.precompute_float8_dynamic_scale_for_fsdp` after each optimizer step), which the parallel build
+does not yet do; untested there.
+
+Needs CUDA on a GPU of compute capability 8.9 or more (Ada, Hopper) and `pip install 'nemotron4[fp8]'`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+
+from nemotron4.errors import ConfigError
+
+__all__ = ["FP8_MODES", "apply_fp8", "check_fp8", "fp8_filter"]
+
+FP8_MODES = ("off", "tensorwise", "rowwise")
+MIN_CAPABILITY = (8, 9)  # fp8 tensor cores: Ada (8.9) and Hopper (9.0) onwards
+
+
+def check_mode(mode: str) -> None:
+    if mode not in FP8_MODES:
+        raise ConfigError(f"train.fp8 must be one of: {', '.join(FP8_MODES)}; got {mode!r}")
+
+
+def check_fp8(mode: str, device: torch.device | str) -> None:
+    """Raise a one-line ConfigError where `mode` cannot run on `device` (bad name, no CUDA, a GPU older than
+    compute capability 8.9, torchao missing); nothing for "off"."""
+    check_mode(mode)
+    if mode == "off":
+        return
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        raise ConfigError(f"train.fp8 = {mode!r} needs a CUDA GPU (the run is on {device}); set train.fp8 = \"off\"")
+    capability = torch.cuda.get_device_capability(device)
+    if capability < MIN_CAPABILITY:
+        raise ConfigError(
+            f"train.fp8 = {mode!r} needs a GPU of compute capability 8.9 or more (Ada, Hopper); "
+            f"{torch.cuda.get_device_name(device)} is {capability[0]}.{capability[1]}; set train.fp8 = \"off\""
+        )
+    _torchao_float8()
+
+
+def _torchao_float8() -> Any:
+    """torchao.float8, imported on first use; a ConfigError naming the extra when it is not installed."""
+    torchao_log = logging.getLogger("torchao")
+    level = torchao_log.level
+    torchao_log.setLevel(logging.ERROR)  # it warns about optional kernel libraries (mxfp8, cutlass) we do not use
+    try:
+        import torchao.float8 as float8
+    except ImportError as e:
+        raise ConfigError(f"train.fp8 needs torchao ({e}); pip install 'nemotron4[fp8]'") from e
+    finally:
+        torchao_log.setLevel(level)
+    return float8
+
+
+def fp8_filter(module: nn.Module, fqn: str) -> bool:
+    """The modules `apply_fp8` converts: the `nn.Linear`s inside `layers.*` (the blocks); not `output`."""
+    return isinstance(module, nn.Linear) and fqn.startswith("layers.")
+
+
+def apply_fp8(model: nn.Module, mode: str, parallel: bool = False) -> nn.Module:
+    """Swap the blocks' linear layers of a single-process `model` for torchao's Float8Linear (in place; parameter
+    names and values unchanged). Call before activation checkpointing and compile; "off" returns the model as is."""
+    check_mode(mode)
+    if mode == "off":
+        return model
+    if parallel:
+        raise ConfigError(f"train.fp8 = {mode!r} runs in a single process only for now (tensor / data parallelism "
+                          "would need the conversion before sharding); set train.fp8 = \"off\" under torchrun")
+    check_fp8(mode, next(model.parameters()).device)
+    return convert(model, mode)
+
+
+def convert(model: nn.Module, mode: str) -> nn.Module:
+    """The conversion itself, without the device check (torchao's module swap also runs on CPU, where the tests
+    check which modules it selects)."""
+    float8 = _torchao_float8()
+    for fqn, m in model.named_modules():
+        if fp8_filter(m, fqn) and (m.in_features % 16 or m.out_features % 16):
+            raise ConfigError(f"train.fp8: fp8 GEMMs need dimensions divisible by 16; {fqn} is {m.in_features} -> "
+                              f"{m.out_features}; set train.fp8 = \"off\"")
+    config = float8.Float8LinearConfig.from_recipe_name(mode)
+    return float8.convert_to_float8_training(model, module_filter_fn=fp8_filter, config=config)

@@ -1,0 +1,154 @@
+"""`train.fp8` on CPU: which modules the conversion selects, that a checkpoint written with FP8 on resumes with it
+off (and back) with the same weights, and the one-line refusals where FP8 cannot run. torchao's float8 module swap
+and its matmuls also run on CPU, which is what lets these tests train through the Trainer with the device check
+lifted; the compiled GPU step against bf16 is tests/gpu/test_fp8_gpu.py."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import tiny_job
+from torch import nn
+
+from nemotron4 import ModelConfig, build_model
+from nemotron4.checkpoint import load_model_from_checkpoint
+from nemotron4.errors import ConfigError
+from nemotron4.train import fp8
+from nemotron4.train.fast import apply_activation_checkpointing, fused_cross_entropy_loss
+from nemotron4.train.step import cross_entropy_loss
+from nemotron4.train.trainer import Trainer
+
+from .test_checkpoint import SHORT
+
+pytest.importorskip("torchao", reason="train.fp8 needs torchao: pip install 'nemotron4[fp8]'")
+from torchao.float8.float8_linear import Float8Linear  # noqa: E402
+
+BLOCK_LINEARS = ("attention.wq", "attention.wk", "attention.wv", "attention.wo", "feed_forward.w1", "feed_forward.w2")
+
+
+@pytest.mark.parametrize("recipe", ["tensorwise", "rowwise"])
+def test_conversion_selects_exactly_the_blocks_linears(recipe: str) -> None:
+    model = build_model(ModelConfig.from_name("tiny"), seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    params = {n: id(p) for n, p in model.named_parameters()}
+    fp8.convert(model, recipe)
+    converted = {n for n, m in model.named_modules() if isinstance(m, Float8Linear)}
+    assert converted == {f"layers.{i}.{name}" for i in range(model.cfg.n_layers) for name in BLOCK_LINEARS}
+    assert type(model.output) is nn.Linear and type(model.tok_embeddings) is nn.Embedding
+    # A compute format only: the same parameter objects (the optimizer's) under the same names, same values.
+    assert {n: id(p) for n, p in model.named_parameters()} == params
+    assert model.state_dict().keys() == before.keys()
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    assert all(m.weight.dtype == torch.float32 for n, m in model.named_modules() if n in converted)
+
+
+def test_fp8_forward_and_backward_run_on_cpu_close_to_fp32() -> None:
+    """The swapped modules really compute in fp8 (the loss moves, a little) and give finite gradients."""
+    model = build_model(ModelConfig.from_name("tiny"), seed=0)
+    batch = torch.randint(0, 512, (2, 33), generator=torch.Generator().manual_seed(0))
+    ref = cross_entropy_loss(model, batch).item()
+    loss = cross_entropy_loss(fp8.convert(model, "tensorwise"), batch)
+    loss.backward()
+    assert loss.item() != ref and loss.item() == pytest.approx(ref, rel=1e-2)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_fp8_composes_with_activation_checkpointing_and_the_fused_loss() -> None:
+    """Converted first, then checkpointed (the trainer's order): the recomputed fp8 forward gives the same loss and
+    gradients as the converted model alone, through the fused loss (which reads the untouched output weight)."""
+    batch = torch.randint(0, 512, (2, 33), generator=torch.Generator().manual_seed(1))
+
+    def loss_and_grads(model):
+        loss = fused_cross_entropy_loss(model, batch, chunk_size=16)
+        loss.backward()
+        return loss.detach(), {n: p.grad for n, p in model.named_parameters()}
+
+    ref = loss_and_grads(fp8.convert(build_model(ModelConfig.from_name("tiny"), seed=0), "tensorwise"))
+    got = loss_and_grads(apply_activation_checkpointing(
+        fp8.convert(build_model(ModelConfig.from_name("tiny"), seed=0), "tensorwise")))
+    torch.testing.assert_close(got[0], ref[0], rtol=0, atol=0)
+    for name, g in ref[1].items():
+        torch.testing.assert_close(got[1][name], g, rtol=1e-6, atol=1e-7, msg=name)
+
+
+def test_refused_without_cuda_with_one_line() -> None:
+    with pytest.raises(ConfigError, match=r"train.fp8 = 'tensorwise' needs a CUDA GPU \(the run is on cpu\)") as e:
+        fp8.check_fp8("tensorwise", "cpu")
+    assert "\n" not in str(e.value)
+    fp8.check_fp8("off", "cpu")  # nothing to check
+
+
+def test_refused_on_pre_hopper_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-80GB")
+    with pytest.raises(ConfigError, match=r"compute capability 8.9 or more .*A100-SXM4-80GB is 8.0"):
+        fp8.check_fp8("rowwise", "cuda")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    fp8.check_fp8("rowwise", "cuda")  # Hopper with torchao installed: accepted
+
+
+def test_refused_without_torchao(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setitem(sys.modules, "torchao.float8", None)  # import fails as if not installed
+    with pytest.raises(ConfigError, match=r"needs torchao .*pip install 'nemotron4\[fp8\]'"):
+        fp8.check_fp8("tensorwise", "cuda")
+
+
+def test_bad_name_uneven_dims_and_parallel_are_refused(corpus_dir: Path) -> None:
+    with pytest.raises(ConfigError, match=r"train.fp8 must be one of: off, tensorwise, rowwise; got 'e4m3'"):
+        tiny_job(corpus_dir, "--train.fp8", "e4m3").validate()
+    model = build_model(ModelConfig.from_name("tiny", ffn_dim=200), seed=0)
+    with pytest.raises(ConfigError, match=r"divisible by 16; layers.0.feed_forward.w1 is 64 -> 200"):
+        fp8.convert(model, "tensorwise")
+    with pytest.raises(ConfigError, match="single process only"):
+        fp8.apply_fp8(model, "tensorwise", parallel=True)
+
+
+def test_trainer_refuses_fp8_on_cpu_before_the_first_step(corpus_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="needs a CUDA GPU"):
+        Trainer.create(tiny_job(corpus_dir, *SHORT, "--train.fp8", "tensorwise"), tmp_path / "run")
+
+
+def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _moments(optimizer: torch.optim.Optimizer) -> dict[tuple[int, str], torch.Tensor]:
+    return {(i, k): v.clone() for i, state in optimizer.state_dict()["state"].items() for k, v in state.items()
+            if k in ("exp_avg", "exp_avg_sq")}
+
+
+def test_checkpoint_with_fp8_on_resumes_with_fp8_off_and_back(corpus_dir: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fp8, "check_fp8", lambda mode, device: None)  # torchao's fp8 runs on CPU too
+    run = tmp_path / "run"
+
+    def trainer(mode: str) -> Trainer:
+        return Trainer.create(tiny_job(corpus_dir, *SHORT, "--train.fp8", mode), run)
+
+    on = trainer("tensorwise")
+    assert any(isinstance(m, Float8Linear) for m in on.model.modules())
+    on.run(stop=lambda: on.state.step >= 4)
+    stopped, moments = _weights(on.model), _moments(on.optimizer)
+
+    off = trainer("off")  # train.fp8 may change across a resume
+    assert off.state.step == 4 and not any(isinstance(m, Float8Linear) for m in off.model.modules())
+    got = _weights(off.model)
+    assert got.keys() == stopped.keys() and all(torch.equal(got[k], v) for k, v in stopped.items())
+    assert _moments(off.optimizer).keys() == moments.keys()
+    assert all(torch.equal(_moments(off.optimizer)[k], v) for k, v in moments.items())
+    off.run(stop=lambda: off.state.step >= 6)
+    stopped = _weights(off.model)
+
+    back = trainer("tensorwise")
+    assert back.state.step == 6 and any(isinstance(m, Float8Linear) for m in back.model.modules())
+    assert all(torch.equal(_weights(back.model)[k], v) for k, v in stopped.items())
+    back.run()
+    assert back.state.step == 10
+    saved = load_model_from_checkpoint(run)  # a plain model reads what the FP8 run wrote
+    assert all(torch.equal(saved.state_dict()[k], v) for k, v in _weights(back.model).items())
