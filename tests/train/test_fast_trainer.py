@@ -32,9 +32,11 @@ def test_attention_backend_is_validated(corpus_dir: Path) -> None:
 
 
 def test_token_ids_beyond_the_vocabulary_stop_before_the_step(corpus_dir: Path, tmp_path: Path) -> None:
+    """The per-batch guard behind the check stage (which would refuse these files first): built without it."""
     from nemotron4.errors import UserError
+    from nemotron4.train.run import plan_run
 
-    trainer = Trainer.create(tiny_job(corpus_dir, *SHORT, "--model.vocab_size", "100"), tmp_path / "run")
+    trainer = Trainer(plan_run(tiny_job(corpus_dir, *SHORT, "--model.vocab_size", "100"), tmp_path / "run"))
     with pytest.raises(UserError, match=r"outside the model's vocabulary \[0, 100\).*nemotron4 prepare"):
         trainer.run()
     assert trainer.state.step == 0
