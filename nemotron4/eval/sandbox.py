@@ -24,6 +24,7 @@ import contextlib
 import functools
 import itertools
 import os
+import random
 import resource
 import shutil
 import signal
@@ -40,7 +41,7 @@ __all__ = ["ExecResult", "Limits", "Step", "isolation_method", "run_program", "r
 
 # Unprivileged uids for sandboxed runs, one per run (outside the range distributions hand out to real users).
 _UID_BASE, _UID_SPAN = 200_000, 50_000
-_uids = itertools.count()
+_uids = itertools.count(random.SystemRandom().randrange(_UID_SPAN))  # processes running sandboxes rarely collide
 _uid_lock = threading.Lock()
 
 # Prepended to every program: no sockets (the fallback when there is no network namespace).
@@ -83,6 +84,8 @@ class ExecResult:
     """The first lines of that step's stderr (what a user reads to see why it failed)."""
     stage: str = "run"
     """The step that decided the status: "compile" or "run"."""
+    uid: int | None = None
+    """The unprivileged uid the run had (None: it ran as this user)."""
 
     @property
     def passed(self) -> bool:
@@ -165,6 +168,24 @@ def _limit_child(limits: Limits, drop_to: int | None) -> None:
         os.setuid(drop_to)
 
 
+def _kill_uid(uid: int) -> None:
+    """SIGKILL every process of `uid` (a run's own uid), from a child that becomes that uid: kill(-1) then reaches
+    exactly those. Repeated until none is left, so that a fork bomb racing the kill loses."""
+    if os.geteuid() != 0:
+        return
+    pid = os.fork()
+    if pid == 0:  # the child: only system calls until _exit
+        try:
+            os.setgid(uid)
+            os.setuid(uid)
+            for _ in range(1000):
+                os.kill(-1, signal.SIGKILL)
+        except OSError:  # ESRCH: nothing left
+            pass
+        os._exit(0)
+    os.waitpid(pid, 0)
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
@@ -217,7 +238,10 @@ def run_program(
             result = _run_step(step, step.limits or limits, prefix, drop_to, scratch, full_env)
             if not result.passed:
                 break
+        if prefix or drop_to is not None:
+            _kill_uid(uid)  # whatever escaped the process group (setsid, daemonized children)
     result.seconds = time.monotonic() - start
+    result.uid = uid if prefix or drop_to is not None else None
     return result
 
 
