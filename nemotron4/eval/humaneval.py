@@ -118,7 +118,7 @@ def evaluate_humaneval(
     samples 1 decodes greedily (the paper's pass@1); more samples use `temperature` (default 0.8, the Codex paper's
     choice for pass@10 and above) and nucleus top_p. `generate(prompts, samples) -> completions per prompt`
     replaces the model (tests, or another backend). Returns {"pass@k": ..., "n_problems", "samples", "sandbox",
-    "results": [{"task_id", "passed", "status"}]}.
+    "results": [{"task_id", "passed", "status", "samples": [{"completion", "status", "exit_code", "stderr", ...}]}]}.
     """
     problems = list(problems if problems is not None else load_problems())[:limit]
     if max(k) > samples:
@@ -129,8 +129,9 @@ def evaluate_humaneval(
     results = execute(problems, completions, limits=limits, workers=workers, progress=progress)
     out: dict[str, Any] = score(results, k)
     out.update(n_problems=len(problems), samples=samples, sandbox=isolation_method())
-    out["results"] = [{"task_id": p["task_id"], "passed": sum(x.passed for x in r), "status": [x.status for x in r]}
-                      for p, r in zip(problems, results, strict=True)]
+    out["results"] = [{"task_id": p["task_id"], "passed": sum(x.passed for x in r), "status": [x.status for x in r],
+                       "samples": [x.summary(c) for x, c in zip(r, cs, strict=True)]}
+                      for p, r, cs in zip(problems, results, completions, strict=True)]
     return out
 
 

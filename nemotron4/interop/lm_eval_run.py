@@ -136,12 +136,13 @@ def run_paper_suite(
     limit: int | float | None = None,
     tm: Any = None,
     unsafe_code: bool = False,
-    humaneval: Callable[[], float] | None = None,
+    runners: dict[str, Callable[[], tuple[float | None, str]]] | None = None,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Every benchmark of the paper's table that can run here; one row per benchmark with our score (percent),
     the paper's, and a status: "ok", "skipped: ..." (data missing offline, unsafe code not allowed) or the note
-    of a benchmark that is not covered."""
+    of a benchmark that is not covered. `runners` maps a benchmark's runner ("humaneval", "multipl-e",
+    "translation") to a function returning (score in percent, status)."""
     tm = tm or task_manager()
     offline = hub_offline()
     rows: dict[str, dict[str, Any]] = {}
@@ -161,8 +162,8 @@ def run_paper_suite(
                 row["status"] = "skipped: executes model-written code; pass --unsafe-code"
             else:
                 by_shots.setdefault(b.shots, []).append(b)
-        elif b.runner == "humaneval" and humaneval is not None:
-            row["ours"], row["status"] = 100.0 * humaneval(), "ok (nemotron4 sandboxed runner)"
+        elif b.runner in (runners or {}):
+            row["ours"], row["status"] = runners[b.runner]()
     if skipped_offline:
         log(how_to_provide_data())
     for shots, benchmarks in sorted(by_shots.items()):

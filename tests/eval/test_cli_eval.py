@@ -8,10 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import shutil
+
 import numpy as np
 import pytest
 
 from nemotron4.data.indexed import IndexedDatasetBuilder
+
+from .multipl_e_cases import problem
 
 
 def run_eval(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -24,9 +28,26 @@ def run_eval(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 def test_paper_suite_offline_names_missing_data_and_runs_the_rest(tmp_path, weights_dir):
     pytest.importorskip("lm_eval")
     out = tmp_path / "paper.json"
+    multipl_e = tmp_path / "multipl-e"  # MultiPL-E's files, one per language (hand-written problems)
+    multipl_e.mkdir()
+    for lang in ("sh", "lua", "jl"):
+        (multipl_e / f"humaneval-{lang}-reworded.jsonl").write_text(json.dumps(problem(lang)) + "\n")
     proc = run_eval(tmp_path, "--model", str(weights_dir), "--suite", "paper", "--limit", "2", "--no-progress",
-                    "--output", str(out))
+                    "--output", str(out), "--multipl-e", str(multipl_e), "--languages", "sh,lua,jl",
+                    "--max-new-tokens", "8")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    # MultiPL-E ran (Julia reported as missing before anything ran, unless julia is installed), with every
+    # completion, its exit status and its stderr in the output; HumanEval's samples likewise.
+    ran = [c for c, r in res["multipl_e"]["languages"].items() if r["status"] == "ok"]
+    assert {"sh", "lua"} <= set(ran)
+    if shutil.which("julia") is None:
+        assert "MultiPL-E: skipped Julia: julia not found; not packaged by Debian" in proc.stdout
+        assert proc.stdout.index("skipped Julia") < proc.stdout.index("MultiPL-E Shell")
+    sample = res["multipl_e"]["languages"]["sh"]["results"][0]["samples"][0]
+    assert set(sample) >= {"completion", "status", "exit_code", "stderr"} and sample["status"] != "passed"
+    he = res["humaneval"]["results"][0]["samples"][0]
+    assert set(he) >= {"completion", "status", "exit_code", "stderr"}
     text = proc.stdout
     # Each harness task is named with the dataset it lacks and how to provide it, before anything runs.
     assert "SIQA (0): skipped: needs lighteval/siqa (tasks social_iqa)" in text
@@ -34,7 +55,9 @@ def test_paper_suite_offline_names_missing_data_and_runs_the_rest(tmp_path, weig
     rows = {r["benchmark"]: r for r in json.loads(out.read_text())["paper_suite"]}
     assert rows["ARC-c (0)"]["paper"] == 55.5 and rows["ARC-c (0)"]["status"] == "skipped: no data offline"
     assert rows["HumanEval (0, pass@1)"]["ours"] == 0.0 and rows["HumanEval (0, pass@1)"]["status"].startswith("ok")
-    assert rows["MultiPL-E (0)"]["status"].startswith("not covered")
+    assert rows["MultiPL-E (0)"]["status"].startswith(f"ok ({len(ran)} of 11 languages")
+    assert rows["MultiPL-E (0)"]["ours"] == 100.0 * res["multipl_e"]["pass@1"] and rows["MultiPL-E (0)"]["paper"] == 24.5
+    assert rows["FLORES-101 zh->X (8)"]["status"].startswith("not run: give --translation")
     assert "Nemotron-4 15B" in text and "commonsense avg (0)" in text and "73.4" in text
 
 
