@@ -4,7 +4,7 @@ for each and returns one JSON-able dict. The command module only maps flags to `
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,15 @@ def run(opts: EvalOptions, log: Any = print) -> dict[str, Any]:
     if opts.suite not in (None, "paper", "offline"):
         raise UserError(f"--suite {opts.suite}: choose paper or offline")
     _check_inputs(opts)  # bad files and flags fail before the model loads
+    if opts.tasks or opts.suite == "paper":
+        from nemotron4.eval.offline import check_tasks, go_offline_if_unreachable
+
+        # Offline: the switches set before lm-eval / datasets are imported, the tasks without data named and left out.
+        go_offline_if_unreachable()
+        if opts.tasks:
+            opts = replace(opts, tasks=check_tasks(opts.tasks, opts.include_path, log))
+            if not opts.tasks and not any(modes[1:]):
+                raise UserError("none of the --tasks can run here: their data is not available offline (see above)")
     import torch
 
     from nemotron4.weights import load_model

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import urllib.parse
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,15 @@ _LOCAL_BUILDERS = {"json", "csv", "text", "parquet", "arrow", "pandas"}  # read 
 
 
 def hub_offline(timeout_s: float = 3.0) -> bool:
-    """True when the Hugging Face hub cannot be used: offline mode set, or no connection within `timeout_s`."""
+    """True when the Hugging Face hub (HF_ENDPOINT) cannot be used: offline mode set, or no connection within
+    `timeout_s`."""
     for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
         if os.environ.get(var, "").lower() in ("1", "true", "yes", "on"):
             return True
+    url = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     try:
-        with socket.create_connection(("huggingface.co", 443), timeout=timeout_s):
+        with socket.create_connection((url.hostname or "huggingface.co",
+                                       url.port or (80 if url.scheme == "http" else 443)), timeout=timeout_s):
             return False
     except OSError:
         return True

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import shutil
@@ -15,6 +16,7 @@ import pytest
 
 from nemotron4.data.indexed import IndexedDatasetBuilder
 
+from .conftest import write_mc_task
 from .multipl_e_cases import problem
 
 
@@ -99,3 +101,41 @@ def test_lm_eval_own_cli_finds_the_nemotron4_model(tmp_path, weights_dir):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "|tiny_mc|" in proc.stdout and "|acc" in proc.stdout
+
+
+def _no_network_env(tmp_path: Path) -> dict[str, str]:
+    """No offline switch set, an empty cache, and a hub that refuses connections (as on a machine without one)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")}
+    return {**env, "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "empty-hf-home"),
+            "HF_ENDPOINT": "http://127.0.0.1:9"}
+
+
+def test_tasks_without_network_or_cache_are_named_within_5_seconds(tmp_path):
+    pytest.importorskip("lm_eval")
+    cmd = [sys.executable, "-c", "import sys; from nemotron4.cli import main; sys.exit(main())", "eval",
+           "--model", "tiny", "--tasks", "arc_easy,hellaswag"]
+    start = time.monotonic()
+    proc = subprocess.run(cmd, env=_no_network_env(tmp_path), capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 2 and elapsed < 5.0, (elapsed, proc.stdout, proc.stderr)
+    lines = proc.stdout.splitlines()
+    assert [line for line in lines if ": skipped: needs" in line] == [
+        "arc_easy: skipped: needs allenai/ai2_arc, not in the local cache",
+        "hellaswag: skipped: needs Rowan/hellaswag, not in the local cache"]
+    assert "Traceback" not in proc.stderr and "none of the --tasks can run here" in proc.stderr
+
+
+def test_local_task_runs_and_the_missing_one_is_named(tmp_path, weights_dir):
+    pytest.importorskip("lm_eval")
+    include = write_mc_task(tmp_path / "tasks")
+    cmd = [sys.executable, "-c", "import sys; from nemotron4.cli import main; sys.exit(main())", "eval",
+           "--model", str(weights_dir), "--tasks", "tiny_mc,arc_easy", "--include-path", str(include),
+           "--limit", "4", "--no-progress", "--output", "out.json"]
+    proc = subprocess.run(cmd, env=_no_network_env(tmp_path), capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "arc_easy: skipped: needs allenai/ai2_arc, not in the local cache" in proc.stdout
+    assert "tiny_mc" not in "".join(line for line in proc.stdout.splitlines() if "skipped" in line)
+    res = json.loads((tmp_path / "out.json").read_text())
+    assert list(res["lm_eval"]) == ["tiny_mc"] and 0.0 <= res["lm_eval"]["tiny_mc"]["acc,none"] <= 1.0
