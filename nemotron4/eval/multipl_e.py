@@ -21,20 +21,18 @@ import gzip
 import json
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from nemotron4.errors import UserError
-from nemotron4.eval.humaneval import pass_at_k
+from nemotron4.eval.humaneval import score
 from nemotron4.eval.languages import LANGUAGES, PAPER_AVERAGE, Language, missing_toolchains, resolve
-from nemotron4.eval.sandbox import ExecResult, Limits, Step, isolation_method, run_program
+from nemotron4.eval.sandbox import ExecResult, Limits, Step, isolation_method, run_many, run_program
 
-__all__ = ["evaluate_multipl_e", "execute", "generation_prompt", "load_problems", "program", "stop_at_stop_token"]
+__all__ = ["evaluate_multipl_e", "generation_prompt", "load_problems", "program", "run_one", "stop_at_stop_token"]
 
 FIELDS = ("name", "language", "prompt", "tests", "stop_tokens")
 DEFAULT_LIMITS = Limits(timeout_s=15.0, cpu_s=15)  # MultiPL-E's scripts allow 5-15 s per run
@@ -141,36 +139,10 @@ def steps(lang: Language, limits: Limits) -> list[Step]:
 def run_one(lang: Language, source: str, limits: Limits = DEFAULT_LIMITS) -> ExecResult:
     """Build and run one program of `lang` in the sandbox; apply the language's extra failure rules."""
     res = run_program({lang.source: source}, steps(lang, limits), limits, env=dict(lang.env))
-    if res.passed and res.stage == "run":
-        if lang.stderr_fails and res.stderr.strip():
-            res.status = "failed"
-        elif any(m in res.output or m in res.stderr for m in lang.fail_markers):
-            res.status = "failed"
+    marked = any(m in res.output or m in res.stderr for m in lang.fail_markers)
+    if res.passed and res.stage == "run" and (marked or (lang.stderr_fails and res.stderr.strip())):
+        res.status = "failed"
     return res
-
-
-def execute(
-    lang: Language,
-    problems: Sequence[dict[str, Any]],
-    completions: Sequence[Sequence[str]],
-    *,
-    limits: Limits = DEFAULT_LIMITS,
-    workers: int | None = None,
-    progress: bool = False,
-) -> list[list[ExecResult]]:
-    """Run every completion of every problem (completions[i] belong to problems[i]) in parallel."""
-    jobs = [(i, j, program(p, c)) for i, (p, cs) in enumerate(zip(problems, completions, strict=True))
-            for j, c in enumerate(cs)]
-    results: list[list[ExecResult | None]] = [[None] * len(cs) for cs in completions]
-    workers = workers or max(2, os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers) as pool, tqdm(total=len(jobs), desc=f"execute {lang.code}",
-                                                   disable=not progress) as bar:
-        futures = {pool.submit(run_one, lang, src, limits): (i, j) for i, j, src in jobs}
-        for fut in futures:
-            i, j = futures[fut]
-            results[i][j] = fut.result()
-            bar.update(1)
-    return results  # type: ignore[return-value]
 
 
 def evaluate_multipl_e(
@@ -217,7 +189,16 @@ def evaluate_multipl_e(
     if not runnable:
         raise UserError("MultiPL-E: no language can run here: " + "; ".join(missing.values()))
     if generate is None:
-        generate = _model_generator(model, tokenizer, temperature, top_p, max_new_tokens, batch_size, seed, progress)
+        from nemotron4.eval.generation import sample_completions
+
+        def generate(probs: list[dict], samples: int) -> list[list[str]]:
+            texts = sample_completions(model, tokenizer, [generation_prompt(p) for p in probs],
+                                       [tuple(p["stop_tokens"]) for p in probs], samples, temperature=temperature,
+                                       top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
+                                       progress="multipl-e" if progress else False)
+            # generate_until already cuts at the first stop string; MultiPL-E's rule, applied as such.
+            return [[stop_at_stop_token(t, p["stop_tokens"]) for t in ts] for p, ts in zip(probs, texts, strict=True)]
+
     out: dict[str, Any] = {"samples": samples, "sandbox": isolation_method(), "languages": {}}
     for lang in wanted:
         if lang.code in missing:
@@ -226,9 +207,11 @@ def evaluate_multipl_e(
             continue
         probs = problems[lang.code][:limit]
         completions = generate(probs, samples)
-        results = execute(lang, probs, completions, limits=limits, workers=workers, progress=progress)
-        scores = {f"pass@{kk}": float(np.mean([pass_at_k(len(r), sum(x.passed for x in r), kk) for r in results]))
-                  for kk in k}
+        programs = [[program(p, c) for c in cs] for p, cs in zip(probs, completions, strict=True)]
+        results = run_many(programs, lambda src, lang=lang: run_one(lang, src, limits),
+                           workers=workers or max(2, os.cpu_count() or 1), progress=progress,
+                           desc=f"execute {lang.code}")
+        scores = score(results, k)
         out["languages"][lang.code] = {
             "language": lang.name, "paper": lang.paper, "status": "ok", "n_problems": len(probs), **scores,
             "results": [{"name": p["name"], "passed": sum(x.passed for x in r),
@@ -243,24 +226,3 @@ def evaluate_multipl_e(
     out["complete"] = len(ran) == len(LANGUAGES)
     out["paper_average"] = PAPER_AVERAGE
     return out
-
-
-def _model_generator(
-    model: Any, tokenizer: Any, temperature: float | None, top_p: float, max_new_tokens: int, batch_size: int,
-    seed: int, progress: bool,
-) -> Callable[[list[dict], int], list[list[str]]]:
-    from nemotron4.eval.generation import GenerationRequest, generate_until
-
-    def generate(problems: list[dict], samples: int) -> list[list[str]]:
-        temp = 0.0 if samples == 1 else (0.8 if temperature is None else temperature)
-        per_problem: list[list[str]] = [[] for _ in problems]
-        for s in range(samples):
-            reqs = [GenerationRequest(generation_prompt(p), tuple(p["stop_tokens"]), max_new_tokens, temp,
-                                      top_p if temp > 0 else None, seed + s) for p in problems]
-            desc = f"multipl-e sample {s + 1}/{samples}" if progress else False
-            texts = generate_until(model, tokenizer, reqs, batch_size=batch_size, progress=desc)
-            for i, (p, text) in enumerate(zip(problems, texts, strict=True)):
-                per_problem[i].append(stop_at_stop_token(text, p["stop_tokens"]))
-        return per_problem
-
-    return generate

@@ -33,11 +33,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ExecResult", "Limits", "Step", "isolation_method", "run_program", "run_python"]
+__all__ = ["ExecResult", "Limits", "Step", "isolation_method", "run_many", "run_program", "run_python"]
 
 # Unprivileged uids for sandboxed runs, one per run (outside the range distributions hand out to real users).
 _UID_BASE, _UID_SPAN = 200_000, 50_000
@@ -243,6 +243,32 @@ def run_program(
     result.seconds = time.monotonic() - start
     result.uid = uid if prefix or drop_to is not None else None
     return result
+
+
+def run_many(
+    programs: Sequence[Sequence[str]],
+    run: Callable[[str], ExecResult],
+    *,
+    workers: int | None = None,
+    progress: bool = False,
+    desc: str = "execute",
+) -> list[list[ExecResult]]:
+    """`run` every program (programs[i] are the samples of problem i) on a thread pool; results in the same shape.
+    Threads suffice: each waits on its child processes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    jobs = [(i, j, src) for i, srcs in enumerate(programs) for j, src in enumerate(srcs)]
+    results: list[list[ExecResult | None]] = [[None] * len(srcs) for srcs in programs]
+    workers = workers or max(2, 2 * (os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool, tqdm(total=len(jobs), desc=desc, disable=not progress) as bar:
+        futures = {pool.submit(run, src): (i, j) for i, j, src in jobs}
+        for fut in futures:
+            i, j = futures[fut]
+            results[i][j] = fut.result()
+            bar.update(1)
+    return results  # type: ignore[return-value]
 
 
 def _run_step(step: Step, limits: Limits, prefix: list[str], drop_to: int | None, cwd: str,

@@ -26,12 +26,14 @@ PROBLEMS: dict[str, dict] = {
         "wrong": "    return x - y;",
         "compile_error": "    return x + ;",
         "loop": "    volatile long z = 0;\n    while (true) { z++; }",
-        "fork_bomb": "    return x + y;\n}\n#include <unistd.h>\nstatic int bomb = [] { while (true) fork(); return 0; }();\n"
+        "fork_bomb": "    return x + y;\n}\n#include <unistd.h>\n"
+                     "static int bomb = [] { while (true) fork(); return 0; }();\n"
                      "long unused(long x) {\n    return x;",
         "write_outside": '    std::ofstream("{path}") << "x";\n    return x + y;',
     },
     "java": {
-        "prompt": JAVA_HEAD + "class Problem {\n    // Add two numbers x and y\n    // >>> add((2l), (3l))\n    // (5l)\n"
+        "prompt": JAVA_HEAD + "class Problem {\n    // Add two numbers x and y\n    // >>> add((2l), (3l))\n"
+                  "    // (5l)\n"
                   "    public static long add(long x, long y) {\n",
         "tests": "    }\n    public static void main(String[] args) {\n    assert(add((0l), (1l)) == (1l));\n"
                  "    assert(add((2l), (3l)) == (5l));\n    assert(add((7l), (5l)) == (12l));\n    }\n\n}\n",
@@ -40,7 +42,8 @@ PROBLEMS: dict[str, dict] = {
         "wrong": "        return x - y;",
         "compile_error": "        return x + ;",
         "loop": "        while (true) {}",
-        "fork_bomb": '        while (true) { try { new ProcessBuilder("sleep", "100").start(); } catch (Exception e) { } }',
+        "fork_bomb": '        while (true) { try { new ProcessBuilder("sleep", "100").start(); } '
+                     "catch (Exception e) { } }",
         "write_outside": '        try { java.nio.file.Files.writeString(java.nio.file.Path.of("{path}"), "x"); }\n'
                          "        catch (IOException e) { }\n        return x + y;",
     },
@@ -125,7 +128,8 @@ PROBLEMS: dict[str, dict] = {
         "prompt": CS_HEAD + "class Problem {\n    // Add two numbers x and y\n    // >>> Add((2L), (3L))\n    // (5L)\n"
                   "    public static long Add(long x, long y) {\n",
         "tests": "    }\n    public static void Main(string[] args) {\n    Debug.Assert(Add((0L), (1L)) == (1L));\n"
-                 "    Debug.Assert(Add((2L), (3L)) == (5L));\n    Debug.Assert(Add((7L), (5L)) == (12L));\n    }\n\n}\n",
+                 "    Debug.Assert(Add((2L), (3L)) == (5L));\n    Debug.Assert(Add((7L), (5L)) == (12L));\n"
+                 "    }\n\n}\n",
         "stop_tokens": ["\n    }\n"],
         "correct": "        return x + y;",
         "wrong": "        return x - y;",

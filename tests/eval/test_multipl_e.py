@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from .multipl_e_cases import CASES, PROBLEMS, problem
 
 from nemotron4.errors import UserError
 from nemotron4.eval.languages import LANGUAGES, debian_packages, missing_toolchains
@@ -25,6 +24,8 @@ from nemotron4.eval.multipl_e import (
     stop_at_stop_token,
 )
 from nemotron4.eval.sandbox import Limits, isolation_method, run_program
+
+from .multipl_e_cases import CASES, PROBLEMS, problem
 
 COMPILED = {"cpp", "java", "ts", "cs", "scala"}
 REQUIRE = os.environ.get("NEMOTRON4_REQUIRE_TOOLCHAINS") == "1"  # CI (.ci/run): missing Debian toolchains fail
