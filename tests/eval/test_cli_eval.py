@@ -18,6 +18,7 @@ from nemotron4.data.indexed import IndexedDatasetBuilder
 
 from .conftest import write_mc_task
 from .multipl_e_cases import problem
+from .test_translation import _tiny_spm
 
 
 def run_eval(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -34,9 +35,13 @@ def test_paper_suite_offline_names_missing_data_and_runs_the_rest(tmp_path, weig
     multipl_e.mkdir()
     for lang in ("sh", "lua", "jl"):
         (multipl_e / f"humaneval-{lang}-reworded.jsonl").write_text(json.dumps(problem(lang)) + "\n")
+    pairs = [{"source": f"open file {i}", "target": f"Datei {i} öffnen"} for i in range(5)]
+    (tmp_path / "zh-de.jsonl").write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
+    spm = _tiny_spm(tmp_path)  # stands in for the FLORES-101 SentencePiece model
     proc = run_eval(tmp_path, "--model", str(weights_dir), "--suite", "paper", "--limit", "2", "--no-progress",
                     "--output", str(out), "--multipl-e", str(multipl_e), "--languages", "sh,lua,jl",
-                    "--max-new-tokens", "8")
+                    "--max-new-tokens", "8", "--translation", "zh-de.jsonl", "--src-lang", "zh", "--shots", "2",
+                    "--flores-spm", str(spm))
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
     # MultiPL-E ran (Julia reported as missing before anything ran, unless julia is installed), with every
@@ -60,7 +65,9 @@ def test_paper_suite_offline_names_missing_data_and_runs_the_rest(tmp_path, weig
     assert rows["MultiPL-E (0)"]["status"].startswith(f"ok ({len(ran)} of 11 languages")
     assert rows["MultiPL-E (0)"]["ours"] == 100.0 * res["multipl_e"]["pass@1"]
     assert rows["MultiPL-E (0)"]["paper"] == 24.5
-    assert rows["FLORES-101 zh->X (8)"]["status"].startswith("not run: give --translation")
+    # --suite paper scores FLORES with spBLEU once the SentencePiece model file is given.
+    assert res["translation"]["metric"] == "spbleu" and rows["FLORES-101 zh->X (8)"]["status"] == "ok (spBLEU)"
+    assert rows["FLORES-101 zh->X (8)"]["ours"] == res["translation"]["spbleu"] and "spBLEU" in proc.stdout
     assert "Nemotron-4 15B" in text and "commonsense avg (0)" in text and "73.4" in text
 
 
