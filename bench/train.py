@@ -132,8 +132,8 @@ def our_step_context(model, device: torch.device, enabled: bool = True):
 
 def train_curve(model, loss_fn, data: torch.Tensor, micro: int, device: torch.device,
                 step_context=contextlib.nullcontext) -> list[float]:
-    """Train on `data` (steps, global batch, seq + 1) with the paper's optimizer (docs/paper.md), LR warmup 10 steps to 3e-4 then
-    constant; the per-step losses."""
+    """Train on `data` (steps, global batch, seq + 1) with the paper's optimizer (docs/paper.md), LR warmup 10
+    steps to 3e-4 then constant; the per-step losses."""
     autocast = autocast_context(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
     optimizer = build_optimizer(model, OptimSection(fused="true" if device.type == "cuda" else "false"), device)
     losses = []

@@ -56,9 +56,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("LM-Evaluation-Harness")
     g.add_argument("--tasks", type=_names, default=[], help="comma-separated lm-eval tasks or groups")
     g.add_argument("--suite", choices=("paper", "offline"),
-                   help="paper: the benchmarks of the Nemotron-4 report (docs/paper.md section 6) with its shot counts, beside its numbers "
-                   "(MultiPL-E with --multipl-e, FLORES with --translation [--flores-spm]); offline: HumanEval plus "
-                   "--perplexity / --translation / --multipl-e if given")
+                   help="paper: the benchmarks of the Nemotron-4 report (docs/paper.md section 6) with its shot "
+                   "counts, beside its numbers (MultiPL-E with --multipl-e, FLORES with --translation "
+                   "[--flores-spm]); offline: HumanEval plus --perplexity / --translation / --multipl-e if given")
     g.add_argument("--num-fewshot", type=int, help="shots for --tasks (default: each task's own)")
     g.add_argument("--limit", type=int, help="evaluate only the first N examples of each task (also HumanEval)")
     g.add_argument("--include-path", help="a folder of extra lm-eval task YAML files")

@@ -228,7 +228,9 @@ def _harness(model: Any, tokenizer: Any, opts: EvalOptions, out_so_far: dict, lo
             t = out_so_far["translation"]
             runners["translation"] = lambda: (t["score"], "ok (spBLEU)" if t["metric"] == "spbleu"
                                               else "ok (chrF, not the report's spBLEU: give --flores-spm)")
-        rows = run_paper_suite(lm, limit=opts.limit, tm=tm, unsafe_code=opts.unsafe_code, runners=runners, log=log)
-        log("\nNemotron-4 15B evaluation suite (docs/paper.md section 6), scores in percent\n" + report.paper_table(rows))
+        rows = run_paper_suite(lm, limit=opts.limit, tm=tm, unsafe_code=opts.unsafe_code, runners=runners,
+                               log=log)
+        log("\nNemotron-4 15B evaluation suite (docs/paper.md section 6), scores in percent\n"
+            + report.paper_table(rows))
         out["paper_suite"] = rows
     return out

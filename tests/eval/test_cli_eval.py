@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import write_mc_task
 
 from nemotron4.data.indexed import IndexedDatasetBuilder
 
-from .conftest import write_mc_task
 from .multipl_e_cases import problem
 from .test_translation import _tiny_spm
 
