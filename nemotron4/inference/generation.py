@@ -66,23 +66,28 @@ def _block_forward(layer: torch.nn.Module, *args: torch.Tensor) -> torch.Tensor:
 
 @functools.cache
 def compiled_block() -> Callable:
-    """One Block's forward, compiled once per process and shared by every layer (the layer is an argument, its
-    parameters graph inputs): compile time is one block's, not the whole model's. Static shapes: a new batch size
-    or cache length recompiles."""
+    """A module's forward, compiled once per module type and input shapes and shared by every layer (the module is
+    an argument, its parameters graph inputs): compile time is one block's, not the whole model's. Static shapes: a
+    new batch size or cache length recompiles, so the recompile limit is raised to hold a few of each (bf16 and
+    int8 models, several batch sizes)."""
+    dynamo = torch._dynamo.config
+    dynamo.recompile_limit = max(dynamo.recompile_limit, 64)
     return torch.compile(_block_forward, fullgraph=True, dynamic=False, options=DECODE_COMPILE_OPTIONS)
 
 
 @contextlib.contextmanager
 def _compiled_layers(model: Nemotron4):
-    """Within the block, every layer's call goes through `compiled_block` (nn.Module's own compiled-call slot)."""
+    """Within the block, every layer's call, and the final norm's and output projection's, goes through
+    `compiled_block` (nn.Module's own compiled-call slot)."""
     fn = compiled_block()
-    for layer in model.layers:
-        layer._compiled_call_impl = functools.partial(fn, layer)
+    modules = [*model.layers, model.norm, model.output]
+    for module in modules:
+        module._compiled_call_impl = functools.partial(fn, module)
     try:
         yield
     finally:
-        for layer in model.layers:
-            layer._compiled_call_impl = None
+        for module in modules:
+            module._compiled_call_impl = None
 
 
 class DecodeGraph:

@@ -89,19 +89,17 @@ class Int8Linear(nn.Module):
 
 
 class GemvLinear(nn.Linear):
-    """An nn.Linear (same parameters, same state dict) whose forward goes through `weight_linear`: the Triton GEMV
-    for decode-sized inputs on CUDA, F.linear otherwise. Installed by `use_triton_linears`."""
+    """A bias-free nn.Linear (same parameters, same state dict) whose forward goes through `weight_linear`: the
+    Triton GEMV for decode-sized inputs on CUDA, F.linear otherwise. Installed by `use_triton_linears`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.bias is not None:
-            return F.linear(x, self.weight, self.bias)
         return weight_linear(x, self.weight, None)
 
 
 def _replace_linears(model: nn.Module, make) -> None:
     for module in list(model.modules()):
         for child_name, child in list(module.named_children()):
-            if type(child) is nn.Linear:
+            if isinstance(child, nn.Linear):
                 setattr(module, child_name, make(child))
 
 
@@ -115,7 +113,8 @@ def quantize_int8(model: Nemotron4) -> Nemotron4:
 def use_triton_linears(model: Nemotron4) -> Nemotron4:
     """Route the floating-point linears through the Triton GEMV at decode (in place; parameters untouched)."""
     def swap(linear: nn.Linear) -> nn.Linear:
-        linear.__class__ = GemvLinear
+        if linear.bias is None:
+            linear.__class__ = GemvLinear
         return linear
 
     _replace_linears(model, swap)

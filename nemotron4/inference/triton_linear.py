@@ -30,7 +30,7 @@ class KernelConfig:
     num_warps: int = 4
     num_stages: int = 1
     block_m: int = 16  # small_m only
-    convert: int = 1  # gemv only: 0 = plain cast, 1 = exponent trick (int8 weights)
+    convert: int = 1  # gemv only, int8: 0 = plain cast, 1 = exponent trick, 2 = the trick in PTX (GPU only)
 
 
 @functools.cache
@@ -56,6 +56,12 @@ def _kernels():
             x = tl.load(x_ptrs, eviction_policy="evict_last").to(tl.float32)
             if CONVERT == 1:
                 wf = (w.to(tl.int32) + 0x4B000080).to(tl.float32, bitcast=True) - 8388736.0
+            elif CONVERT == 2:  # the same trick on 4 packed bytes: one xor, then one byte permute per element
+                wf = tl.inline_asm_elementwise(
+                    "{ .reg .b32 t; xor.b32 t, $4, 0x80808080; prmt.b32 $0, t, 0x4B000000, 0x7540; "
+                    "prmt.b32 $1, t, 0x4B000000, 0x7541; prmt.b32 $2, t, 0x4B000000, 0x7542; "
+                    "prmt.b32 $3, t, 0x4B000000, 0x7543; }",
+                    "=r,=r,=r,=r,r", [w], dtype=tl.float32, is_pure=True, pack=4) - 8388736.0
             else:
                 wf = w.to(tl.float32)
             acc += wf * x[None, :]
@@ -122,6 +128,13 @@ def default_config(M: int, N: int, K: int, int8: bool) -> KernelConfig:
 
 # Per (M, N, K, int8) overrides, filled by a tuning run (bench/profile_decode.py) or by callers.
 CONFIGS: dict[tuple[int, int, int, bool], KernelConfig] = {}
+
+
+def load_configs(best: dict[str, dict]) -> None:
+    """Install tuned configs: {"M,N,K,int8": {"config": KernelConfig fields}} (bench/profile_decode.py --kernels)."""
+    for key, entry in best.items():
+        m, n, k, int8 = key.split(",")
+        CONFIGS[int(m), int(n), int(k), int8 == "True"] = KernelConfig(**entry["config"])
 
 
 def config_for(M: int, N: int, K: int, int8: bool) -> KernelConfig:
