@@ -121,9 +121,9 @@ def default_config(M: int, N: int, K: int, int8: bool) -> KernelConfig:
         block_n = 8 if N >= 4096 else 4
         split_k = 1 if N >= 4096 else 2
         return KernelConfig(block_n=block_n, block_k=block_k, split_k=split_k, num_warps=4)
-    block_m = 16 if M <= 16 else (32 if M <= 32 else 64)
-    return KernelConfig(block_n=32 if M <= 16 else 64, block_k=256 if int8 else 128, split_k=1,
-                        num_warps=4, num_stages=4, block_m=block_m)
+    if M <= 16:
+        return KernelConfig(block_n=32, block_k=256 if int8 else 128, num_warps=4, num_stages=4, block_m=16)
+    return KernelConfig(block_n=64, block_k=128, num_warps=4, num_stages=3, block_m=32 if M <= 32 else 64)
 
 
 # Per (M, N, K, int8) overrides, filled by a tuning run (bench/profile_decode.py) or by callers.
