@@ -34,14 +34,18 @@ LINEARS_PER_TOKEN = {"wq/wo": 64, "wk/wv": 64, "w1": 32, "w2": 32, "output": 1}
 K = KernelConfig
 CANDIDATES = {  # (M, int8) -> configs
     (1, True): [K(8, 512), K(8, 512, convert=2), K(16, 512), K(8, 1024, num_warps=8), K(8, 512, convert=0),
-                K(8, 512, split_k=2), K(4, 1024), K(16, 1024, num_warps=8, convert=2)],
+                K(8, 512, split_k=2), K(4, 1024), K(16, 1024, num_warps=8, convert=2),
+                # software-pipelined loads, longer K steps, fewer rows per program
+                K(8, 512, num_stages=3, convert=2), K(4, 1024, num_stages=3, convert=2), K(4, 1024, convert=2),
+                K(8, 512, num_stages=4, convert=2), K(4, 2048, convert=2), K(2, 2048, convert=2)],
     (1, False): [K(8, 256), K(4, 512), K(16, 256, num_warps=8), K(8, 256, split_k=2)],
     (8, True): [K(32, 256, num_stages=4), K(16, 512, num_stages=3), K(64, 128, num_stages=4),
                 K(32, 256, split_k=2, num_stages=4)],
     (32, True): [K(64, 128, num_stages=4, block_m=32), K(128, 128, num_warps=8, num_stages=3, block_m=32),
-                 K(32, 256, num_stages=4, block_m=32)],
+                 K(32, 256, num_stages=4, block_m=32), K(32, 256, split_k=4, num_stages=4, block_m=32)],
     (64, True): [K(64, 128, num_stages=4, block_m=64), K(128, 128, num_warps=8, num_stages=3, block_m=64),
-                 K(64, 256, num_warps=8, num_stages=3, block_m=64)],
+                 K(64, 256, num_warps=8, num_stages=3, block_m=64),
+                 K(64, 128, split_k=4, num_warps=8, num_stages=3, block_m=64)],
 }
 M_SHAPES = {1: list(SHAPES_15B), 8: ["wq/wo", "w1", "w2", "wk/wv"], 32: ["wq/wo", "w1", "w2"],
             64: ["wq/wo", "w1", "w2"]}
@@ -83,8 +87,9 @@ def read_bandwidth() -> float:
     return 2**33 / sorted(ts)[5] / 1e9
 
 
-def sweep_shape(name: str, N: int, Kd: int, bw: float, rows: list, best: dict, deadline: float) -> bool:
-    """Time every candidate on one weight shape; False once the deadline has passed."""
+def sweep_shape(name: str, N: int, Kd: int, bw: float, rows: list, best: dict, deadline: float,
+                ms: tuple[int, ...] = (1, 8, 32, 64), first: int = 0, int8_only: bool = False) -> bool:
+    """Time every candidate (from the first-th on) on one weight shape; False once the deadline has passed."""
     g = torch.Generator(device="cuda").manual_seed(N + Kd)
     w16 = torch.randn(N, Kd, device="cuda", dtype=torch.bfloat16, generator=g) * 0.02
     scales = w16.float().abs().amax(1).clamp(min=1e-8) / 127
@@ -92,7 +97,7 @@ def sweep_shape(name: str, N: int, Kd: int, bw: float, rows: list, best: dict, d
     scales = scales.to(torch.bfloat16)
     W8 = [w8] + [w8.clone() for _ in range(max(2, min(32, -(-(400 << 20) // w8.numel()))) - 1)]
     W16 = [w16] + [w16.clone() for _ in range(max(2, min(32, -(-(400 << 20) // (2 * w8.numel())))) - 1)]
-    for M in (1, 8, 32, 64):
+    for M in ms:
         if name not in M_SHAPES[M]:
             continue
         x = torch.randn(M, Kd, device="cuda", dtype=torch.bfloat16, generator=g)
@@ -111,12 +116,12 @@ def sweep_shape(name: str, N: int, Kd: int, bw: float, rows: list, best: dict, d
                 best[key] = {"us": t * 1e6, "config": cfg.__dict__, "of_read_bw": gbps / bw}
 
         record("cublas bf16", graph_time(lambda i, x=x: F.linear(x, W16[i]), len(W16)), False)
-        if M > 1:
+        if M > 1 and not first:
             record("torch dequant + cublas (int8)",
                    graph_time(lambda i, x=x: torch_weight_linear(x, W8[i], scales), len(W8)), True)
-        for int8 in (True, False):
+        for int8 in (True,) if int8_only else (True, False):
             Ws, s = (W8, scales) if int8 else (W16, None)
-            for cfg in CANDIDATES.get((M, int8), []):
+            for cfg in CANDIDATES.get((M, int8), [])[first:]:
                 if time.perf_counter() > deadline:
                     return False
                 if Kd % (cfg.block_k * cfg.split_k):
@@ -136,14 +141,15 @@ def sweep_shape(name: str, N: int, Kd: int, bw: float, rows: list, best: dict, d
     return True
 
 
-def sweep(budget_s: float) -> dict:
+def sweep(budget_s: float, shapes: list[str], ms: tuple[int, ...], first: int, int8_only: bool) -> dict:
     bw = read_bandwidth()
     print(f"HBM read {bw:.0f} GB/s", flush=True)
     rows, best = [], {}
     deadline = time.perf_counter() + budget_s
     done = True
-    for name, (N, Kd) in SHAPES_15B.items():
-        done = done and sweep_shape(name, N, Kd, bw, rows, best, deadline)
+    for name in shapes:
+        N, Kd = SHAPES_15B[name]
+        done = done and sweep_shape(name, N, Kd, bw, rows, best, deadline, ms, first, int8_only)
         torch.cuda.empty_cache()
         if not done:
             print("sweep: time budget spent, stopping", flush=True)
@@ -184,15 +190,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kernels", action="store_true", help="sweep the Triton linear configs (no model)")
     ap.add_argument("--budget-s", type=float, default=120.0, help="--kernels: stop the sweep after this long")
+    ap.add_argument("--shapes", default=",".join(SHAPES_15B), help="--kernels: comma list of " + ", ".join(SHAPES_15B))
+    ap.add_argument("--rows", default="1,8,32,64", help="--kernels: comma list of batch rows M")
+    ap.add_argument("--first", type=int, default=0, help="--kernels: skip the first N candidates of each list")
+    ap.add_argument("--int8-only", action="store_true", help="--kernels: int8 weights only")
     ap.add_argument("--model", default="15b")
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--variants", default="bf16,gemv,int8", help="comma list of: bf16, gemv, int8")
     ap.add_argument("--profile", action="store_true", help="print the top GPU kernels of a few decode steps")
-    ap.add_argument("--tuned", help="a --kernels JSON whose best configs to use")
+    ap.add_argument("--tuned", help="comma list of --kernels JSON files whose best configs to use")
     ap.add_argument("--out", help="write the results as JSON here")
     args = ap.parse_args()
     if args.kernels:
-        res = sweep(args.budget_s)
+        res = sweep(args.budget_s, args.shapes.split(","), tuple(int(m) for m in args.rows.split(",")), args.first,
+                    args.int8_only)
         print("\n| M | N | K | weights | best config | us | of read BW |\n|---|---|---|---|---|---|---|")
         for key, b in sorted(res["best"].items()):
             print(f"| {key.replace(',', ' | ')} | {b['config']} | {b['us']:.1f} | {b['of_read_bw']:.1%} |")
@@ -210,9 +221,9 @@ def main() -> None:
             Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
         return
     if args.tuned:
-        from nemotron4.inference.triton_linear import load_configs
+        from nemotron4.inference.triton_linear import load_tuned
 
-        load_configs(json.loads(Path(args.tuned).read_text())["best"])
+        load_tuned(args.tuned.split(","))
     cfg = ModelConfig.from_name(args.model)
     model = build_model(cfg, device="cuda", dtype=torch.bfloat16, seed=0).eval()
     prompt = list(range(100, 228))

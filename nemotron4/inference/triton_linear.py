@@ -115,15 +115,23 @@ def _cdiv(a: int, b: int) -> int:
 
 
 def default_config(M: int, N: int, K: int, int8: bool) -> KernelConfig:
-    """A config for this shape (H200-tuned by bench/profile_decode.py --kernels; see the README)."""
+    """A config for this shape: the winners of bench/profile_decode.py --kernels on an H200 at the 15B model's
+    shapes (bench/results/decode_kernels_h200.json), generalised by size."""
     if M == 1:
-        block_k = 512 if int8 else 256
-        block_n = 8 if N >= 4096 else 4
-        split_k = 1 if N >= 4096 else 2
-        return KernelConfig(block_n=block_n, block_k=block_k, split_k=split_k, num_warps=4)
+        if not int8:
+            return KernelConfig(block_n=8, block_k=256) if N * K >= 1 << 24 else KernelConfig(block_n=4, block_k=512)
+        if N * K < 1 << 24 or K > 3 * N:  # few rows or long rows: fewer rows per program, longer K steps
+            return KernelConfig(block_n=4, block_k=1024)
+        return KernelConfig(block_n=8, block_k=512, convert=2)
+    wide = N >= 4 * K  # many rows: wide tiles
     if M <= 16:
-        return KernelConfig(block_n=32, block_k=256 if int8 else 128, num_warps=4, num_stages=4, block_m=16)
-    return KernelConfig(block_n=64, block_k=128, num_warps=4, num_stages=3, block_m=32 if M <= 32 else 64)
+        if N * K < 1 << 24 or K > 3 * N:
+            return KernelConfig(block_n=32, block_k=256, split_k=2, num_stages=4, block_m=16)
+        return KernelConfig(block_n=64 if wide else 32, block_k=128 if wide else 256, num_stages=4, block_m=16)
+    if M <= 32:
+        return KernelConfig(block_n=64 if wide else 32, block_k=128 if wide else 256, num_stages=4, block_m=32)
+    return KernelConfig(block_n=128 if wide else 64, block_k=128 if wide else 256, num_warps=8, num_stages=3,
+                        block_m=64)
 
 
 # Per (M, N, K, int8) overrides, filled by a tuning run (bench/profile_decode.py) or by callers.
@@ -135,6 +143,19 @@ def load_configs(best: dict[str, dict]) -> None:
     for key, entry in best.items():
         m, n, k, int8 = key.split(",")
         CONFIGS[int(m), int(n), int(k), int8 == "True"] = KernelConfig(**entry["config"])
+
+
+def load_tuned(paths: list[str]) -> None:
+    """Install the best config per shape over one or more bench/profile_decode.py --kernels JSON files."""
+    import json
+    from pathlib import Path
+
+    merged: dict[str, dict] = {}
+    for path in paths:
+        for key, entry in json.loads(Path(path).read_text())["best"].items():
+            if key not in merged or entry["us"] < merged[key]["us"]:
+                merged[key] = entry
+    load_configs(merged)
 
 
 def config_for(M: int, N: int, K: int, int8: bool) -> KernelConfig:

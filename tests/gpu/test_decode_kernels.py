@@ -46,10 +46,7 @@ def test_triton_linear_matches_float64(M, N, K, int8):
 def _model():
     cfg = ModelConfig.from_name("tiny", dim=1024, ffn_dim=4096, n_layers=2, n_heads=8, n_kv_heads=2, head_dim=128,
                                 vocab_size=4096, max_seq_len=256)
-    model = build_model(cfg, device="cuda", dtype=torch.bfloat16, seed=0).eval()
-    with torch.no_grad():
-        model.output.weight.mul_(20.0)  # peaked next-token distributions: greedy choices are not near-ties
-    return model
+    return build_model(cfg, device="cuda", dtype=torch.bfloat16, seed=0).eval()
 
 
 def _dequantised(q: nn.Module) -> nn.Module:
@@ -65,34 +62,52 @@ def _dequantised(q: nn.Module) -> nn.Module:
     return ref
 
 
+@torch.no_grad()
+def _teacher_forced_logits(model, prompt: list[int], tokens: list[int]) -> torch.Tensor:
+    """Logits (len(tokens), vocab) predicting each of `tokens` after the prompt and the tokens before it (eager)."""
+    remove_caches(model)
+    S = len(prompt) + len(tokens)
+    setup_caches(model, 1, S)
+    valid = torch.ones(1, S, dtype=torch.bool, device="cuda")
+    rows = [prefill(model, torch.tensor([prompt], device="cuda"))]
+    for i, tok in enumerate(tokens[:-1]):
+        pos = torch.tensor([len(prompt) + i], device="cuda")
+        rows.append(decode_one_token(model, torch.tensor([[tok]], device="cuda"), pos, valid))
+    remove_caches(model)
+    return torch.cat(rows).float()
+
+
+STEPS = 32
+LOGITS_RTOL = 2e-2  # relative L2 error of a step's logits: bf16 outputs of two reduction orders, through 2 blocks
+
+
 def test_int8_greedy_equals_dequantised_bf16_reference():
-    """32 greedy steps, compiled + CUDA graph, int8 Triton kernels vs cuBLAS on the dequantised weights: the same
-    tokens, and the logits of each step (teacher-forced on those tokens) within 2% relative error (bf16 outputs of
-    two different reduction orders, through two blocks)."""
+    """32 greedy steps through the compiled + CUDA-graph path: int8 Triton kernels against cuBLAS on the
+    dequantised weights. Along the reference's greedy tokens (teacher-forced), every step's logits are within
+    LOGITS_RTOL, and the int8 argmax is the reference's at every step where the reference's top-2 margin exceeds
+    twice the largest logit difference seen at that step (a closer call is a tie at bf16 precision: such a step
+    may pick either token, and after it the free-running sequences may part). The free-running int8 sequence
+    equals the reference's up to the first such tie, or over all 32 steps."""
     q = quantize_int8(_model())
     ref = _dequantised(q)
     prompts = [[5, 17, 33, 2, 99, 1000], [7, 7, 300]]
-    got = generate_tokens(q, prompts, 32, compile=True)
-    want = generate_tokens(ref, prompts, 32, compile=True)
-    assert got == want
-    assert len(set(got[0])) > 3
-    # logits, step by step on the same tokens, eager
-    with torch.no_grad():
-        for model in (q, ref):
-            remove_caches(model)
-        prompt = torch.tensor([prompts[0]], device="cuda")
-        seq = got[0]
-        logits = []
-        for model in (q, ref):
-            setup_caches(model, 1, 64)
-            valid = torch.ones(1, 64, dtype=torch.bool, device="cuda")
-            rows = [prefill(model, prompt)]
-            for i, tok in enumerate(seq[:31]):
-                pos = torch.tensor([len(prompts[0]) + i], device="cuda")
-                rows.append(decode_one_token(model, torch.tensor([[tok]], device="cuda"), pos, valid))
-            logits.append(torch.cat(rows).float())
-        rel = ((logits[0] - logits[1]).norm(dim=-1) / logits[1].norm(dim=-1)).max().item()
-        assert rel < 2e-2, rel
+    got = generate_tokens(q, prompts, STEPS, compile=True)
+    want = generate_tokens(ref, prompts, STEPS, compile=True)
+    strict = 0
+    for prompt, g, w in zip(prompts, got, want, strict=True):
+        assert len(set(w)) > 3  # not a degenerate constant sequence
+        lq, lr = _teacher_forced_logits(q, prompt, w), _teacher_forced_logits(ref, prompt, w)
+        rel = ((lq - lr).norm(dim=-1) / lr.norm(dim=-1)).max().item()
+        assert rel < LOGITS_RTOL, rel
+        top2 = lr.topk(2, dim=-1).values
+        margin = top2[:, 0] - top2[:, 1]
+        tie = margin <= 2 * (lq - lr).abs().max(dim=-1).values
+        same = lq.argmax(-1) == lr.argmax(-1)
+        assert bool((same | tie).all()), (same, tie)
+        strict += int(same[~tie].sum())
+        first_diff = next((i for i, (a, b) in enumerate(zip(g, w, strict=True)) if a != b), STEPS)
+        assert first_diff == STEPS or bool(tie[: first_diff + 1].any()), (first_diff, g, w)
+    assert strict >= STEPS  # most steps are clear decisions, not ties
 
 
 def test_int8_compiled_batch_equals_eager():
