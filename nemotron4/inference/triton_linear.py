@@ -120,8 +120,9 @@ def default_config(M: int, N: int, K: int, int8: bool) -> KernelConfig:
     if M == 1:
         if not int8:
             return KernelConfig(block_n=8, block_k=256) if N * K >= 1 << 24 else KernelConfig(block_n=4, block_k=512)
-        if N * K < 1 << 24 or K > 3 * N:  # few rows or long rows: fewer rows per program, longer K steps
-            return KernelConfig(block_n=4, block_k=1024)
+        if N * K < 1 << 24 or K > 3 * N:  # few rows or long rows: 2 rows per program, long K steps
+            block_k = next((b for b in (2048, 1024, 512) if K % b == 0), 256)
+            return KernelConfig(block_n=4096 // block_k, block_k=block_k, convert=2)
         return KernelConfig(block_n=8, block_k=512, convert=2)
     wide = N >= 4 * K  # many rows: wide tiles
     if M <= 16:
