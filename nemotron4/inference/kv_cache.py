@@ -43,8 +43,8 @@ def setup_caches(model: Nemotron4, batch: int, max_len: int, dtype: torch.dtype 
             continue
         # local heads, also under tensor parallelism (the weight's rows); a module with no `weight` (another
         # library's quantized linear) gives its out_features
-        weight = getattr(attn.wk, "weight", None)
-        n_kv_heads = (weight.shape[0] if weight is not None else attn.wk.out_features) // attn.head_dim
+        wk = getattr(attn.wk, "weight", None)
+        n_kv_heads = (wk.shape[0] if wk is not None else attn.wk.out_features) // attn.head_dim
         attn.kv_cache = KVCache(batch, n_kv_heads, max_len, attn.head_dim, dtype, weight.device)
 
 

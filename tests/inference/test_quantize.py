@@ -70,6 +70,22 @@ def test_gemv_linears_keep_parameters_and_outputs():
     assert len(generate_tokens(q, [[3, 4, 5]], 6)[0]) == 6
 
 
+def test_caches_for_a_linear_without_a_weight_attribute():
+    """Other libraries' quantized linears (gemlite's) have no `.weight`: the cache sizes from out_features."""
+    from nemotron4.inference.kv_cache import setup_caches
+
+    model = build_model(ModelConfig.from_name("tiny", vocab_size=97, max_seq_len=64), seed=0).eval()
+    attn = model.layers[0].attention
+    want = attn.wk.weight.shape[0] // attn.head_dim
+
+    class NoWeight(nn.Module):
+        out_features = attn.wk.out_features
+
+    attn.wk = NoWeight()
+    setup_caches(model, 2, 16)
+    assert attn.kv_cache.k.shape == (2, want, 16, attn.head_dim)
+
+
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
 
 # Each case: M, N, K, KernelConfig fields. Ragged N (clamped rows) with split-K partials; the plain int-to-float
