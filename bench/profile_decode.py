@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.decode import read_bandwidth  # noqa: E402
 from nemotron4 import ModelConfig, build_model  # noqa: E402
 from nemotron4.inference import generate_tokens, remove_caches  # noqa: E402
 from nemotron4.inference.quantize import quantize_int8, torch_weight_linear, use_triton_linears  # noqa: E402
@@ -71,20 +72,6 @@ def graph_time(fn, copies: int, reps: int = 5) -> float:
         b.synchronize()
         times.append(a.elapsed_time(b) / 1e3 / calls)
     return sorted(times)[len(times) // 2]
-
-
-def read_bandwidth() -> float:
-    x = torch.randn(2**32, device="cuda", dtype=torch.bfloat16)
-    x.sum(dtype=torch.float32)
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(10):
-        t0 = time.perf_counter()
-        x.sum(dtype=torch.float32)
-        torch.cuda.synchronize()
-        ts.append(time.perf_counter() - t0)
-    del x
-    return 2**33 / sorted(ts)[5] / 1e9
 
 
 def sweep_shape(name: str, N: int, Kd: int, bw: float, rows: list, best: dict, deadline: float,
@@ -142,7 +129,7 @@ def sweep_shape(name: str, N: int, Kd: int, bw: float, rows: list, best: dict, d
 
 
 def sweep(budget_s: float, shapes: list[str], ms: tuple[int, ...], first: int, int8_only: bool) -> dict:
-    bw = read_bandwidth()
+    bw = read_bandwidth()["read_GBps"]
     print(f"HBM read {bw:.0f} GB/s", flush=True)
     rows, best = [], {}
     deadline = time.perf_counter() + budget_s
