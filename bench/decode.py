@@ -1,8 +1,13 @@
-"""Batch-1 decode and prefill on one GPU: nemotron4 against Hugging Face `NemotronForCausalLM`, in one process.
+"""Decode and prefill on one GPU: nemotron4 (bf16, int8 weight-only) against Hugging Face `NemotronForCausalLM` and
+the open int8 weight-only kernels (torchao `Int8WeightOnlyConfig`, gemlite `A16W8`), all in one process.
 
-Both models share the same random bf16 weights (the 15B flavour by default). Prints tokens/s, the ratio to HF,
-the fraction of the HBM roofline (bytes read per token / measured read bandwidth), prefill TFLOP/s at 4096 tokens
-and int8 weight-only decode tokens/s; writes the results as JSON.
+Every model shares the same random bf16 weights (the 15B flavour by default); the int8 variants quantize them per
+output row. Every nemotron4-side variant, the peers included, runs the same decode loop (`generate_tokens` with
+compile=True: one compiled Block shared by the layers, the step captured in one CUDA graph), so the linears are
+the only difference. Prints tokens/s at batch 1, the fraction of the HBM roofline (bytes read per token / measured
+read bandwidth), the int8 ratios to the peers, a batched table (batch 1/8/32/64, bf16 and int8, against HF's
+static-cache generate), prefill TFLOP/s, and the peak memory of the int8 model with a 4096-token cache; writes
+JSON. The peers are optional (benchmark only): each is skipped with a message when not installed.
 
     python bench/decode.py --out bench/results/decode_h200.json
 """
@@ -23,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nemotron4 import ModelConfig, Nemotron4  # noqa: E402
 from nemotron4.inference import generate_tokens, quantize_int8, remove_caches, setup_caches  # noqa: E402
-from nemotron4.inference.generation import compiled_decode, prefill  # noqa: E402
+from nemotron4.inference.generation import prefill, release_decode_graphs  # noqa: E402
+from nemotron4.inference.quantize import use_triton_linears  # noqa: E402
 from nemotron4.interop.hf import config_to_hf, our_name  # noqa: E402
 
 DEVICE = "cuda"
@@ -91,34 +97,72 @@ def ours_sharing(hf, cfg: ModelConfig) -> Nemotron4:
     return model.eval()
 
 
-def time_ours(model: Nemotron4, prompt: list[int], new: int, compile: bool) -> dict:
-    def run(n: int) -> list[int]:
-        return generate_tokens(model, [prompt], n, compile=compile)[0]
-
-    run(new)  # compile + warm up (CUDA graphs are recorded on the first calls)
-    run(new)
-    t_all = cuda_time(lambda: run(new), warmup=0, reps=3)
-    t_one = cuda_time(lambda: run(1), warmup=1, reps=3)  # prefill + first token
-    decode = (new - 1) / (t_all - t_one)
-    return {"tokens_per_s": decode, "end_to_end_tokens_per_s": new / t_all, "seconds": t_all, "tokens": run(new)}
+# --- the int8 peers: each replaces the model's nn.Linear modules (blocks and output projection) in place ---------
 
 
-def time_hf(model, prompt: list[int], new: int, mode: str) -> dict:
-    ids = torch.tensor([prompt], device=DEVICE)
-    kw = dict(max_new_tokens=new, min_new_tokens=new, do_sample=False, eos_token_id=None, pad_token_id=0,
-              attention_mask=torch.ones_like(ids))
+def torchao_int8(model: Nemotron4) -> Nemotron4:
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+    quantize_(model, Int8WeightOnlyConfig())
+    return model
+
+
+def gemlite_a16w8(model: Nemotron4) -> Nemotron4:
+    import gemlite
+    from gemlite.helper import A16W8
+
+    # gemlite autotunes each shape on first use ("fast"); its prefill kernels (GEMM) run before every decode but
+    # are not in the decode timing, so they keep their default config instead of costing minutes of tuning.
+    gemlite.set_autotune({"GEMM": "default", "GEMM_SPLITK": "default"})
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, torch.nn.Linear):
+                setattr(module, name, A16W8(device=DEVICE).from_linear(child, del_orig=False))
+    return model
+
+
+PEERS = {"torchao_int8wo": ("torchao", torchao_int8), "gemlite_a16w8": ("gemlite", gemlite_a16w8)}
+
+
+def time_ours(model: Nemotron4, prompt: list[int], new: int, batch: int = 1, reps: int = 3) -> dict:
+    """Decode tokens/s: batch x (new - 1) tokens over time(new tokens) - time(1 token), medians after a warm-up."""
+    prompts = [prompt] * batch
+
+    def run(n: int) -> list[list[int]]:
+        return generate_tokens(model, prompts, n, compile=True)
+
+    t0 = time.perf_counter()
+    tokens = run(new)[0]  # compile, capture, warm up
+    compile_s = time.perf_counter() - t0
+    t_all = cuda_time(lambda: run(new), warmup=0, reps=reps)
+    t_one = cuda_time(lambda: run(1), warmup=0, reps=reps)  # prefill + first token
+    return {"tokens_per_s": batch * (new - 1) / (t_all - t_one), "end_to_end_tokens_per_s": batch * new / t_all,
+            "seconds": t_all, "first_run_s": compile_s, "tokens": tokens}
+
+
+def hf_generate_fn(model, prompt: list[int], batch: int, mode: str):
+    ids = torch.tensor([prompt] * batch, device=DEVICE)
+    kw = dict(do_sample=False, eos_token_id=None, pad_token_id=0, attention_mask=torch.ones_like(ids))
     if mode != "eager":
         kw["cache_implementation"] = "static"
+    if mode == "layers":
+        kw["disable_compile"] = True  # the layers are compiled; no whole-forward auto-compile on top
 
     def run(n: int):
-        return model.generate(ids, **{**kw, "max_new_tokens": n, "min_new_tokens": n})
+        return model.generate(ids, max_new_tokens=n, min_new_tokens=n, **kw)
 
-    run(new)
-    run(new)
-    t_all = cuda_time(lambda: run(new), warmup=0, reps=3)
-    t_one = cuda_time(lambda: run(1), warmup=1, reps=3)
-    return {"tokens_per_s": (new - 1) / (t_all - t_one), "end_to_end_tokens_per_s": new / t_all,
-            "seconds": t_all, "tokens": run(new)[0, len(prompt):].tolist()}
+    return run
+
+
+def time_hf(model, prompt: list[int], new: int, mode: str, batch: int = 1, reps: int = 3) -> dict:
+    run = hf_generate_fn(model, prompt, batch, mode)
+    t0 = time.perf_counter()
+    tokens = run(new)[0, len(prompt):].tolist()
+    first = time.perf_counter() - t0
+    t_all = cuda_time(lambda: run(new), warmup=0, reps=reps)
+    t_one = cuda_time(lambda: run(1), warmup=0, reps=reps)
+    return {"tokens_per_s": batch * (new - 1) / (t_all - t_one), "end_to_end_tokens_per_s": batch * new / t_all,
+            "seconds": t_all, "first_run_s": first, "tokens": tokens}
 
 
 def prefill_tflops(model: Nemotron4, cfg: ModelConfig, T: int) -> dict:
@@ -131,7 +175,36 @@ def prefill_tflops(model: Nemotron4, cfg: ModelConfig, T: int) -> dict:
     setup_caches(model, 1, T)
     with torch.no_grad():
         t = cuda_time(lambda: prefill(model, tokens), warmup=2, reps=5)
+    remove_caches(model)
     return {"tokens": T, "seconds": t, "tflops": flops / t / 1e12, "flops_convention": "2N + 4*L*T*d per token"}
+
+
+def free(*models) -> None:
+    for m in models:
+        if m is not None:
+            release_decode_graphs(m)
+            remove_caches(m)
+    gc.collect()
+    if DEVICE == "cuda":
+        torch.cuda.empty_cache()
+
+
+def memory_peak(model: Nemotron4, cfg: ModelConfig, kv_len: int, new: int) -> dict:
+    """Peak GPU memory of generating into a kv_len-token cache (a kv_len - new token prompt, then new tokens, the
+    compiled + graph path): the model's own weights and buffers plus the largest rise in allocated memory during
+    the run. Other models may stay resident meanwhile: they are not counted, and the run does not touch them."""
+    free(model)
+    own = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    prompt = torch.randint(0, cfg.vocab_size, (kv_len - new,), generator=torch.Generator().manual_seed(2)).tolist()
+    out = generate_tokens(model, [prompt], new, compile=True)[0]
+    rise = torch.cuda.max_memory_allocated() - before
+    free(model)
+    return {"kv_cache_tokens": kv_len, "new_tokens": len(out), "weights_and_buffers_GiB": own / 2**30,
+            "peak_rise_GiB": rise / 2**30, "peak_GiB": (own + rise) / 2**30, "fits_20GiB": own + rise <= 20 * 2**30,
+            "note": "allocator numbers (weights + the largest rise during prefill and decode); the CUDA context "
+                    "(about 0.5 GiB) comes on top"}
 
 
 def main() -> None:
@@ -139,21 +212,33 @@ def main() -> None:
     ap.add_argument("--model", default="15b")
     ap.add_argument("--prompt-len", type=int, default=128)
     ap.add_argument("--new-tokens", type=int, default=256)
+    ap.add_argument("--batches", default="1,8,32,64", help="batch sizes of the batched table")
+    ap.add_argument("--batch-new-tokens", type=int, default=64, help="new tokens per row in the batched table")
     ap.add_argument("--prefill-len", type=int, default=4096)
-    ap.add_argument("--skip", default="", help="comma list of: hf_eager, hf_compile, int8, prefill")
+    ap.add_argument("--kv-len", type=int, default=4096, help="cache length of the int8 memory measurement")
+    ap.add_argument("--hf", choices=("layers", "full", "none"), default="layers",
+                    help="HF static-cache generate with each decoder layer compiled (default), with HF's own "
+                    "whole-model compile (minutes per batch size), or not at all")
+    ap.add_argument("--skip", default="", help="comma list of: gemv, torchao, gemlite, batched, memory, prefill")
+    ap.add_argument("--tuned", help="comma list of bench/profile_decode.py --kernels JSON files: use their best "
+                    "kernel configs")
     ap.add_argument("--device", default="cuda", help="cpu only to smoke-test this script with --model tiny")
     ap.add_argument("--out", default="bench/results/decode_h200.json")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
+    batches = [int(b) for b in args.batches.split(",") if b]
     global DEVICE
     DEVICE = args.device
 
     import torch._inductor.config as inductor
 
-    inductor.coordinate_descent_tuning = True
     inductor.triton.unique_kernel_names = True
     inductor.fx_graph_cache = True
     torch.backends.cuda.matmul.allow_tf32 = True
+    if args.tuned:
+        from nemotron4.inference.triton_linear import load_tuned
+
+        load_tuned(args.tuned.split(","))
 
     import transformers
 
@@ -162,7 +247,7 @@ def main() -> None:
         "gpu": torch.cuda.get_device_name() if DEVICE == "cuda" else "none (cpu)",
         "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
         "model": args.model, "batch": 1, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
-        "dtype": "bfloat16", "weights": "random (same tensors for both)",
+        "dtype": "bfloat16", "weights": "random (same tensors for all)",
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -171,96 +256,150 @@ def main() -> None:
         out.write_text(json.dumps(res, indent=2) + "\n")
 
     res["bandwidth"] = read_bandwidth()
-    log(f"HBM read {res['bandwidth']['read_GBps']:.0f} GB/s, copy {res['bandwidth']['copy_rw_GBps']:.0f} GB/s")
+    read_bw = res["bandwidth"]["read_GBps"] * 1e9
+    log(f"HBM read {read_bw / 1e9:.0f} GB/s, copy {res['bandwidth']['copy_rw_GBps']:.0f} GB/s")
     cfg = ModelConfig.from_name(args.model)
     hf = hf_model(cfg)
     ours = ours_sharing(hf, cfg)
-    counts = ours.param_counts()
     bytes_per_token = bytes_read_per_token(ours)
-    roofline = res["bandwidth"]["read_GBps"] * 1e9 / bytes_per_token
+    roofline = read_bw / bytes_per_token
     res.update(bytes_per_token=bytes_per_token, roofline_tokens_per_s=roofline)
-    log(f"{args.model}: {counts['total'] / 1e9:.2f}B params, {bytes_per_token / 1e9:.2f} GB read per token, "
-        f"roofline {roofline:.1f} tok/s")
+    log(f"{args.model}: {ours.param_counts()['total'] / 1e9:.2f}B params, {bytes_per_token / 1e9:.2f} GB read per "
+        f"token, roofline {roofline:.1f} tok/s")
     g = torch.Generator().manual_seed(1)
     prompt = torch.randint(0, cfg.vocab_size, (args.prompt_len,), generator=g).tolist()
-
-    # correctness: the same weights give the same next-token logits
-    with torch.no_grad():
+    with torch.no_grad():  # the same weights give the same next-token logits
         ids = torch.tensor([prompt], device=DEVICE)
         ref = hf(ids).logits[0, -1].float()
         mine = ours(ids)[0, -1].float()
     res["logits_rel_err_vs_hf"] = ((mine - ref).norm() / ref.norm()).item()
     log(f"last-position logits vs HF: rel err {res['logits_rel_err_vs_hf']:.2e}")
 
-    t0 = time.perf_counter()
-    res["ours"] = time_ours(ours, prompt, args.new_tokens, compile=True)
-    res["ours"]["compile_and_run_s"] = time.perf_counter() - t0
-    res["ours"]["roofline_fraction"] = res["ours"]["tokens_per_s"] / roofline
-    log(f"ours compiled: {res['ours']['tokens_per_s']:.1f} tok/s ({res['ours']['roofline_fraction']:.1%} roofline)")
-    save()
+    # --- batch 1: ours bf16 (cuBLAS), ours bf16 through the Triton GEMV, ours int8, the int8 peers ---------------
+    def run_variant(key: str, model: Nemotron4, bytes_model: Nemotron4 | None = None) -> None:
+        r = time_ours(model, prompt, args.new_tokens)
+        r["bytes_per_token"] = bytes_read_per_token(bytes_model or model)
+        r["roofline_fraction"] = r["tokens_per_s"] / (read_bw / r["bytes_per_token"])
+        if key != "ours":
+            r["greedy_tokens_equal_ours_bf16"] = sum(a == b for a, b in zip(r["tokens"], res["ours"]["tokens"],
+                                                                           strict=False))
+        res[key] = r
+        log(f"{key}: {r['tokens_per_s']:.1f} tok/s ({r['roofline_fraction']:.1%} of its roofline, first run "
+            f"{r['first_run_s']:.0f} s)")
+        save()
+
+    run_variant("ours", ours)
     if "prefill" not in skip:
         res["prefill"] = prefill_tflops(ours, cfg, args.prefill_len)
         log(f"prefill {args.prefill_len}: {res['prefill']['tflops']:.0f} TFLOP/s")
+    free(ours)
+    gemv = None
+    if "gemv" not in skip:
+        gemv = use_triton_linears(ours_sharing(hf, cfg))
+        run_variant("ours_gemv", gemv)
+        free(gemv)
+    int8 = quantize_int8(ours_sharing(hf, cfg))
+    free(int8)
+    run_variant("ours_int8", int8)
+    free(int8)
+    if "memory" not in skip and DEVICE == "cuda":
+        res["int8_memory"] = m = memory_peak(int8, cfg, args.kv_len, 32)
+        log(f"int8 + {args.kv_len}-token cache: peak {m['peak_GiB']:.2f} GiB ({m['weights_and_buffers_GiB']:.2f} "
+            f"weights and buffers + {m['peak_rise_GiB']:.2f} rise), fits 20 GiB: {m['fits_20GiB']}")
         save()
-    remove_caches(ours)
-
-    for mode in ("eager", "compile"):
-        if f"hf_{mode}" in skip:
+    for key, (package, make) in PEERS.items():
+        if package in skip:
             continue
-        if mode == "compile":
-            hf.forward = torch.compile(hf.forward, mode="default")
-        t0 = time.perf_counter()
         try:
-            r = time_hf(hf, prompt, args.new_tokens, mode)
-        except Exception as e:  # report and go on: HF's compiled paths have crashed on this GPU before
-            r = {"error": f"{type(e).__name__}: {e}"[:500]}
-        r["wall_s"] = time.perf_counter() - t0
-        res[f"hf_{mode}"] = r
-        if "tokens_per_s" in r:
-            same = sum(a == b for a, b in zip(r["tokens"], res["ours"]["tokens"], strict=False))
-            r["greedy_tokens_equal_ours"] = same
-            log(f"HF {mode}: {r['tokens_per_s']:.1f} tok/s; greedy tokens equal to ours: {same}/{args.new_tokens}")
-        else:
-            log(f"HF {mode}: {r['error']}")
-        save()
-    hf_best = max((res[k]["tokens_per_s"] for k in ("hf_eager", "hf_compile") if "tokens_per_s" in res.get(k, {})),
-                  default=None)
-    if hf_best:
-        res["ratio_ours_to_best_hf"] = res["ours"]["tokens_per_s"] / hf_best
-    del hf
-    gc.collect()
-    if DEVICE == "cuda":
-        torch.cuda.empty_cache()
-
-    if "int8" not in skip:
-        quantize_int8(ours)
-        gc.collect()
-        if DEVICE == "cuda":
-            torch.cuda.empty_cache()
-        torch._dynamo.reset()
-        compiled_decode.cache_clear()
-        r = time_ours(ours, prompt, args.new_tokens, compile=True)
-        remove_caches(ours)
-        int8_bytes = bytes_read_per_token(ours)
-        r["bytes_per_token"] = int8_bytes
-        r["roofline_fraction"] = r["tokens_per_s"] / (res["bandwidth"]["read_GBps"] * 1e9 / int8_bytes)
-        r["greedy_tokens_equal_bf16"] = sum(a == b for a, b in zip(r["tokens"], res["ours"]["tokens"], strict=False))
-        res["ours_int8"] = r
-        log(f"ours int8: {r['tokens_per_s']:.1f} tok/s ({r['roofline_fraction']:.1%} of its roofline)")
-        save()
-
-    for k in ("ours", "hf_eager", "hf_compile", "ours_int8"):
-        if isinstance(res.get(k), dict):
-            res[k].pop("tokens", None)
+            __import__(package)
+        except ImportError:
+            res[key] = {"skipped": f"{package} is not installed (pip install {package})"}
+            log(f"{key}: skipped, {package} is not installed")
+            continue
+        peer = None
+        try:
+            peer = make(ours_sharing(hf, cfg))
+            free()
+            run_variant(key, peer, bytes_model=int8)  # roofline: the same int8 weight bytes as ours
+        except Exception as e:  # report and go on: one peer failing should not lose the rest
+            res[key] = {"error": f"{type(e).__name__}: {e}"[:500]}
+            log(f"{key}: {res[key]['error']}")
+        free(peer)
+        del peer
+        free()
+    for key, ratio in (("torchao_int8wo", "ours_int8_over_torchao"), ("gemlite_a16w8", "ours_int8_over_gemlite")):
+        if "tokens_per_s" in res.get(key, {}):
+            res[ratio] = res["ours_int8"]["tokens_per_s"] / res[key]["tokens_per_s"]
     save()
-    log("\n| run | tokens/s | vs best HF | roofline |")
-    log("|---|---|---|---|")
-    for k in ("ours", "ours_int8", "hf_eager", "hf_compile"):
+
+    # --- batched decode: ours (the faster bf16 variant) and int8, against HF ---------------------------------------
+    best_bf16 = "ours_gemv" if res.get("ours_gemv", {}).get("tokens_per_s", 0) > res["ours"]["tokens_per_s"] else "ours"
+    res["batched"] = {"new_tokens": args.batch_new_tokens, "prompt_len": args.prompt_len, "bf16_variant": best_bf16,
+                      "hf": args.hf, "rows": []}
+    if "batched" not in skip:
+        bf16 = gemv if best_bf16 == "ours_gemv" else ours
+        for b in batches:
+            row = {"batch": b}
+            for name, model, key in (("bf16", bf16, best_bf16), ("int8", int8, "ours_int8")):
+                if b == 1:  # the batch-1 runs above (with --new-tokens)
+                    row[name] = res[key]["tokens_per_s"]
+                    continue
+                row[name] = time_ours(model, prompt, args.batch_new_tokens, batch=b)["tokens_per_s"]
+                free(model)
+            res["batched"]["rows"].append(row)
+            log(f"batch {b}: ours bf16 {row['bf16']:.0f} tok/s, int8 {row['int8']:.0f} tok/s")
+            save()
+    # --- HF at the same batch sizes (batch 1 with the full 256 tokens) ----------------------------------------------
+    if args.hf != "none":
+        if args.hf == "layers":
+            for layer in hf.model.layers:
+                layer.compile(dynamic=False)
+        for b in batches if "batched" not in skip else [1]:
+            new = args.new_tokens if b == 1 else args.batch_new_tokens
+            try:
+                r = time_hf(hf, prompt, new, args.hf, batch=b)
+            except Exception as e:  # report and go on: HF's compiled paths have crashed on this GPU before
+                r = {"error": f"{type(e).__name__}: {e}"[:500]}
+            if b == 1:
+                res["hf"] = {**r, "mode": args.hf}
+                if "tokens" in r:
+                    r["greedy_tokens_equal_ours"] = sum(a == c for a, c in zip(r["tokens"], res["ours"]["tokens"],
+                                                                               strict=False))
+            rows = [row for row in res["batched"]["rows"] if row["batch"] == b]
+            if rows:
+                rows[0]["hf_bf16"] = r.get("tokens_per_s")
+            log(f"HF ({args.hf}) batch {b}: " + (f"{r['tokens_per_s']:.0f} tok/s" if "tokens_per_s" in r
+                                                  else r["error"]))
+            gc.collect()
+            torch.cuda.empty_cache()
+            save()
+    if "tokens_per_s" in res.get("hf", {}):
+        res["ratio_ours_to_hf"] = res["ours"]["tokens_per_s"] / res["hf"]["tokens_per_s"]
+
+
+    for v in res.values():
+        if isinstance(v, dict):
+            v.pop("tokens", None)
+    res["notes"] = (
+        "tokens_per_s = batch x (new - 1) / (time(new) - time(1 new)), median of 3 after a warm-up run; roofline = "
+        "measured HBM read bandwidth (sum over 8 GiB bf16) / bytes read per token (the peers: our int8 bytes). "
+        "Peers run in our decode loop (per-block compile + one CUDA graph per step). "
+        + ("HF: static cache, each decoder layer torch.compile'd, no CUDA graphs (HF's whole-model compile costs "
+           "minutes per batch size). " if args.hf == "layers" else ""))
+    save()
+    log("\n| run (batch 1) | tokens/s | roofline | int8 vs it |\n|---|---|---|---|")
+    for k in ("ours", "ours_gemv", "ours_int8", "torchao_int8wo", "gemlite_a16w8", "hf"):
         r = res.get(k, {})
         if "tokens_per_s" in r:
-            ratio = r["tokens_per_s"] / hf_best if hf_best else float("nan")
             frac = r.get("roofline_fraction", r["tokens_per_s"] / roofline)
-            log(f"| {k} | {r['tokens_per_s']:.1f} | {ratio:.2f}x | {frac:.1%} |")
+            vs = res["ours_int8"]["tokens_per_s"] / r["tokens_per_s"]
+            log(f"| {k} | {r['tokens_per_s']:.1f} | {frac:.1%} | {vs:.2f}x |")
+    if res["batched"]["rows"]:
+        log("\n| batch | ours bf16 | ours int8 | HF bf16 |\n|---|---|---|---|")
+        for row in res["batched"]["rows"]:
+            hf_v = row.get("hf_bf16")
+            log(f"| {row['batch']} | {row['bf16']:.0f} | {row['int8']:.0f} | "
+                + (f"{hf_v:.0f} |" if hf_v else "- |"))
     if "prefill" in res:
         log(f"prefill {args.prefill_len} tokens: {res['prefill']['tflops']:.0f} TFLOP/s")
 

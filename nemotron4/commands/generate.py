@@ -14,8 +14,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="generate text from a model (streamed; --interactive for a prompt loop)",
         description="Generate text with a static KV cache. MODEL is a Hugging Face nemotron directory, a nemotron4 "
         "weights directory or a training run. The tokenizer is MODEL/tokenizer.model unless --tokenizer is given. "
-        "On a GPU, --compile captures the decode step in a CUDA graph and --quantize int8 halves the weight bytes "
-        "(the 15B model then fits a 24 GB GPU).",
+        "On a GPU, --compile compiles one block and captures the decode step in a CUDA graph (for one prompt or a "
+        "batch of them) and --quantize int8 halves the weight bytes, read by a Triton kernel at decode (the 15B "
+        "model then fits a 24 GB GPU).",
     )
     p.add_argument("--model", required=True, help="model directory or training run")
     p.add_argument("--prompt", action="append", help="prompt text (repeat for a batch); omit with --interactive")
@@ -28,7 +29,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--dtype", choices=_DTYPES, default=None, help="default: bfloat16 on GPU, float32 on CPU")
-    p.add_argument("--compile", action="store_true", help="torch.compile the decode step (CUDA graphs)")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the decode step and replay it from a CUDA graph (seconds to set up per batch size)")
     p.add_argument("--quantize", choices=("int8",), default=None, help="weight-only int8 quantization")
     p.add_argument("--no-bos", action="store_true", help="do not prepend the bos token")
     p.set_defaults(func=run)

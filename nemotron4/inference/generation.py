@@ -2,12 +2,15 @@
 
 Prompts of different lengths are left-padded into one batch; padded cache slots are masked out, so each row
 generates what it would alone (RoPE scores depend only on distances, so the shifted positions do not matter).
-On GPU, `compile=True` compiles the decode step with CUDA graphs (`mode="reduce-overhead"`), as gpt-fast does.
+`compile=True` compiles one Block (shared by all layers) and, on GPU, captures the whole decode step in one CUDA
+graph per batch size (`DecodeGraph`), as gpt-fast's reduce-overhead mode does, for a fraction of the compile time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -51,17 +54,106 @@ def decode_one_token(
     return model(token, input_pos=input_pos, mask=mask)[:, -1]
 
 
-# "reduce-overhead" (CUDA graphs) plus coordinate-descent tuning of the generated kernels (gpt-fast's setting; it
-# matters for batch-1 decode, where every kernel is a memory-bound GEMV), scoped to this compile rather than set
-# globally, so `nemotron4 generate` gets what bench/decode.py measures.
-DECODE_COMPILE_OPTIONS = {"triton.cudagraphs": True, "coordinate_descent_tuning": True}
+# Coordinate-descent tuning of the generated kernels (gpt-fast's setting; the norms, RoPE and residual adds of a
+# batch-1 decode step are tiny memory-bound kernels), scoped to this compile rather than set globally, so
+# `nemotron4 generate` gets what bench/decode.py measures.
+DECODE_COMPILE_OPTIONS = {"coordinate_descent_tuning": True}
+
+
+def _block_forward(layer: torch.nn.Module, *args: torch.Tensor) -> torch.Tensor:
+    return layer.forward(*args)
 
 
 @functools.cache
-def compiled_decode() -> Callable:
-    """decode_one_token compiled once per process, with CUDA graphs (static shapes, in-place cache updates).
-    After changing the model's modules (e.g. quantize_int8): torch._dynamo.reset(); compiled_decode.cache_clear()."""
-    return torch.compile(decode_one_token, fullgraph=True, options=DECODE_COMPILE_OPTIONS)
+def compiled_block() -> Callable:
+    """A module's forward, compiled once per module type and input shapes and shared by every layer (the module is
+    an argument, its parameters graph inputs): compile time is one block's, not the whole model's. Static shapes: a
+    new batch size or cache length recompiles, so the recompile limit is raised to hold a few of each (bf16 and
+    int8 models, several batch sizes)."""
+    dynamo = torch._dynamo.config
+    dynamo.recompile_limit = max(dynamo.recompile_limit, 64)
+    return torch.compile(_block_forward, fullgraph=True, dynamic=False, options=DECODE_COMPILE_OPTIONS)
+
+
+@contextlib.contextmanager
+def _compiled_layers(model: Nemotron4):
+    """Within the block, every layer's call, and the final norm's and output projection's, goes through
+    `compiled_block` (nn.Module's own compiled-call slot)."""
+    fn = compiled_block()
+    modules = [*model.layers, model.norm, model.output]
+    for module in modules:
+        module._compiled_call_impl = functools.partial(fn, module)
+    try:
+        yield
+    finally:
+        for module in modules:
+            module._compiled_call_impl = None
+
+
+class DecodeGraph:
+    """`decode_one_token` on static input buffers, its layers compiled, the whole step captured in one CUDA graph:
+    a replay launches the step's few hundred kernels with no Python in between. Built after the caches are set up
+    and before the prefill (the warm-up steps write slot 0, which the prefill then overwrites)."""
+
+    def __init__(self, model: Nemotron4, batch: int, cache_len: int) -> None:
+        device = model.tok_embeddings.weight.device
+        self.token = torch.zeros(batch, 1, dtype=torch.long, device=device)
+        self.pos = torch.zeros(1, dtype=torch.long, device=device)
+        self.valid = torch.ones(batch, cache_len, dtype=torch.bool, device=device)
+        with _compiled_layers(model):
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(2):  # compile, then one run outside the graph (lazy inits, autotuners)
+                    decode_one_token(model, self.token, self.pos, self.valid)
+            torch.cuda.current_stream().wait_stream(stream)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.logits = decode_one_token(model, self.token, self.pos, self.valid)
+
+    def __call__(self, model: Nemotron4, token: torch.Tensor, input_pos: torch.Tensor, valid: torch.Tensor):
+        self.token.copy_(token)
+        self.pos.copy_(input_pos)
+        if valid is not self.valid:
+            self.valid.copy_(valid)
+        self.graph.replay()
+        return self.logits
+
+
+_GRAPHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _graph_key(model: Nemotron4, batch: int) -> tuple:
+    """What a captured graph depends on: the batch and the addresses of every parameter, buffer and cache."""
+    return (batch, *(t.data_ptr() for t in (*model.parameters(), *model.buffers())))
+
+
+def decode_graph(model: Nemotron4, batch: int) -> DecodeGraph:
+    """The model's captured decode step for this batch and its current caches/weights; one kept per model (a new
+    batch size, cache or set of weights recaptures and frees the previous graph's memory)."""
+    key = _graph_key(model, batch)
+    held = _GRAPHS.get(model)
+    if held is None or held[0] != key:
+        _GRAPHS.pop(model, None)
+        _GRAPHS[model] = (key, DecodeGraph(model, batch, cache_len(model)))
+    return _GRAPHS[model][1]
+
+
+def release_decode_graphs(model: Nemotron4) -> None:
+    """Drop the model's captured decode step (and the memory its graph holds)."""
+    _GRAPHS.pop(model, None)
+
+
+def compiled_decode_step(model: Nemotron4, batch: int) -> Callable:
+    """The fast decode step: on CUDA the captured graph, elsewhere the compiled layers without graphs."""
+    if model.tok_embeddings.weight.is_cuda:
+        return decode_graph(model, batch)
+
+    def step(model, token, input_pos, valid):
+        with _compiled_layers(model):
+            return decode_one_token(model, token, input_pos, valid)
+
+    return step
 
 
 @torch.no_grad()
@@ -97,7 +189,7 @@ def generate_tokens(
     S = cache_len(model)
     valid = torch.arange(S, device=device)[None, :] >= pad[:, None]  # (B, S)
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
-    step = compiled_decode() if compile else decode_one_token
+    step = compiled_decode_step(model, B) if compile else decode_one_token
 
     logits = prefill(model, tokens, valid if bool(pad.any()) else None)
     # Slots of the new tokens, made once: building each step's position from a Python int would be a host-to-device
@@ -105,6 +197,9 @@ def generate_tokens(
     positions = torch.arange(L, L + max_new_tokens, device=device)
     stop = torch.tensor(list(stop_tokens), dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
+    if isinstance(step, DecodeGraph):
+        step.valid.copy_(valid)
+        valid = step.valid
     out = torch.empty(B, max_new_tokens, dtype=torch.long, device=device)
     n = max_new_tokens
     for i in range(max_new_tokens):
@@ -119,7 +214,7 @@ def generate_tokens(
                 break
         if i + 1 == max_new_tokens:
             break
-        logits = step(model, nxt.view(B, 1), positions[i : i + 1], valid).clone()
+        logits = step(model, nxt.view(B, 1), positions[i : i + 1], valid)
     rows = out[:, :n].tolist()
     stops = set(stop_tokens)
     result = []

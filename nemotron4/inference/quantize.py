@@ -1,8 +1,13 @@
-"""Weight-only int8 quantization (per output channel, symmetric), so the 15B model fits a 24 GB GPU.
+"""Weight-only int8 quantization (per output channel, symmetric), so the 15B model fits a 24 GB GPU, and the decode
+linear that reads those weights at memory bandwidth.
 
-Linear weights become int8 with one bf16/fp32 scale per output row; activations stay in the model dtype. Under
-`torch.compile` the dequantisation fuses into the matmul, so a batch-1 decode reads half the bytes (gpt-fast's
-WeightOnlyInt8Linear). The input embedding stays as it is: a decode step reads one row of it.
+Linear weights become int8 (the nn.Linear layout, out x in) with one scale per output row; activations stay in the
+model dtype. One op, `nemotron4::weight_linear(x, weight, scales)`, serves every shape from the one copy of the
+weights: on CUDA, up to `TRITON_MAX_ROWS` rows (decode, batched decode) go through the Triton kernels of
+`triton_linear` (int8 read in 16-byte vectors, dequantised in registers, scale in the epilogue); more rows (prefill)
+dequantise a slice of output rows at a time and run a GEMM; on CPU it is plain torch. It is a torch custom op, so a
+compiled, CUDA-graph-captured decode step calls the kernel as one opaque node. The input embedding stays as it is:
+a decode step reads one row of it.
 """
 
 from __future__ import annotations
@@ -13,6 +18,51 @@ from torch import nn
 
 from nemotron4.model import Nemotron4
 
+TRITON_MAX_ROWS = 64
+DEQUANT_CHUNK_BYTES = 1 << 28  # prefill: dequantise at most this many bytes of bf16 weight at a time
+
+
+def torch_weight_linear(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None) -> torch.Tensor:
+    """The reference maths: (x @ weight.T) * scales, weight int8 or floating. int8 weights are dequantised in row
+    slices, so a prefill over the 256k-row output projection never holds a full bf16 copy of it."""
+    if weight.dtype != torch.int8:
+        y = F.linear(x, weight)
+        return y if scales is None else y * scales.to(y.dtype)
+    N, K = weight.shape
+    rows = max(1, DEQUANT_CHUNK_BYTES // (K * x.element_size()))
+    if rows >= N:
+        return F.linear(x, weight.to(x.dtype)) * scales.to(x.dtype)
+    y = x.new_empty(*x.shape[:-1], N)
+    for n0 in range(0, N, rows):
+        sl = slice(n0, n0 + rows)
+        y[..., sl] = F.linear(x, weight[sl].to(x.dtype)) * scales[sl].to(x.dtype)
+    return y
+
+
+def _use_triton(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    if not x.is_cuda or x.numel() // x.shape[-1] > TRITON_MAX_ROWS or x.dtype not in (torch.bfloat16, torch.float16):
+        return False
+    from nemotron4.inference.triton_linear import config_for, fits
+
+    M = x.numel() // x.shape[-1]
+    return fits(config_for(M, weight.shape[0], weight.shape[1], weight.dtype == torch.int8), weight.shape[1])
+
+
+@torch.library.custom_op("nemotron4::weight_linear", mutates_args=())
+def weight_linear(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None) -> torch.Tensor:
+    """(x @ weight.T) * scales for x (..., in), weight (out, in) int8 or floating, scales (out,) or None."""
+    if not _use_triton(x, weight):
+        return torch_weight_linear(x, weight, scales)
+    from nemotron4.inference.triton_linear import triton_linear
+
+    y = triton_linear(x.reshape(-1, x.shape[-1]), weight, scales)
+    return y.view(*x.shape[:-1], weight.shape[0])
+
+
+@weight_linear.register_fake
+def _(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None) -> torch.Tensor:
+    return x.new_empty(*x.shape[:-1], weight.shape[0])
+
 
 class Int8Linear(nn.Module):
     def __init__(self, in_features: int, out_features: int, dtype: torch.dtype, device: torch.device) -> None:
@@ -22,7 +72,11 @@ class Int8Linear(nn.Module):
         self.register_buffer("scales", torch.empty(out_features, dtype=dtype, device=device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight.to(x.dtype)) * self.scales.to(x.dtype)
+        return weight_linear(x, self.weight, self.scales)
+
+    def dequantize(self) -> torch.Tensor:
+        """The weight this layer computes with, (out, in), in the scales' dtype."""
+        return self.weight.to(self.scales.dtype) * self.scales[:, None]
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> Int8Linear:
@@ -34,11 +88,34 @@ class Int8Linear(nn.Module):
         return q
 
 
-@torch.no_grad()
-def quantize_int8(model: Nemotron4) -> Nemotron4:
-    """Replace every nn.Linear (blocks and output projection) by Int8Linear, in place."""
+class GemvLinear(nn.Linear):
+    """A bias-free nn.Linear (same parameters, same state dict) whose forward goes through `weight_linear`: the
+    Triton GEMV for decode-sized inputs on CUDA, F.linear otherwise. Installed by `use_triton_linears`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return weight_linear(x, self.weight, None)
+
+
+def _replace_linears(model: nn.Module, make) -> None:
     for module in list(model.modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, nn.Linear):
-                setattr(module, child_name, Int8Linear.from_linear(child))
+                setattr(module, child_name, make(child))
+
+
+@torch.no_grad()
+def quantize_int8(model: Nemotron4) -> Nemotron4:
+    """Replace every nn.Linear (blocks and output projection) by Int8Linear, in place."""
+    _replace_linears(model, Int8Linear.from_linear)
+    return model
+
+
+def use_triton_linears(model: Nemotron4) -> Nemotron4:
+    """Route the floating-point linears through the Triton GEMV at decode (in place; parameters untouched)."""
+    def swap(linear: nn.Linear) -> nn.Linear:
+        if linear.bias is None:
+            linear.__class__ = GemvLinear
+        return linear
+
+    _replace_linears(model, swap)
     return model

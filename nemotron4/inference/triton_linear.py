@@ -1,0 +1,198 @@
+"""Triton kernels for decode-time linears y = (x @ W^T) * scale, W in the nn.Linear layout (out, in).
+
+W is int8 (weight-only quantized, one scale per output row, applied in the epilogue) or bf16/fp16 (no scale). Two
+kernels, both reading W once and in 16-byte vectors along K (contiguous rows):
+
+- `gemv`: M = 1. Each program owns BLOCK_N output rows and a K range (split-K); it accumulates BLOCK_N x BLOCK_K
+  products elementwise in fp32 registers and reduces once at the end, so the loop is loads, conversions and FMAs.
+  int8 -> fp32 by the exponent trick (int32(w) + 0x4B000080 read as fp32 is 2^23 + 128 + w, exact), which is
+  integer adds instead of the slow int-to-float conversion unit.
+- `small_m`: 2 <= M <= 64 (batched decode). tl.dot on BLOCK_M (16..64) x BLOCK_N x BLOCK_K tiles; W dequantised
+  to the activation dtype in registers.
+
+Split-K > 1 writes fp32 partials (SPLIT_K, M, N) that are summed afterwards. Triton is imported lazily: the CPU
+path (nemotron4.inference.quantize) never needs it; under TRITON_INTERPRET=1 the kernels run on CPU for tests.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    block_n: int
+    block_k: int
+    split_k: int = 1
+    num_warps: int = 4
+    num_stages: int = 1
+    block_m: int = 16  # small_m only
+    convert: int = 1  # gemv only, int8: 0 = plain cast, 1 = exponent trick, 2 = the trick in PTX (GPU only)
+
+
+@functools.cache
+def _kernels():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def gemv_kernel(x_ptr, w_ptr, s_ptr, y_ptr, N, K, stride_wn, K_SPLIT: tl.constexpr,
+                    HAS_SCALE: tl.constexpr, CONVERT: tl.constexpr, PARTIAL: tl.constexpr, EVEN_N: tl.constexpr,
+                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        pid_n = tl.program_id(0)
+        pid_k = tl.program_id(1)
+        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        offs_k = tl.arange(0, BLOCK_K)
+        k0 = pid_k * K_SPLIT
+        rows = offs_n if EVEN_N else tl.minimum(offs_n, N - 1)  # clamp instead of masking: loads stay vectors
+        w_ptrs = w_ptr + rows.to(tl.int64)[:, None] * stride_wn + (k0 + offs_k)[None, :]
+        x_ptrs = x_ptr + k0 + offs_k
+        acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+        for _ in range(0, K_SPLIT, BLOCK_K):
+            w = tl.load(w_ptrs, eviction_policy="evict_first")
+            x = tl.load(x_ptrs, eviction_policy="evict_last").to(tl.float32)
+            if CONVERT == 1:
+                wf = (w.to(tl.int32) + 0x4B000080).to(tl.float32, bitcast=True) - 8388736.0
+            elif CONVERT == 2:  # the same trick on 4 packed bytes: one xor, then one byte permute per element
+                wf = tl.inline_asm_elementwise(
+                    "{ .reg .b32 t; xor.b32 t, $4, 0x80808080; prmt.b32 $0, t, 0x4B000000, 0x7540; "
+                    "prmt.b32 $1, t, 0x4B000000, 0x7541; prmt.b32 $2, t, 0x4B000000, 0x7542; "
+                    "prmt.b32 $3, t, 0x4B000000, 0x7543; }",
+                    "=r,=r,=r,=r,r", [w], dtype=tl.float32, is_pure=True, pack=4) - 8388736.0
+            else:
+                wf = w.to(tl.float32)
+            acc += wf * x[None, :]
+            w_ptrs += BLOCK_K
+            x_ptrs += BLOCK_K
+        y = tl.sum(acc, axis=1)
+        if HAS_SCALE:
+            y = y * tl.load(s_ptr + rows).to(tl.float32)
+        n_mask = offs_n < N
+        if PARTIAL:
+            tl.store(y_ptr + pid_k * N + offs_n, y, mask=n_mask)
+        else:
+            tl.store(y_ptr + offs_n, y.to(y_ptr.dtype.element_ty), mask=n_mask)
+
+    @triton.jit
+    def small_m_kernel(x_ptr, w_ptr, s_ptr, y_ptr, M, N, K, stride_xm, stride_wn, stride_ym, K_SPLIT: tl.constexpr,
+                       HAS_SCALE: tl.constexpr, PARTIAL: tl.constexpr, EVEN_N: tl.constexpr,
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        pid_n = tl.program_id(0)
+        pid_k = tl.program_id(1)
+        pid_m = tl.program_id(2)
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        offs_k = tl.arange(0, BLOCK_K)
+        k0 = pid_k * K_SPLIT
+        rows = offs_n if EVEN_N else tl.minimum(offs_n, N - 1)
+        m_mask = offs_m < M
+        x_ptrs = x_ptr + offs_m.to(tl.int64)[:, None] * stride_xm + (k0 + offs_k)[None, :]
+        w_ptrs = w_ptr + rows.to(tl.int64)[None, :] * stride_wn + (k0 + offs_k)[:, None]  # (BLOCK_K, BLOCK_N)
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for _ in range(0, K_SPLIT, BLOCK_K):
+            x = tl.load(x_ptrs, mask=m_mask[:, None], other=0.0)
+            w = tl.load(w_ptrs, eviction_policy="evict_first")
+            acc = tl.dot(x, w.to(x.dtype), acc)
+            x_ptrs += BLOCK_K
+            w_ptrs += BLOCK_K
+        if HAS_SCALE:
+            acc = acc * tl.load(s_ptr + rows).to(tl.float32)[None, :]
+        mask = m_mask[:, None] & (offs_n < N)[None, :]
+        if PARTIAL:
+            tl.store(y_ptr + pid_k * M * N + offs_m[:, None] * N + offs_n[None, :], acc, mask=mask)
+        else:
+            y_ptrs = y_ptr + offs_m.to(tl.int64)[:, None] * stride_ym + offs_n[None, :]
+            tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask)
+
+    return gemv_kernel, small_m_kernel
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def default_config(M: int, N: int, K: int, int8: bool) -> KernelConfig:
+    """A config for this shape: the winners of bench/profile_decode.py --kernels on an H200 at the 15B model's
+    shapes (bench/results/decode_kernels_h200.json), generalised by size."""
+    if M == 1:
+        if not int8:
+            return KernelConfig(block_n=8, block_k=256) if N * K >= 1 << 24 else KernelConfig(block_n=4, block_k=512)
+        if N * K < 1 << 24 or K > 3 * N:  # few rows or long rows: 2 rows per program, long K steps
+            block_k = next((b for b in (2048, 1024, 512) if K % b == 0), 256)
+            return KernelConfig(block_n=4096 // block_k, block_k=block_k, convert=2)
+        return KernelConfig(block_n=8, block_k=512, convert=2)
+    wide = N >= 4 * K  # many rows: wide tiles
+    if M <= 16:
+        if N * K < 1 << 24 or K > 3 * N:
+            return KernelConfig(block_n=32, block_k=256, split_k=2, num_stages=4, block_m=16)
+        return KernelConfig(block_n=64 if wide else 32, block_k=128 if wide else 256, num_stages=4, block_m=16)
+    if M <= 32:
+        return KernelConfig(block_n=64 if wide else 32, block_k=128 if wide else 256, num_stages=4, block_m=32)
+    return KernelConfig(block_n=128 if wide else 64, block_k=128 if wide else 256, num_warps=8, num_stages=3,
+                        block_m=64)
+
+
+# Per (M, N, K, int8) overrides, filled by a tuning run (bench/profile_decode.py) or by callers.
+CONFIGS: dict[tuple[int, int, int, bool], KernelConfig] = {}
+
+
+def load_configs(best: dict[str, dict]) -> None:
+    """Install tuned configs: {"M,N,K,int8": {"config": KernelConfig fields}} (bench/profile_decode.py --kernels)."""
+    for key, entry in best.items():
+        m, n, k, int8 = key.split(",")
+        CONFIGS[int(m), int(n), int(k), int8 == "True"] = KernelConfig(**entry["config"])
+
+
+def load_tuned(paths: list[str]) -> None:
+    """Install the best config per shape over one or more bench/profile_decode.py --kernels JSON files."""
+    import json
+    from pathlib import Path
+
+    merged: dict[str, dict] = {}
+    for path in paths:
+        for key, entry in json.loads(Path(path).read_text())["best"].items():
+            if key not in merged or entry["us"] < merged[key]["us"]:
+                merged[key] = entry
+    load_configs(merged)
+
+
+def config_for(M: int, N: int, K: int, int8: bool) -> KernelConfig:
+    return CONFIGS.get((M, N, K, int8)) or default_config(M, N, K, int8)
+
+
+def fits(cfg: KernelConfig, K: int) -> bool:
+    return K % (cfg.block_k * cfg.split_k) == 0
+
+
+def triton_linear(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor | None,
+                  cfg: KernelConfig | None = None) -> torch.Tensor:
+    """y = (x @ w.T) * scales for x (M, K) with M <= 64, w (N, K) int8 or floating, scales (N,) or None."""
+    M, K = x.shape
+    N = w.shape[0]
+    int8 = w.dtype == torch.int8
+    cfg = cfg or config_for(M, N, K, int8)
+    if not fits(cfg, K):
+        raise ValueError(f"triton_linear: K={K} is not a multiple of block_k*split_k={cfg.block_k * cfg.split_k}")
+    gemv_kernel, small_m_kernel = _kernels()
+    x = x.contiguous()
+    partial = cfg.split_k > 1
+    y = (torch.empty(cfg.split_k, M, N, device=x.device, dtype=torch.float32) if partial
+         else torch.empty(M, N, device=x.device, dtype=x.dtype))
+    s = scales if scales is not None else w  # a dummy pointer when there is no scale
+    k_split = K // cfg.split_k
+    if M == 1:
+        grid = (_cdiv(N, cfg.block_n), cfg.split_k)
+        gemv_kernel[grid](x, w, s, y, N, K, w.stride(0), k_split, HAS_SCALE=scales is not None,
+                          CONVERT=cfg.convert if int8 else 0, PARTIAL=partial, EVEN_N=N % cfg.block_n == 0,
+                          BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, num_warps=cfg.num_warps,
+                          num_stages=cfg.num_stages)
+    else:
+        grid = (_cdiv(N, cfg.block_n), cfg.split_k, _cdiv(M, cfg.block_m))
+        small_m_kernel[grid](x, w, s, y, M, N, K, x.stride(0), w.stride(0), N, k_split,
+                             HAS_SCALE=scales is not None, PARTIAL=partial, EVEN_N=N % cfg.block_n == 0,
+                             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+                             num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    return y.sum(0).to(x.dtype) if partial else y

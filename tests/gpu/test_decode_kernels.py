@@ -1,0 +1,124 @@
+"""The Triton decode linears and the int8 decode path on a GPU: kernels against float64 maths at the 15B model's
+shapes, and greedy int8 generation against the same model with the dequantised weights in bf16 (cuBLAS). Marked
+`gpu`; tests/inference/test_quantize.py covers the maths on CPU."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from nemotron4 import ModelConfig, build_model
+from nemotron4.inference import generate_tokens, quantize_int8, remove_caches
+from nemotron4.inference.generation import decode_one_token, prefill
+from nemotron4.inference.kv_cache import setup_caches
+from nemotron4.inference.quantize import Int8Linear, weight_linear
+from nemotron4.inference.triton_linear import triton_linear
+
+pytestmark = pytest.mark.gpu
+if not torch.cuda.is_available():
+    pytest.skip("needs a CUDA GPU", allow_module_level=True)
+
+
+@pytest.mark.parametrize("M", [1, 5, 64])
+@pytest.mark.parametrize("N,K", [(1024, 6144), (6144, 24576), (3000, 2048)])
+@pytest.mark.parametrize("int8", [True, False])
+def test_triton_linear_matches_float64(M, N, K, int8):
+    g = torch.Generator(device="cuda").manual_seed(M * 7 + N)
+    x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16, generator=g)
+    if int8:
+        w = torch.randint(-127, 128, (N, K), device="cuda", dtype=torch.int8, generator=g)
+        s = (torch.rand(N, device="cuda", generator=g) * 0.01 + 1e-3).to(torch.bfloat16)
+        ref = x.double() @ w.double().T * s.double()
+    else:
+        w = torch.randn(N, K, device="cuda", dtype=torch.bfloat16, generator=g)
+        s = None
+        ref = x.double() @ w.double().T
+    y = torch.full((M, N), float("nan"), device="cuda", dtype=torch.bfloat16)
+    y.copy_(triton_linear(x, w, s))
+    assert torch.isfinite(y).all()
+    rel = ((y.double() - ref).norm() / ref.norm()).item()
+    assert rel < 5e-3, rel  # bf16 output rounding is ~2e-3
+
+
+def _model():
+    cfg = ModelConfig.from_name("tiny", dim=1024, ffn_dim=4096, n_layers=2, n_heads=8, n_kv_heads=2, head_dim=128,
+                                vocab_size=4096, max_seq_len=256)
+    return build_model(cfg, device="cuda", dtype=torch.bfloat16, seed=0).eval()
+
+
+def _dequantised(q: nn.Module) -> nn.Module:
+    """The int8 model with every Int8Linear replaced by a bf16 nn.Linear holding its dequantised weight."""
+    ref = copy.deepcopy(q)
+    for module in list(ref.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, Int8Linear):
+                lin = nn.Linear(child.in_features, child.out_features, bias=False, device="cuda",
+                                dtype=torch.bfloat16)
+                lin.weight.data.copy_(child.dequantize())
+                setattr(module, name, lin)
+    return ref
+
+
+@torch.no_grad()
+def _teacher_forced_logits(model, prompt: list[int], tokens: list[int]) -> torch.Tensor:
+    """Logits (len(tokens), vocab) predicting each of `tokens` after the prompt and the tokens before it (eager)."""
+    remove_caches(model)
+    S = len(prompt) + len(tokens)
+    setup_caches(model, 1, S)
+    valid = torch.ones(1, S, dtype=torch.bool, device="cuda")
+    rows = [prefill(model, torch.tensor([prompt], device="cuda"))]
+    for i, tok in enumerate(tokens[:-1]):
+        pos = torch.tensor([len(prompt) + i], device="cuda")
+        rows.append(decode_one_token(model, torch.tensor([[tok]], device="cuda"), pos, valid))
+    remove_caches(model)
+    return torch.cat(rows).float()
+
+
+STEPS = 32
+LOGITS_RTOL = 2e-2  # relative L2 error of a step's logits: bf16 outputs of two reduction orders, through 2 blocks
+
+
+def test_int8_greedy_equals_dequantised_bf16_reference():
+    """32 greedy steps through the compiled + CUDA-graph path: int8 Triton kernels against cuBLAS on the
+    dequantised weights. Along the reference's greedy tokens (teacher-forced), every step's logits are within
+    LOGITS_RTOL, and the int8 argmax is the reference's at every step where the reference's top-2 margin exceeds
+    twice the largest logit difference seen at that step (a closer call is a tie at bf16 precision: such a step
+    may pick either token, and after it the free-running sequences may part). The free-running int8 sequence
+    equals the reference's up to the first such tie, or over all 32 steps."""
+    q = quantize_int8(_model())
+    ref = _dequantised(q)
+    prompts = [[5, 17, 33, 2, 99, 1000], [7, 7, 300]]
+    got = generate_tokens(q, prompts, STEPS, compile=True)
+    want = generate_tokens(ref, prompts, STEPS, compile=True)
+    strict = 0
+    for prompt, g, w in zip(prompts, got, want, strict=True):
+        assert len(set(w)) > 3  # not a degenerate constant sequence
+        lq, lr = _teacher_forced_logits(q, prompt, w), _teacher_forced_logits(ref, prompt, w)
+        rel = ((lq - lr).norm(dim=-1) / lr.norm(dim=-1)).max().item()
+        assert rel < LOGITS_RTOL, rel
+        top2 = lr.topk(2, dim=-1).values
+        margin = top2[:, 0] - top2[:, 1]
+        tie = margin <= 2 * (lq - lr).abs().max(dim=-1).values
+        same = lq.argmax(-1) == lr.argmax(-1)
+        assert bool((same | tie).all()), (same, tie)
+        strict += int(same[~tie].sum())
+        first_diff = next((i for i, (a, b) in enumerate(zip(g, w, strict=True)) if a != b), STEPS)
+        assert first_diff == STEPS or bool(tie[: first_diff + 1].any()), (first_diff, g, w)
+    assert strict >= STEPS  # most steps are clear decisions, not ties
+
+
+def test_int8_compiled_batch_equals_eager():
+    q = quantize_int8(_model())
+    prompts = [[5, 17, 33, 2], [9, 9, 101], [1, 2, 3, 4, 5, 6, 7]]
+    assert generate_tokens(q, prompts, 16, compile=True) == generate_tokens(q, prompts, 16)
+
+
+def test_weight_linear_under_compile_is_one_opaque_op():
+    x = torch.randn(1, 2048, device="cuda", dtype=torch.bfloat16)
+    w = torch.randint(-127, 128, (512, 2048), device="cuda", dtype=torch.int8)
+    s = torch.rand(512, device="cuda", dtype=torch.bfloat16) * 0.01
+    f = torch.compile(lambda x: torch.relu(weight_linear(x, w, s)), fullgraph=True)
+    torch.testing.assert_close(f(x), torch.relu(weight_linear(x, w, s)))

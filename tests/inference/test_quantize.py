@@ -1,0 +1,141 @@
+"""The int8 weight-only module's maths on CPU (the torch path the CUDA kernels must match), and the Triton decode
+kernels under Triton's CPU interpreter (fp32/fp16: the interpreter's bf16 tl.dot is wrong, so bf16 is covered by
+tests/gpu/test_decode_kernels.py)."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+
+import pytest
+import torch
+from torch import nn
+
+from nemotron4 import ModelConfig, build_model
+from nemotron4.inference import generate_tokens, quantize_int8
+from nemotron4.inference import quantize as qmod
+from nemotron4.inference.quantize import GemvLinear, Int8Linear, torch_weight_linear, use_triton_linears, weight_linear
+
+
+def _int8(N, K, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randint(-127, 128, (N, K), dtype=torch.int8, generator=g)
+    s = torch.rand(N, generator=g) * 0.01 + 1e-3
+    return w, s
+
+
+def test_int8_linear_is_per_row_scaled_int8_maths():
+    lin = nn.Linear(96, 40, bias=False)
+    q = Int8Linear.from_linear(lin)
+    assert q.weight.dtype == torch.int8 and q.weight.abs().max() <= 127
+    # the dequantised weight is within half a quantization step of the original, row by row
+    step = lin.weight.abs().amax(1, keepdim=True) / 127
+    assert ((q.dequantize() - lin.weight).abs() <= step / 2 + 1e-7).all()
+    x = torch.randn(3, 5, 96)
+    torch.testing.assert_close(q(x), x @ q.dequantize().T, rtol=1e-5, atol=1e-5)
+
+
+def test_prefill_dequantises_in_row_slices_with_the_same_result(monkeypatch):
+    w, s = _int8(300, 64)
+    x = torch.randn(7, 64)
+    whole = torch_weight_linear(x, w, s)
+    monkeypatch.setattr(qmod, "DEQUANT_CHUNK_BYTES", 64 * 4 * 50)  # 50 rows at a time: 6 slices, the last short
+    torch.testing.assert_close(torch_weight_linear(x, w, s), whole)
+    torch.testing.assert_close(whole, (x.double() @ w.double().T * s.double()).float(), rtol=1e-5, atol=1e-4)
+
+
+def test_weight_linear_op_on_cpu_and_its_fake_shape():
+    w, s = _int8(24, 32)
+    x = torch.randn(2, 3, 32)
+    torch.testing.assert_close(weight_linear(x, w, s), torch_weight_linear(x, w, s))
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode() as mode:
+        y = weight_linear(mode.from_tensor(x), mode.from_tensor(w), mode.from_tensor(s))
+    assert y.shape == (2, 3, 24)
+
+
+def test_gemv_linears_keep_parameters_and_outputs():
+    model = build_model(ModelConfig.from_name("tiny", vocab_size=97, max_seq_len=64), seed=0).eval()
+    ref = copy.deepcopy(model)
+    keys = set(model.state_dict())
+    use_triton_linears(model)
+    assert isinstance(model.layers[0].feed_forward.w1, GemvLinear) and set(model.state_dict()) == keys
+    x = torch.randint(0, 97, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref(x))
+    # and they quantize like plain linears
+    q = quantize_int8(model)
+    assert isinstance(q.layers[0].feed_forward.w1, Int8Linear)
+    assert len(generate_tokens(q, [[3, 4, 5]], 6)[0]) == 6
+
+
+def test_caches_for_a_linear_without_a_weight_attribute():
+    """Other libraries' quantized linears (gemlite's) have no `.weight`: the cache sizes from out_features."""
+    from nemotron4.inference.kv_cache import setup_caches
+
+    model = build_model(ModelConfig.from_name("tiny", vocab_size=97, max_seq_len=64), seed=0).eval()
+    attn = model.layers[0].attention
+    want = attn.wk.weight.shape[0] // attn.head_dim
+
+    class NoWeight(nn.Module):
+        out_features = attn.wk.out_features
+
+    attn.wk = NoWeight()
+    setup_caches(model, 2, 16)
+    assert attn.kv_cache.k.shape == (2, want, 16, attn.head_dim)
+
+
+needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+
+# Each case: M, N, K, KernelConfig fields. Ragged N (clamped rows) with split-K partials; the plain int-to-float
+# conversion; the exponent trick; the tl.dot path with rows masked up to 16 and split-K; a 32-row tile.
+INTERPRETER_CASES = [
+    (1, 40, 1024, dict(block_n=8, block_k=256, split_k=2)),
+    (1, 64, 512, dict(block_n=16, block_k=128, convert=0)),
+    (1, 64, 512, dict(block_n=4, block_k=128)),
+    (3, 40, 512, dict(block_n=16, block_k=128, split_k=2)),
+    (20, 64, 256, dict(block_n=32, block_k=64, block_m=32)),
+]
+
+_INTERPRETER_SCRIPT = """
+import json, sys, torch
+from nemotron4.inference.triton_linear import KernelConfig, triton_linear
+out = []
+for M, N, K, cfg in json.loads(sys.argv[1]):
+    for dtype in (torch.float32, torch.float16):
+        g = torch.Generator().manual_seed(M * 1000 + N)
+        w = torch.randint(-127, 128, (N, K), dtype=torch.int8, generator=g)
+        s = torch.rand(N, generator=g) * 0.01 + 1e-3
+        x = torch.randn(M, K, generator=g).to(dtype)
+        for weight, scale, ref in ((w, s.to(dtype), x.double() @ w.double().T * s.double()),
+                                   (w.to(dtype) * 0.01, None, x.double() @ (w.to(dtype) * 0.01).double().T)):
+            y = torch.full((M, N), float("nan"), dtype=dtype)
+            y.copy_(triton_linear(x, weight, scale, KernelConfig(**cfg)))
+            out.append([M, N, K, str(dtype), scale is not None, ((y.double() - ref).norm() / ref.norm()).item()])
+try:
+    triton_linear(torch.randn(1, 96), w[:8, :96].contiguous(), s[:8], KernelConfig(block_n=8, block_k=64))
+except ValueError as e:
+    out.append(str(e))
+print(json.dumps(out))
+"""
+
+
+@needs_triton
+def test_triton_kernels_in_the_interpreter():
+    """The kernels under TRITON_INTERPRET=1, in a subprocess: the flag must be set before triton is imported."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.run([sys.executable, "-c", _INTERPRETER_SCRIPT, json.dumps(INTERPRETER_CASES)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    *rows, error = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(rows) == 4 * len(INTERPRETER_CASES)
+    for M, N, K, dtype, int8, rel in rows:
+        assert rel < (1e-6 if dtype == "torch.float32" else 1e-3), (M, N, K, dtype, int8, rel)
+    assert "multiple of block_k" in error
