@@ -4,7 +4,8 @@ A nemotron4 weights directory holds `model_config.json` (our `ModelConfig`) and 
 names). It is what `nemotron4 convert` writes and what a finished training run exports.
 
 `load_model(spec)` accepts: a flavour name (random init), a nemotron4 weights directory, a Hugging Face `nemotron`
-directory, or a training run / checkpoint directory (DCP, read through the trainer's checkpoint module).
+directory, a training run / checkpoint directory (DCP, read through the trainer's checkpoint module), or a
+Megatron-Core / Megatron-LM / NeMo checkpoint (`nemotron4.interop.megatron`).
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu", dtype: to
 
 
 def describe(spec: str | Path) -> str:
-    """What kind of model source `spec` is: 'flavour', 'nemotron4', 'hf', 'checkpoint'; a clear error otherwise."""
+    """What kind of model source `spec` is: 'flavour', 'nemotron4', 'hf', 'checkpoint', 'megatron' or 'nemo'; a clear
+    error otherwise."""
     if str(spec) in FLAVOURS:
         return "flavour"
     path = Path(spec)
@@ -72,13 +74,18 @@ def describe(spec: str | Path) -> str:
         return "nemotron4"
     if (path / "config.json").exists():
         return "hf"
+    from nemotron4.interop.megatron import detect
+
+    foreign = detect(path)
+    if foreign is not None:
+        return foreign
     from nemotron4.checkpoint import is_our_checkpoint
 
     if is_our_checkpoint(path):
         return "checkpoint"
     raise UserError(
-        f"{path}: not a model directory: expected {CONFIG_FILE} (nemotron4 weights), config.json (Hugging Face) "
-        "or a training run / checkpoint"
+        f"{path}: not a model directory: expected {CONFIG_FILE} (nemotron4 weights), config.json (Hugging Face), "
+        "a training run / checkpoint, a Megatron-Core checkpoint (metadata.json) or a NeMo checkpoint"
     )
 
 
@@ -93,6 +100,10 @@ def load_config(spec: str | Path) -> ModelConfig:
         from nemotron4.interop.hf import read_hf_config
 
         return read_hf_config(spec)
+    if kind in ("megatron", "nemo"):
+        from nemotron4.interop.megatron import open_checkpoint
+
+        return open_checkpoint(spec).cfg
     from nemotron4.checkpoint import CheckpointManager, find_checkpoint
 
     return ModelConfig.from_dict(CheckpointManager.read_state(find_checkpoint(spec))["model_config"])
@@ -140,8 +151,8 @@ def check_tokenizer(tok: Tokenizer, vocab_size: int) -> Tokenizer:
 def load_model(
     spec: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None, seed: int = 0
 ) -> Nemotron4:
-    """A model from a flavour name (randomly initialised with `seed`), our weights, an HF directory or a
-    training run / checkpoint."""
+    """A model from a flavour name (randomly initialised with `seed`), our weights, an HF directory, a
+    training run / checkpoint, or a Megatron-Core / NeMo checkpoint."""
     kind = describe(spec)
     if kind == "flavour":
         if str(device) == "meta":
@@ -154,6 +165,10 @@ def load_model(
         from nemotron4.interop.hf import from_hf
 
         return from_hf(spec, device, dtype)
+    if kind in ("megatron", "nemo"):
+        from nemotron4.interop.megatron import load, open_checkpoint
+
+        return load(open_checkpoint(spec), device, dtype)
     from nemotron4.checkpoint import load_model_from_checkpoint
 
     return load_model_from_checkpoint(spec, device=device, dtype=dtype)

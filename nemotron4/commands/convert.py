@@ -1,4 +1,5 @@
-"""`nemotron4 convert`: between Hugging Face directories, nemotron4 weights and training checkpoints."""
+"""`nemotron4 convert`: between Hugging Face directories, nemotron4 weights, training checkpoints and Megatron-Core /
+NeMo checkpoints."""
 
 from __future__ import annotations
 
@@ -10,15 +11,19 @@ _DTYPES = ("bfloat16", "float16", "float32")
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "convert",
-        help="convert weights between Hugging Face and nemotron4 formats",
-        description="Read a model from SOURCE (a Hugging Face nemotron directory, a nemotron4 weights directory or "
-        "a training run / checkpoint) and write it to DEST in the format --to names. Only safetensors and DCP are "
-        "read: pickle files are never loaded.",
+        help="convert weights between Hugging Face, nemotron4 and Megatron-Core / NeMo formats",
+        description="Read a model from SOURCE (a Hugging Face nemotron directory, a nemotron4 weights directory, "
+        "a training run / checkpoint, a Megatron-Core distributed checkpoint (torch_dist or zarr; a Megatron-LM save "
+        "directory), a NeMo 1 .nemo archive or its extracted directory, or a NeMo 2 checkpoint directory) and write "
+        "it to DEST in the format --to names. Megatron / NeMo sources are read one tensor at a time and written into "
+        "a temporary directory renamed to DEST at the end. Pickles (common.pt, DCP .metadata) are read only through "
+        "allow-lists; pickle weight files are never loaded.",
     )
     p.add_argument("source", help="model to read")
     p.add_argument("dest", help="directory to write")
-    p.add_argument("--to", choices=("hf", "nemotron4"), required=True,
-                   help="hf: config.json + safetensors that transformers loads; nemotron4: our weights directory")
+    p.add_argument("--to", choices=("hf", "nemotron4", "megatron"), required=True,
+                   help="hf: config.json + safetensors that transformers loads; nemotron4: our weights directory; "
+                   "megatron: a Megatron-Core torch_dist checkpoint + model_config.yaml (DEST must be new or empty)")
     p.add_argument("--dtype", choices=_DTYPES, default=None, help="cast weights (default: keep the source's)")
     p.add_argument("--bos-id", type=int, default=2, help="bos_token_id written to an HF config (default 2)")
     p.add_argument("--eos-id", type=int, default=3, help="eos_token_id written to an HF config (default 3)")
@@ -36,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
         from nemotron4.errors import UserError
 
         raise UserError(f"{args.source} is a flavour name, not weights; convert reads a model directory")
+    if kind in ("megatron", "nemo") or args.to == "megatron":
+        return _run_streaming(args, kind, dtype)
     model = load_model(args.source, dtype=dtype)
     if args.to == "hf":
         from nemotron4.interop.hf import to_hf
@@ -52,4 +59,28 @@ def run(args: argparse.Namespace) -> int:
         shutil.copyfile(tokenizer, out / "tokenizer.model")
     n = model.param_counts()["total"]
     print(f"converted {args.source} ({kind}, {n:,} parameters) -> {out} ({args.to})")
+    return 0
+
+
+def _run_streaming(args: argparse.Namespace, kind: str, dtype) -> int:
+    """Megatron / NeMo sources (streamed tensor by tensor) and --to megatron (from any source)."""
+    from nemotron4.interop import megatron
+
+    if kind in ("megatron", "nemo"):
+        ckpt, out = megatron.convert(args.source, args.dest, args.to, dtype, args.bos_id, args.eos_id)
+        cfg = ckpt.cfg
+    else:
+        from nemotron4.weights import find_tokenizer, load_model
+
+        model = load_model(args.source, dtype=dtype)
+        cfg = model.cfg
+        with megatron.atomic_output(args.dest) as tmp:
+            megatron.write_megatron(cfg, model.named_parameters(), tmp, dtype)
+            tokenizer = find_tokenizer(args.source)
+            if tokenizer is not None:
+                import shutil
+
+                shutil.copyfile(tokenizer, tmp / "tokenizer.model")
+        out = args.dest
+    print(f"converted {args.source} ({kind}, {cfg.n_layers} layers, dim {cfg.dim}) -> {out} ({args.to})")
     return 0
