@@ -385,7 +385,7 @@ def write_megatron(cfg: ModelConfig, tensors: Iterable[tuple[str, torch.Tensor]]
     writer = fmt.TorchDistWriter(path)
     pending: dict[str, torch.Tensor] = {}
     extra = io.BytesIO()
-    torch.save(None, extra)  # the `_extra_state` a non-FP8 linear layer saves
+    torch.save([None], extra)  # the `_extra_state` of a non-FP8 linear layer, as megatron-core stores it
     out_dtype = dtype
     for name, t in tensors:
         t = t.detach().to("cpu", dtype or t.dtype)

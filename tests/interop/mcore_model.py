@@ -2,7 +2,7 @@
 and run its forward pass. Run as a script (a subprocess of the tests, or under torchrun for tensor parallelism), so
 that megatron's global state and the CPU workarounds below never touch the test process.
 
-    python mcore_model.py save OUT CONFIG_JSON [--load CKPT]   # random (or loaded) weights -> OUT/{plain,nemo1,nemo2}
+    python mcore_model.py save OUT CONFIG_JSON [--load CKPT]   # random (or loaded) weights -> OUT/{plain,nemo1,...}
     python mcore_model.py logits CKPT CONFIG_JSON OUT_PT        # load CKPT into GPTModel, save logits of the tokens
 
 CPU workarounds for megatron-core's CUDA-only calls (0.16):
@@ -101,6 +101,37 @@ def megatron_lm_args(cfg: dict):
     )
 
 
+def save_zarr(sd: dict, out: str, dtype: torch.dtype) -> None:
+    """What megatron-core's (since removed) zarr strategy wrote: one directory per ShardedTensor key with a zarr v2
+    `.zarray` (chunks = one rank's / one layer's shard, `compressor: null`, bf16 as dtype "bfloat16") and one raw
+    C-order file per chunk named by its grid index; `metadata.json` with sharded_backend zarr; `common.pt`."""
+    from megatron.core.dist_checkpointing.mapping import ShardedTensor
+
+    common = {}
+    for key, v in sd.items():
+        if not isinstance(v, ShardedTensor):
+            if not hasattr(v, "unique_key"):  # ShardedObjects (`_extra_state`) go elsewhere in megatron's layout
+                common[key] = v
+            continue
+        folder = os.path.join(out, v.key)
+        chunks = v.max_allowed_chunks()
+        if not os.path.isdir(folder):
+            os.makedirs(folder)
+            zarray = {"chunks": list(chunks), "compressor": None,
+                      "dtype": "bfloat16" if dtype == torch.bfloat16 else "<f4", "fill_value": None, "filters": None,
+                      "order": "C", "shape": list(v.global_shape), "zarr_format": 2}
+            with open(os.path.join(folder, ".zarray"), "w") as f:
+                json.dump(zarray, f)
+        index = ".".join(str(o // c) for o, c in zip(v.global_offset, chunks, strict=True))
+        data = v.data.detach().to(dtype).contiguous().reshape(chunks)
+        with open(os.path.join(folder, index), "wb") as f:
+            f.write(data.view(-1).view(torch.uint8).numpy().tobytes())
+    torch.save(common, os.path.join(out, "common.pt"))
+    with open(os.path.join(out, "metadata.json"), "w") as f:
+        json.dump({"sharded_backend": "zarr", "sharded_backend_version": 1, "common_backend": "torch",
+                   "common_backend_version": 1}, f)
+
+
 def load_into(model, ckpt: str, prefix: str = "") -> None:
     from megatron.core import dist_checkpointing
 
@@ -142,6 +173,12 @@ def main() -> int:
                 sd["args"] = megatron_lm_args(cfg)
                 sd["checkpoint_version"] = 3.0
             dist_checkpointing.save(sd, out)
+        if world == 1:
+            for name, dtype in (("zarr", torch.float32), ("zarr_bf16", torch.bfloat16)):
+                os.makedirs(os.path.join(path, name))
+                sd = model.sharded_state_dict()
+                sd["args"] = megatron_lm_args(cfg)
+                save_zarr(sd, os.path.join(path, name), dtype)
         if world == 1:
             torch.save({"tokens": tokens(cfg), "logits": logits(model, cfg)}, os.path.join(path, "logits.pt"))
     elif cmd == "logits":
