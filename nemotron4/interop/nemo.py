@@ -60,13 +60,15 @@ def open_nemo(path: Path):
         if not root.exists(NEMO1_CONFIG):
             raise UserError(f"{path}: no {NEMO1_CONFIG} in the archive; not a NeMo 1 checkpoint")
         config = yaml_load(root, NEMO1_CONFIG)
-        return from_parts(str(path), "nemo", root.sub(NEMO1_WEIGHTS), config, root.where(NEMO1_CONFIG),
-                          _nemo1_tokenizer(root, config))
+        ckpt = from_parts(str(path), "nemo", root.sub(NEMO1_WEIGHTS), config, root.where(NEMO1_CONFIG))
+        ckpt.tokenizer = _nemo1_tokenizer(root, config)
+        return ckpt
     if (path / NEMO1_CONFIG).is_file():
         root = fmt.DirStorage(path)
         config = yaml_load(root, NEMO1_CONFIG)
-        return from_parts(str(path), "nemo", fmt.DirStorage(path / NEMO1_WEIGHTS), config, str(path / NEMO1_CONFIG),
-                          _nemo1_tokenizer(root, config))
+        ckpt = from_parts(str(path), "nemo", fmt.DirStorage(path / NEMO1_WEIGHTS), config, str(path / NEMO1_CONFIG))
+        ckpt.tokenizer = _nemo1_tokenizer(root, config)
+        return ckpt
     context = fmt.DirStorage(path / NEMO2_CONTEXT)
     if not context.exists("model.yaml"):
         raise UserError(f"{path / NEMO2_CONTEXT}: no model.yaml; not a NeMo 2 checkpoint context")
