@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from nemotron4.config import ModelConfig
 from nemotron4.errors import ConfigError, UserError
@@ -250,38 +249,54 @@ def to_hf(
 ) -> Path:
     """Write `model` as an HF directory: config.json, generation_config.json and safetensors (sharded with an
     index above `max_shard_bytes`). dtype: cast on the way out (default: the model's)."""
+    plan = [(n, tuple(p.shape), p.dtype) for n, p in model.named_parameters()]
+    return write_hf(model.cfg, plan, model.named_parameters(), path, dtype or model.output.weight.dtype,
+                    max_shard_bytes, bos_token_id, eos_token_id)
+
+
+def write_hf(
+    cfg: ModelConfig,
+    plan: list[tuple[str, tuple[int, ...], torch.dtype]],
+    tensors: Iterable[tuple[str, torch.Tensor]],
+    path: str | Path,
+    dtype: torch.dtype | None = None,
+    max_shard_bytes: int = 5 * 2**30,
+    bos_token_id: int = 2,
+    eos_token_id: int = 3,
+) -> Path:
+    """An HF directory from (our name, tensor) pairs arriving in `plan` order, written one tensor at a time: the
+    shards are planned from the sizes, so peak host memory is one tensor, not the model (31 GB for 15B in bf16)."""
+    from nemotron4.interop.stream_write import SafetensorsWriter, nbytes
+
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    dtype = dtype or model.output.weight.dtype
-    params = {hf_name(n): p for n, p in model.named_parameters()}
-    itemsize = torch.empty((), dtype=dtype).element_size()
-
-    # Plan the shards from sizes, then copy one shard at a time to the CPU: peak host memory is one shard, not the
-    # whole model (31 GB for 15B in bf16, 680 GB for 340B).
-    shards: list[list[str]] = [[]]
+    plan = [(hf_name(n), s, dtype or d) for n, s, d in plan]
+    shards: list[list] = [[]]
     size = total = 0
-    for name, p in params.items():
-        nbytes = p.numel() * itemsize
-        if shards[-1] and size + nbytes > max_shard_bytes:
+    for entry in plan:
+        n = nbytes(entry[1], entry[2])
+        if shards[-1] and size + n > max_shard_bytes:
             shards.append([])
             size = 0
-        shards[-1].append(name)
-        size += nbytes
-        total += nbytes
+        shards[-1].append(entry)
+        size += n
+        total += n
     for stale in [*path.glob("model*.safetensors"), path / "model.safetensors.index.json"]:
         stale.unlink(missing_ok=True)
+    stream = iter(tensors)
     weight_map = {}
-    for k, names in enumerate(shards, 1):
+    for k, shard in enumerate(shards, 1):
         fname = "model.safetensors" if len(shards) == 1 else f"model-{k:05d}-of-{len(shards):05d}.safetensors"
-        shard = {n: params[n].detach().to("cpu", dtype).contiguous() for n in names}
-        save_file(shard, str(path / fname), metadata={"format": "pt"})
-        weight_map.update(dict.fromkeys(names, fname))
-        del shard
+        writer = SafetensorsWriter(path / fname, shard, {"format": "pt"})
+        for _, (name, t) in zip(shard, stream, strict=False):
+            writer.write(hf_name(name), t.to(dtype) if dtype is not None else t)
+        writer.close()
+        weight_map.update({n: fname for n, _, _ in shard})
     if len(shards) > 1:
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
         (path / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
 
-    hf_cfg = config_to_hf(model.cfg, dtype, bos_token_id, eos_token_id)
+    hf_cfg = config_to_hf(cfg, plan[-1][2], bos_token_id, eos_token_id)
     (path / "config.json").write_text(json.dumps(hf_cfg, indent=2) + "\n")
     gen = {"bos_token_id": bos_token_id, "eos_token_id": eos_token_id}
     (path / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")

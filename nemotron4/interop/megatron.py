@@ -227,7 +227,8 @@ def detect(path: str | Path) -> str | None:
     path = Path(path)
     if nemo.detect(path):
         return "nemo"
-    if path.is_dir() and ((path / fmt.METADATA_JSON).is_file() or (path / "latest_checkpointed_iteration.txt").is_file()):
+    markers = (fmt.METADATA_JSON, "latest_checkpointed_iteration.txt")
+    if path.is_dir() and any((path / m).is_file() for m in markers):
         return "megatron"
     return None
 
@@ -313,7 +314,8 @@ def split_qkv(w: torch.Tensor, cfg: ModelConfig) -> tuple[torch.Tensor, torch.Te
     per = cfg.n_heads // cfg.n_kv_heads
     g = w.view(cfg.n_kv_heads, per + 2, cfg.head_dim, w.shape[-1])
     q = g[:, :per].reshape(cfg.n_heads * cfg.head_dim, -1)
-    return q, g[:, per].reshape(cfg.n_kv_heads * cfg.head_dim, -1), g[:, per + 1].reshape(cfg.n_kv_heads * cfg.head_dim, -1)
+    kv_rows = cfg.n_kv_heads * cfg.head_dim
+    return q, g[:, per].reshape(kv_rows, -1), g[:, per + 1].reshape(kv_rows, -1)
 
 
 def fuse_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
@@ -442,7 +444,8 @@ def atomic_output(dest: str | Path):
 def convert(src: str | Path, dest: str | Path, to: str, dtype: torch.dtype | None = None, bos_token_id: int = 2,
             eos_token_id: int = 3) -> tuple[Checkpoint, Path]:
     """Stream a Megatron-family checkpoint to `to` ('nemotron4', 'hf', 'megatron') one tensor at a time."""
-    from nemotron4.interop.stream_write import write_hf, write_weights
+    from nemotron4.interop.hf import write_hf
+    from nemotron4.interop.stream_write import write_weights
 
     ckpt = open_checkpoint(src)
     with atomic_output(dest) as tmp:

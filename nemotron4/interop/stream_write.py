@@ -1,8 +1,8 @@
 """Writing weights one tensor at a time: safetensors files whose header is planned from shapes before any tensor is
 read, so that a converter holds one tensor in memory, not the model.
 
-`write_weights(cfg, plan, tensors, path)` writes a nemotron4 weights directory, `write_hf(...)` a Hugging Face one
-(sharded above `max_shard_bytes`); `tensors` yields (our name, tensor) in the order of `plan`.
+`write_weights(cfg, plan, tensors, path)` writes a nemotron4 weights directory (`interop.hf.write_hf` a Hugging Face
+one with the same writer); `tensors` yields (our name, tensor) in the order of `plan`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ _ST_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"
               torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.int8: "I8", torch.bool: "BOOL"}
 
 
-def _nbytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:
+def nbytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:
     n = torch.empty((), dtype=dtype).element_size()
     for s in shape:
         n *= s
@@ -37,7 +37,7 @@ class SafetensorsWriter:
         header: dict = {"__metadata__": metadata} if metadata else {}
         offset = 0
         for name, shape, dtype in plan:
-            size = _nbytes(shape, dtype)
+            size = nbytes(shape, dtype)
             header[name] = {"dtype": _ST_DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
             offset += size
         raw = json.dumps(header, separators=(",", ":")).encode()
@@ -79,45 +79,4 @@ def write_weights(cfg: ModelConfig, plan: Plan, tensors: Iterable[tuple[str, tor
         writer.write(name, t)
     writer.close()
     cfg.save(path / CONFIG_FILE)
-    return path
-
-
-def write_hf(cfg: ModelConfig, plan: Plan, tensors: Iterable[tuple[str, torch.Tensor]], path: Path,
-             dtype: torch.dtype | None = None, max_shard_bytes: int = 5 * 2**30, bos_token_id: int = 2,
-             eos_token_id: int = 3) -> Path:
-    """A Hugging Face `nemotron` directory, tensor by tensor (same files as `interop.hf.to_hf`)."""
-    from nemotron4.interop.hf import config_to_hf, hf_name
-
-    plan = [(hf_name(n), s, dtype or d) for n, s, d in plan]
-    shards: list[Plan] = [[]]
-    size = total = 0
-    for entry in plan:
-        nbytes = _nbytes(entry[1], entry[2])
-        if shards[-1] and size + nbytes > max_shard_bytes:
-            shards.append([])
-            size = 0
-        shards[-1].append(entry)
-        size += nbytes
-        total += nbytes
-    names = ["model.safetensors"] if len(shards) == 1 else [
-        f"model-{k:05d}-of-{len(shards):05d}.safetensors" for k in range(1, len(shards) + 1)]
-    stream = _cast(tensors, dtype)
-    weight_map = {}
-    for fname, shard in zip(names, shards, strict=True):
-        writer = SafetensorsWriter(path / fname, shard, {"format": "pt"})
-        for _ in shard:
-            name, t = next(stream, (None, None))
-            if name is None:
-                break
-            writer.write(hf_name(name), t)
-        writer.close()
-        weight_map.update({n: fname for n, _, _ in shard})
-    if len(shards) > 1:
-        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-        (path / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
-    out_dtype = plan[-1][2]
-    (path / "config.json").write_text(json.dumps(config_to_hf(cfg, out_dtype, bos_token_id, eos_token_id), indent=2)
-                                      + "\n")
-    gen = {"bos_token_id": bos_token_id, "eos_token_id": eos_token_id}
-    (path / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
     return path

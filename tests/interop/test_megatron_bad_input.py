@@ -3,7 +3,6 @@ crafted to run code. Each gives one clear line, runs nothing, and leaves nothing
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import shutil

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -72,7 +71,8 @@ def test_ours_to_megatron_loads_into_megatron_core_with_our_logits(tmp_path, cap
             p.normal_(0.0, 0.2)
     save_weights(ours, tmp_path / "ours")
     assert main(["convert", str(tmp_path / "ours"), str(tmp_path / "mc"), "--to", "megatron"]) == 0
-    assert {"metadata.json", ".metadata", "common.pt", "model_config.yaml"} <= {p.name for p in (tmp_path / "mc").iterdir()}
+    written = {p.name for p in (tmp_path / "mc").iterdir()}
+    assert {"metadata.json", ".metadata", "common.pt", "model_config.yaml", "__0_0.distcp"} <= written
     mcore("logits", str(tmp_path / "mc"), str(tmp_path / "logits.pt"))
     got = torch.load(tmp_path / "logits.pt")
     with torch.no_grad():
