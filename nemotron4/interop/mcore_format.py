@@ -154,7 +154,7 @@ class Opaque:
 
 
 # Modules whose names common.pt may reference (stood in for by `Opaque`). Anything else is refused.
-_COMMON_ALLOWED_PREFIXES = ("argparse.", "megatron.", "nemo.", "enum.", "collections.", "types.SimpleNamespace")
+_COMMON_ALLOWED_PREFIXES = ("argparse.Namespace", "megatron.", "nemo.", "types.SimpleNamespace")
 
 
 def load_common(storage: Storage, rel: str = COMMON) -> dict[str, Any]:

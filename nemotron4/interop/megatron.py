@@ -159,7 +159,6 @@ class Checkpoint:
     """An opened Megatron-family checkpoint: its tensors, our config, and where its tokenizer is."""
 
     label: str
-    kind: str  # "megatron" or "nemo"
     reader: fmt.Reader
     key_prefix: str
     cfg: ModelConfig
@@ -192,7 +191,7 @@ def yaml_load(storage: fmt.Storage, rel: str) -> dict[str, Any]:
     return data
 
 
-def from_parts(label: str, kind: str, weights: fmt.Storage, config: dict[str, Any] | None, config_label: str,
+def from_parts(label: str, weights: fmt.Storage, config: dict[str, Any] | None, config_label: str,
                tokenizer: tuple[fmt.Storage, str] | None = None) -> Checkpoint:
     """A Checkpoint from a distributed-checkpoint folder and a config dict (None: the args in common.pt)."""
     if not weights.exists(fmt.METADATA_JSON):
@@ -203,12 +202,13 @@ def from_parts(label: str, kind: str, weights: fmt.Storage, config: dict[str, An
         if args is None:
             raise UserError(f"{label}: no model config: expected model_config.yaml beside the checkpoint, or the "
                             f"Megatron-LM args in {fmt.COMMON}")
-        config, config_label = dict(vars(args)), weights.where(fmt.COMMON) + " (args)"
-        config.pop("args", None), config.pop("kwargs", None)
+        fields = args if isinstance(args, dict) else vars(args)
+        config = {k: v for k, v in fields.items() if k not in ("args", "kwargs")}  # not Opaque's own fields
+        config_label = weights.where(fmt.COMMON) + " (args)"
     prefix = _prefix(reader, label)
     emb = reader.tensors[prefix + "embedding.word_embeddings.weight"]
     cfg = config_from_megatron(config, vocab_size=emb.shape[0], source=config_label)
-    return Checkpoint(label, kind, reader, prefix, cfg, tokenizer)
+    return Checkpoint(label, reader, prefix, cfg, tokenizer)
 
 
 def _megatron_lm_iteration(path: Path) -> Path:
@@ -247,9 +247,9 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     for where in (path, path.parent):
         if (where / "model_config.yaml").is_file():
             cfg_store = fmt.DirStorage(where)
-            return from_parts(str(path), "megatron", storage, yaml_load(cfg_store, "model_config.yaml"),
+            return from_parts(str(path), storage, yaml_load(cfg_store, "model_config.yaml"),
                               str(where / "model_config.yaml"), _tokenizer_beside(path))
-    return from_parts(str(path), "megatron", storage, None, "", _tokenizer_beside(path))
+    return from_parts(str(path), storage, None, "", _tokenizer_beside(path))
 
 
 def _tokenizer_beside(path: Path) -> tuple[fmt.Storage, str] | None:

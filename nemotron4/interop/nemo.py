@@ -60,13 +60,13 @@ def open_nemo(path: Path):
         if not root.exists(NEMO1_CONFIG):
             raise UserError(f"{path}: no {NEMO1_CONFIG} in the archive; not a NeMo 1 checkpoint")
         config = yaml_load(root, NEMO1_CONFIG)
-        ckpt = from_parts(str(path), "nemo", root.sub(NEMO1_WEIGHTS), config, root.where(NEMO1_CONFIG))
+        ckpt = from_parts(str(path), root.sub(NEMO1_WEIGHTS), config, root.where(NEMO1_CONFIG))
         ckpt.tokenizer = _nemo1_tokenizer(root, config)
         return ckpt
     if (path / NEMO1_CONFIG).is_file():
         root = fmt.DirStorage(path)
         config = yaml_load(root, NEMO1_CONFIG)
-        ckpt = from_parts(str(path), "nemo", fmt.DirStorage(path / NEMO1_WEIGHTS), config, str(path / NEMO1_CONFIG))
+        ckpt = from_parts(str(path), fmt.DirStorage(path / NEMO1_WEIGHTS), config, str(path / NEMO1_CONFIG))
         ckpt.tokenizer = _nemo1_tokenizer(root, config)
         return ckpt
     context = fmt.DirStorage(path / NEMO2_CONTEXT)
@@ -75,5 +75,5 @@ def open_nemo(path: Path):
     config = yaml_load(context, "model.yaml").get("config")
     if not isinstance(config, dict):
         raise UserError(f"{path / NEMO2_CONTEXT / 'model.yaml'}: no `config:` mapping (the model's TransformerConfig)")
-    return from_parts(str(path), "nemo", fmt.DirStorage(path / NEMO2_WEIGHTS), config,
+    return from_parts(str(path), fmt.DirStorage(path / NEMO2_WEIGHTS), config,
                       str(path / NEMO2_CONTEXT / "model.yaml") + " config", _nemo2_tokenizer(context))
