@@ -50,11 +50,15 @@ def test_load_model_reads_megatron_checkpoints_directly(mcore_ckpt):
         assert (model(x) - ref).abs().max().item() <= ATOL
 
 
-def test_zarr_bf16_reads_the_same_weights_in_bf16(mcore_ckpt):
+def test_zarr_bf16_reads_the_same_weights_in_bf16(mcore_ckpt, tmp_path):
     fp32, bf16 = load_model(mcore_ckpt / "zarr"), load_model(mcore_ckpt / "zarr_bf16")
     assert bf16.output.weight.dtype == torch.bfloat16
     for (name, a), (_, b) in zip(fp32.named_parameters(), bf16.named_parameters(), strict=True):
         assert torch.equal(a.to(torch.bfloat16), b), name
+    # zarr -> torch_dist, streamed: the same bf16 weights
+    assert main(["convert", str(mcore_ckpt / "zarr_bf16"), str(tmp_path / "td"), "--to", "megatron"]) == 0
+    again = load_model(tmp_path / "td")
+    assert all(torch.equal(a, b) for a, b in zip(bf16.parameters(), again.parameters(), strict=True))
 
 
 def test_megatron_lm_save_directory_resolves_latest_iteration(mcore_ckpt, tmp_path):
