@@ -5,6 +5,9 @@ that megatron's global state and the CPU workarounds below never touch the test 
     python mcore_model.py save OUT CONFIG_JSON [--load CKPT]   # random (or loaded) weights -> OUT/{plain,nemo1,...}
     python mcore_model.py logits CKPT CONFIG_JSON OUT_PT        # load CKPT into GPTModel, save logits of the tokens
 
+Under torchrun the world is split into tensor-parallel groups of WORLD_SIZE / PP ranks and PP pipeline stages
+(env PP, default 1; an odd layer count puts the extra layer on the first stage).
+
 CPU workarounds for megatron-core's CUDA-only calls (0.16):
 - `torch.cuda.current_device` (RoPE moves its inv_freq there) -> the CPU device; `torch.cuda.synchronize` -> no-op
   (dist_checkpointing's async writer calls it before writing);
@@ -34,7 +37,7 @@ def tokens(cfg: dict) -> torch.Tensor:
     return torch.randint(0, cfg["vocab"], (2, 13), generator=torch.Generator().manual_seed(7))
 
 
-def _setup(tp: int) -> None:
+def _setup(tp: int, pp: int) -> None:
     import torch.distributed as dist
 
     if not dist.is_initialized():
@@ -45,7 +48,7 @@ def _setup(tp: int) -> None:
     from megatron.core import parallel_state, tensor_parallel
     from megatron.core.fusions import fused_layer_norm
 
-    parallel_state.initialize_model_parallel(tensor_model_parallel_size=tp)
+    parallel_state.initialize_model_parallel(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp)
 
     class _TorchLayerNormFn:  # stands in for apex's FusedLayerNormAffineFunction
         @staticmethod
@@ -67,8 +70,14 @@ def build(cfg: dict):
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
     from megatron.core.transformer import TransformerConfig
     from megatron.core.transformer.spec_utils import ModuleSpec
-    from megatron.core.transformer.transformer_block import TransformerBlock, TransformerBlockSubmodules
+    from megatron.core.transformer.transformer_block import (
+        TransformerBlock,
+        TransformerBlockSubmodules,
+        get_num_layers_to_build,
+    )
 
+    pp = int(os.environ.get("PP", 1))
+    uneven = {"num_layers_in_first_pipeline_stage": cfg["layers"] - cfg["layers"] // pp} if pp > 1 else {}
     tc = TransformerConfig(
         num_layers=cfg["layers"], hidden_size=cfg["hidden"], num_attention_heads=cfg["heads"],
         num_query_groups=cfg["groups"], kv_channels=cfg["kv_channels"], ffn_hidden_size=cfg["ffn"],
@@ -76,14 +85,19 @@ def build(cfg: dict):
         normalization="LayerNorm", layernorm_zero_centered_gamma=True, layernorm_epsilon=1e-5,
         hidden_dropout=0.0, attention_dropout=0.0, use_cpu_initialization=True, params_dtype=torch.float32,
         bias_dropout_fusion=False, apply_rope_fusion=False, masked_softmax_fusion=False, persist_layer_norm=False,
-        gradient_accumulation_fusion=False, tensor_model_parallel_size=torch.distributed.get_world_size(),
+        gradient_accumulation_fusion=False, tensor_model_parallel_size=torch.distributed.get_world_size() // pp,
+        pipeline_model_parallel_size=pp, pipeline_dtype=torch.float32, **uneven,
     )
     layer = get_gpt_layer_local_spec()
     layer.submodules.input_layernorm = FusedLayerNorm
     layer.submodules.pre_mlp_layernorm = FusedLayerNorm
     block = ModuleSpec(module=TransformerBlock, submodules=TransformerBlockSubmodules(
-        layer_specs=[layer] * cfg["layers"], layer_norm=FusedLayerNorm))
+        layer_specs=[layer] * get_num_layers_to_build(tc), layer_norm=FusedLayerNorm))
+    from megatron.core import parallel_state
+
+    stage, stages = parallel_state.get_pipeline_model_parallel_rank(), pp
     return GPTModel(tc, block, vocab_size=cfg["vocab"], max_sequence_length=cfg["seq"],
+                    pre_process=stage == 0, post_process=stage == stages - 1,
                     share_embeddings_and_output_weights=False, position_embedding_type="rope",
                     rotary_percent=cfg["rotary_percent"], rotary_base=cfg.get("rotary_base", 10000)).eval()
 
@@ -152,7 +166,8 @@ def main() -> int:
     cmd, path, cfg_json = sys.argv[1:4]
     cfg = json.loads(cfg_json)
     world = int(os.environ.get("WORLD_SIZE", 1))
-    _setup(tp=world)
+    pp = int(os.environ.get("PP", 1))
+    _setup(tp=world // pp, pp=pp)
     from megatron.core import dist_checkpointing
 
     model = build(cfg)

@@ -1,5 +1,5 @@
-"""A checkpoint megatron-core saves at tensor-parallel size 2 (gloo, 2 processes: megatron reshards the TP-1 save
-itself on load, then each rank saves its half) converts to the same weights as the TP-1 save."""
+"""Checkpoints megatron-core saves at tensor-parallel size 2 or pipeline-parallel size 2 (gloo, 2 processes:
+megatron reshards the TP-1 save itself on load, then each rank saves its part) convert to the TP-1 weights."""
 
 from __future__ import annotations
 
@@ -25,4 +25,18 @@ def test_tp2_save_converts_to_the_tp1_weights(mcore_ckpt, tmp_path):
     tp1, tp2 = load_model(mcore_ckpt / "plain"), load_model(ckpt)
     assert tp1.cfg == tp2.cfg
     for (name, a), (_, b) in zip(tp1.named_parameters(), tp2.named_parameters(), strict=True):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_pp2_save_converts_to_the_tp1_weights(mcore_ckpt, tmp_path, monkeypatch):
+    """Pipeline-parallel 2 (2 layers on the first stage, 1 on the second): each stage saves its own layers, at their
+    global layer offsets."""
+    monkeypatch.setenv("PP", "2")  # read by mcore_model.py
+    mcore("save", str(tmp_path / "pp2"), "--load", str(mcore_ckpt / "plain"), nproc=2)
+    ckpt = tmp_path / "pp2" / "plain"
+    assert len(list(ckpt.glob("__1_*.distcp"))) >= 1  # the second stage wrote its layer
+    tp1, pp2 = load_model(mcore_ckpt / "plain"), load_model(ckpt)
+    for (name, a), (_, b) in zip(tp1.named_parameters(), pp2.named_parameters(), strict=True):
         assert torch.equal(a, b), name
