@@ -10,6 +10,7 @@ Megatron-Core / Megatron-LM / NeMo checkpoint (`nemotron4.interop.megatron`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -34,6 +35,24 @@ def save_weights(model: Nemotron4, path: str | Path, dtype: torch.dtype | None =
     save_file(tensors, str(tmp), metadata={"format": "pt", "producer": "nemotron4"})
     tmp.replace(path / WEIGHTS_FILE)
     model.cfg.save(path / CONFIG_FILE)
+    return path
+
+
+def write_weights(cfg: ModelConfig, plan: list[tuple[str, tuple[int, ...], torch.dtype]],
+                  tensors: Iterable[tuple[str, torch.Tensor]], path: str | Path,
+                  dtype: torch.dtype | None = None) -> Path:
+    """A nemotron4 weights directory from (our name, tensor) pairs arriving in `plan` order, one tensor at a time
+    (what converting a Megatron checkpoint streams into)."""
+    from nemotron4.interop.stream_write import SafetensorsWriter
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    writer = SafetensorsWriter(path / WEIGHTS_FILE, [(n, s, dtype or d) for n, s, d in plan],
+                               {"format": "pt", "producer": "nemotron4"})
+    for name, t in tensors:
+        writer.write(name, t.to(dtype) if dtype is not None else t)
+    writer.close()
+    cfg.save(path / CONFIG_FILE)
     return path
 
 

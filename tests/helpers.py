@@ -391,3 +391,32 @@ def fake_tree(root: Path) -> Any:
         locale_root=root / "locale", include_root=root / "include", code_roots=(root / "bin",),
         max_file_bytes=4000, heldout_every=3, max_translation_pairs=10,
     )
+
+
+# ---- megatron-core (tests/interop/mcore_model.py) -------------------------------------------------------------------
+
+MCORE_HELPER = Path(__file__).parent / "interop" / "mcore_model.py"
+# GQA (6 query heads over 2 groups), kv_channels 20 != hidden / heads = 8, half the head dims rotary.
+MCORE_CFG = {"layers": 3, "hidden": 48, "heads": 6, "groups": 2, "kv_channels": 20, "ffn": 96, "vocab": 128,
+             "seq": 64, "rotary_percent": 0.5}
+
+
+def mcore(*args: str, nproc: int = 1, cfg: dict | None = None, timeout: int = 300) -> None:
+    """Run tests/interop/mcore_model.py (megatron-core's GPTModel as Nemotron-4 on CPU; under torchrun with gloo when
+    nproc > 1: mark such tests slow)."""
+    cmd, rest = [sys.executable, str(MCORE_HELPER)], [*args[:2], json.dumps(cfg or MCORE_CFG), *args[2:]]
+    if nproc > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               str(MCORE_HELPER)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([*cmd, *rest], env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"mcore_model.py {args[0]} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+
+
+def megatron_logits(root: Path) -> tuple[Any, Any]:
+    """(tokens, megatron-core's logits) that `mcore("save", root)` stored."""
+    import torch
+
+    d = torch.load(root / "logits.pt")
+    return d["tokens"], d["logits"]

@@ -63,24 +63,29 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_streaming(args: argparse.Namespace, kind: str, dtype) -> int:
-    """Megatron / NeMo sources (streamed tensor by tensor) and --to megatron (from any source)."""
+    """Megatron / NeMo sources (streamed tensor by tensor) and --to megatron (from any source), written into a
+    temporary directory renamed to DEST at the end."""
     from nemotron4.interop import megatron
+    from nemotron4.interop.hf import write_hf
+    from nemotron4.weights import find_tokenizer, load_model, write_weights
 
     if kind in ("megatron", "nemo"):
-        ckpt, out = megatron.convert(args.source, args.dest, args.to, dtype, args.bos_id, args.eos_id)
-        cfg = ckpt.cfg
+        ckpt = megatron.open_checkpoint(args.source)
+        cfg, plan, tensors = ckpt.cfg, megatron.plan(ckpt), megatron.iter_tensors(ckpt)
+        tokenizer = ckpt.tokenizer_bytes()
     else:
-        from nemotron4.weights import find_tokenizer, load_model
-
         model = load_model(args.source, dtype=dtype)
-        cfg = model.cfg
-        with megatron.atomic_output(args.dest) as tmp:
-            megatron.write_megatron(cfg, model.named_parameters(), tmp, dtype)
-            tokenizer = find_tokenizer(args.source)
-            if tokenizer is not None:
-                import shutil
-
-                shutil.copyfile(tokenizer, tmp / "tokenizer.model")
-        out = args.dest
-    print(f"converted {args.source} ({kind}, {cfg.n_layers} layers, dim {cfg.dim}) -> {out} ({args.to})")
+        cfg, plan, tensors = model.cfg, None, model.named_parameters()
+        found = find_tokenizer(args.source)
+        tokenizer = found.read_bytes() if found is not None else None
+    with megatron.atomic_output(args.dest) as tmp:
+        if args.to == "hf":
+            write_hf(cfg, plan, tensors, tmp, dtype, bos_token_id=args.bos_id, eos_token_id=args.eos_id)
+        elif args.to == "nemotron4":
+            write_weights(cfg, plan, tensors, tmp, dtype)
+        else:
+            megatron.write_megatron(cfg, tensors, tmp, dtype)
+        if tokenizer is not None:  # kept beside the weights, where generate and eval look for it
+            (tmp / "tokenizer.model").write_bytes(tokenizer)
+    print(f"converted {args.source} ({kind}, {cfg.n_layers} layers, dim {cfg.dim}) -> {args.dest} ({args.to})")
     return 0

@@ -28,6 +28,7 @@ import torch
 from nemotron4.config import ModelConfig
 from nemotron4.errors import ConfigError, UserError
 from nemotron4.interop import mcore_format as fmt
+from nemotron4.interop import nemo
 
 # Megatron-Core key -> our parameter name(s). Keys under `decoder.layers.` hold all layers stacked along a first
 # dimension (the layer index, "{i}" in our names). `linear_qkv.weight` is fused: per query group, the group's query
@@ -179,18 +180,6 @@ def _prefix(reader: fmt.Reader, label: str) -> str:
     raise UserError(f"{label}: no embedding.word_embeddings.weight among its tensors ({shown}); not a GPT checkpoint")
 
 
-def yaml_load(storage: fmt.Storage, rel: str) -> dict[str, Any]:
-    import yaml
-
-    try:
-        data = yaml.safe_load(storage.read(rel))
-    except yaml.YAMLError as e:
-        raise UserError(f"{storage.where(rel)}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{storage.where(rel)}: expected a mapping of config keys")
-    return data
-
-
 def from_parts(label: str, weights: fmt.Storage, config: dict[str, Any] | None, config_label: str,
                tokenizer: tuple[fmt.Storage, str] | None = None) -> Checkpoint:
     """A Checkpoint from a distributed-checkpoint folder and a config dict (None: the args in common.pt)."""
@@ -222,8 +211,6 @@ def _megatron_lm_iteration(path: Path) -> Path:
 
 def detect(path: str | Path) -> str | None:
     """'megatron', 'nemo' or None for a path that is neither."""
-    from nemotron4.interop import nemo
-
     path = Path(path)
     if nemo.detect(path):
         return "nemo"
@@ -234,11 +221,12 @@ def detect(path: str | Path) -> str | None:
 
 
 def open_checkpoint(path: str | Path) -> Checkpoint:
-    from nemotron4.interop import nemo
-
     path = Path(path)
     if nemo.detect(path):
-        return nemo.open_nemo(path)
+        parts = nemo.open_nemo(path)
+        ckpt = from_parts(str(path), parts.weights, parts.config, parts.config_label)
+        ckpt.tokenizer = parts.tokenizer()
+        return ckpt
     if (path / "latest_checkpointed_iteration.txt").is_file():
         path = _megatron_lm_iteration(path)
     if not (path / fmt.METADATA_JSON).is_file():
@@ -247,7 +235,7 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     for where in (path, path.parent):
         if (where / "model_config.yaml").is_file():
             cfg_store = fmt.DirStorage(where)
-            return from_parts(str(path), storage, yaml_load(cfg_store, "model_config.yaml"),
+            return from_parts(str(path), storage, nemo.yaml_load(cfg_store, "model_config.yaml"),
                               str(where / "model_config.yaml"), _tokenizer_beside(path))
     return from_parts(str(path), storage, None, "", _tokenizer_beside(path))
 
@@ -439,25 +427,3 @@ def atomic_output(dest: str | Path):
         os.replace(tmp, dest)
 
     return ctx()
-
-
-def convert(src: str | Path, dest: str | Path, to: str, dtype: torch.dtype | None = None, bos_token_id: int = 2,
-            eos_token_id: int = 3) -> tuple[Checkpoint, Path]:
-    """Stream a Megatron-family checkpoint to `to` ('nemotron4', 'hf', 'megatron') one tensor at a time."""
-    from nemotron4.interop.hf import write_hf
-    from nemotron4.interop.stream_write import write_weights
-
-    ckpt = open_checkpoint(src)
-    with atomic_output(dest) as tmp:
-        tensors = iter_tensors(ckpt)
-        if to == "hf":
-            write_hf(ckpt.cfg, plan(ckpt), tensors, tmp, dtype, bos_token_id=bos_token_id, eos_token_id=eos_token_id)
-        elif to == "nemotron4":
-            write_weights(ckpt.cfg, plan(ckpt), tensors, tmp, dtype)
-        else:
-            write_megatron(ckpt.cfg, tensors, tmp, dtype)
-        tok = ckpt.tokenizer_bytes()
-        if tok is not None:
-            (tmp / "tokenizer.model").write_bytes(tok)
-    return ckpt, Path(dest)
-

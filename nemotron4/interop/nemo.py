@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,29 +53,45 @@ def _nemo2_tokenizer(context: fmt.DirStorage) -> tuple[fmt.Storage, str] | None:
     return context, str(best.relative_to(context.root))
 
 
-def open_nemo(path: Path):
-    from nemotron4.interop.megatron import from_parts, yaml_load
+@dataclass
+class NemoParts:
+    """What a NeMo checkpoint holds, found: the distributed checkpoint, the model config, and (found on demand, after
+    the config is checked) the tokenizer."""
 
+    weights: fmt.Storage
+    config: dict[str, Any]
+    config_label: str
+    tokenizer: Callable[[], tuple[fmt.Storage, str] | None]
+
+
+def yaml_load(storage: fmt.Storage, rel: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(storage.read(rel))
+    except yaml.YAMLError as e:
+        raise UserError(f"{storage.where(rel)}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{storage.where(rel)}: expected a mapping of config keys")
+    return data
+
+
+def open_nemo(path: Path) -> NemoParts:
     if path.is_file():
-        tar = fmt.open_tar(path)
-        root = fmt.TarStorage(tar, str(path))
+        root: fmt.Storage = fmt.TarStorage(fmt.open_tar(path), str(path))
         if not root.exists(NEMO1_CONFIG):
             raise UserError(f"{path}: no {NEMO1_CONFIG} in the archive; not a NeMo 1 checkpoint")
-        config = yaml_load(root, NEMO1_CONFIG)
-        ckpt = from_parts(str(path), root.sub(NEMO1_WEIGHTS), config, root.where(NEMO1_CONFIG))
-        ckpt.tokenizer = _nemo1_tokenizer(root, config)
-        return ckpt
-    if (path / NEMO1_CONFIG).is_file():
-        root = fmt.DirStorage(path)
-        config = yaml_load(root, NEMO1_CONFIG)
-        ckpt = from_parts(str(path), fmt.DirStorage(path / NEMO1_WEIGHTS), config, str(path / NEMO1_CONFIG))
-        ckpt.tokenizer = _nemo1_tokenizer(root, config)
-        return ckpt
-    context = fmt.DirStorage(path / NEMO2_CONTEXT)
-    if not context.exists("model.yaml"):
-        raise UserError(f"{path / NEMO2_CONTEXT}: no model.yaml; not a NeMo 2 checkpoint context")
-    config = yaml_load(context, "model.yaml").get("config")
-    if not isinstance(config, dict):
-        raise UserError(f"{path / NEMO2_CONTEXT / 'model.yaml'}: no `config:` mapping (the model's TransformerConfig)")
-    return from_parts(str(path), fmt.DirStorage(path / NEMO2_WEIGHTS), config,
-                      str(path / NEMO2_CONTEXT / "model.yaml") + " config", _nemo2_tokenizer(context))
+        weights = root.sub(NEMO1_WEIGHTS)
+    elif (path / NEMO1_CONFIG).is_file():
+        root, weights = fmt.DirStorage(path), fmt.DirStorage(path / NEMO1_WEIGHTS)
+    else:
+        context = fmt.DirStorage(path / NEMO2_CONTEXT)
+        if not context.exists("model.yaml"):
+            raise UserError(f"{path / NEMO2_CONTEXT}: no model.yaml; not a NeMo 2 checkpoint context")
+        config = yaml_load(context, "model.yaml").get("config")
+        if not isinstance(config, dict):
+            raise UserError(f"{context.where('model.yaml')}: no `config:` mapping (the model's TransformerConfig)")
+        return NemoParts(fmt.DirStorage(path / NEMO2_WEIGHTS), config, context.where("model.yaml") + " config",
+                         lambda: _nemo2_tokenizer(context))
+    config = yaml_load(root, NEMO1_CONFIG)
+    return NemoParts(weights, config, root.where(NEMO1_CONFIG), lambda: _nemo1_tokenizer(root, config))

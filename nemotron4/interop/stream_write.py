@@ -1,19 +1,17 @@
 """Writing weights one tensor at a time: safetensors files whose header is planned from shapes before any tensor is
 read, so that a converter holds one tensor in memory, not the model.
 
-`write_weights(cfg, plan, tensors, path)` writes a nemotron4 weights directory (`interop.hf.write_hf` a Hugging Face
-one with the same writer); `tensors` yields (our name, tensor) in the order of `plan`.
+Used by `interop.hf.write_hf` (a Hugging Face directory) and `weights.write_weights` (ours); both take (our name,
+tensor) pairs arriving in the order of a `plan`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
 
-from nemotron4.config import ModelConfig
 from nemotron4.errors import UserError
 
 Plan = list[tuple[str, tuple[int, ...], torch.dtype]]  # (name, shape, dtype) in write order
@@ -61,22 +59,3 @@ class SafetensorsWriter:
         self._f.close()
         if left is not None:
             raise UserError(f"{self.path}: tensor {left[0]!r} was never written (the source ended early)")
-
-
-def _cast(tensors: Iterable[tuple[str, torch.Tensor]], dtype: torch.dtype | None) -> Iterator[tuple[str, torch.Tensor]]:
-    for name, t in tensors:
-        yield name, (t.to(dtype) if dtype is not None else t)
-
-
-def write_weights(cfg: ModelConfig, plan: Plan, tensors: Iterable[tuple[str, torch.Tensor]], path: Path,
-                  dtype: torch.dtype | None = None) -> Path:
-    """A nemotron4 weights directory (model_config.json + model.safetensors), tensor by tensor."""
-    from nemotron4.weights import CONFIG_FILE, WEIGHTS_FILE
-
-    plan = [(n, s, dtype or d) for n, s, d in plan]
-    writer = SafetensorsWriter(path / WEIGHTS_FILE, plan, {"format": "pt", "producer": "nemotron4"})
-    for name, t in _cast(tensors, dtype):
-        writer.write(name, t)
-    writer.close()
-    cfg.save(path / CONFIG_FILE)
-    return path

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import mcore
 
 from nemotron4.interop.mcore_format import DirStorage, open_reader
 from nemotron4.weights import load_model
-
-from .conftest import mcore
 
 
 @pytest.mark.slow

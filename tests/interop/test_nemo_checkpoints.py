@@ -11,11 +11,11 @@ import pytest
 import torch
 import transformers
 import yaml
+from helpers import MCORE_CFG as CFG
+from helpers import megatron_logits
 
 from nemotron4.cli import main
 from nemotron4.weights import describe, load_model
-
-from .conftest import ATOL, CFG, megatron_logits
 
 TOKENIZER = b"\x0a\x0bsentencepiece model bytes, kept as they are\x00\xff"
 
@@ -50,6 +50,8 @@ NEMO2_MODEL_YAML = {
     "tokenizer": {"_target_": "nemo.collections.common.tokenizers.sentencepiece_tokenizer.SentencePieceTokenizer",
                   "model_path": "nemo_tokenizer/tokenizer.model"},
 }
+
+ATOL = 1e-5  # max abs logit difference, fp32
 
 
 def nemo1_dir(mcore_ckpt: Path, root: Path) -> Path:
