@@ -13,6 +13,7 @@ COMMANDS: tuple[str, ...] = (
     "nemotron4.commands.info",
     "nemotron4.commands.convert",
     "nemotron4.commands.corpus",
+    "nemotron4.commands.curate",
     "nemotron4.commands.tokenizer",
     "nemotron4.commands.prepare",
     "nemotron4.commands.data",

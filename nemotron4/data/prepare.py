@@ -158,23 +158,33 @@ def prepare_manifest(
     workers: int | None = None,
     progress: bool = True,
     add_bos: bool = True,
+    engine=None,
 ) -> list[PrepareReport]:
     """Tokenize every source of a corpus manifest: `<output_dir>/<name>.bin/.idx` (train) and
     `<name>.heldout.bin/.idx`, plus `<output_dir>/sources.json`, the token manifest that
-    `BlendConfig.from_token_manifest` reads."""
+    `BlendConfig.from_token_manifest` reads. `engine` (a `nemotron4.data.engine.Engine`): encode shards of the
+    files on its workers (`prepare_shards.prepare_on_engine`, same bytes) instead of this machine's process pool."""
     manifest = Manifest.load(manifest_path)
+
+    def encode(inputs: list[Path], prefix: Path) -> PrepareReport:
+        if engine is None:
+            return prepare(inputs, tokenizer_path, prefix, manifest.text_field, workers, progress=progress,
+                           add_bos=add_bos)
+        from nemotron4.data.prepare_shards import prepare_on_engine
+
+        return prepare_on_engine(inputs, tokenizer_path, prefix, manifest.text_field, engine, progress=progress,
+                                 add_bos=add_bos)
+
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     reports, entries = [], []
     for s in manifest.sources:
-        r = prepare([manifest.path(s.train)], tokenizer_path, out / s.name, manifest.text_field, workers,
-                    progress=progress, add_bos=add_bos)
+        r = encode([manifest.path(s.train)], out / s.name)
         reports.append(r)
         entry = {"name": s.name, "category": s.category, "language": s.language, "path": s.name,
                  "documents": r.documents, "tokens": r.tokens, "valid_path": None}
         if s.heldout and s.heldout_docs:
-            rv = prepare([manifest.path(s.heldout)], tokenizer_path, out / f"{s.name}.heldout", manifest.text_field,
-                         workers, progress=progress, add_bos=add_bos)
+            rv = encode([manifest.path(s.heldout)], out / f"{s.name}.heldout")
             reports.append(rv)
             entry["valid_path"] = f"{s.name}.heldout"
         entries.append(entry)
