@@ -90,6 +90,7 @@ def _cli(*args: str) -> str:
     return p.stdout
 
 
+@pytest.mark.slow
 def test_dask_engine_gives_the_same_bytes(corpus, tmp_path: Path) -> None:
     pytest.importorskip("dask", reason="the dask engine needs dask.distributed (the curate extra)")
     manifest, root, _, _, tok = corpus

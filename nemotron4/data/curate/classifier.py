@@ -62,8 +62,8 @@ def train_classifier(cfg: ClassifierConfig, output: str | os.PathLike, text_fiel
     with tempfile.NamedTemporaryFile("w", suffix=".txt", dir=output.parent, delete=False, encoding="utf-8") as f:
         f.write("\n".join(rows) + "\n")
     try:
-        model = fasttext.train_supervised(f.name, epoch=cfg.epoch, wordNgrams=cfg.word_ngrams, minCount=1,
-                                          thread=1, seed=0, verbose=0)
+        model = fasttext.train_supervised(f.name, epoch=cfg.epoch, wordNgrams=cfg.word_ngrams, dim=cfg.dim,
+                                          bucket=cfg.bucket, minCount=1, thread=1, seed=0, verbose=0)
     finally:
         os.unlink(f.name)
     model.save_model(str(output))

@@ -75,6 +75,9 @@ class ClassifierConfig:
     categories: list[str] = field(default_factory=lambda: ["english"])
     epoch: int = 10
     word_ngrams: int = 2
+    dim: int = 32
+    bucket: int = 200_000
+    """fastText hash buckets of word n-grams (its default, 2M, allocates 2M x dim floats)."""
     max_examples: int = 100_000
     """Documents read from each side's files at most."""
 

@@ -33,7 +33,8 @@ def _render(words: list[str], per_line: int = 12) -> str:
 
 
 def random_docs(rng: np.random.Generator, vocab: np.ndarray, n: int, words: tuple[int, int]) -> list[list[str]]:
-    """`n` word lists of words[0]..words[1] words; about one word in five is a stop word."""
+    """`n` word lists of words[0]..words[1] words; about one word in five is a stop word (`vocab` ends with
+    `STOP`, as `vocabulary` makes it)."""
     out = []
     stop = np.flatnonzero(np.isin(vocab, STOP))
     for length in rng.integers(words[0], words[1] + 1, n).tolist():
