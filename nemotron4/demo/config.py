@@ -75,6 +75,8 @@ class DemoConfig:
     """`nemotron4.data.corpus.CorpusConfig` fields (caps and roots)."""
     tokenizer: dict[str, Any] = field(default_factory=dict)
     """`nemotron4.tokenizer.TokenizerConfig` fields."""
+    curate: dict[str, Any] = field(default_factory=dict)
+    """The [curate] table of `nemotron4 curate` (`nemotron4.data.curate.config.CurateConfig`)."""
     translation: TranslationSection = field(default_factory=TranslationSection)
     reweight: dict[str, dict[str, float]] = field(default_factory=dict)
     """{phase name: {source name: factor}}: in that phase a source's weight is its tokens x factor (default 1);

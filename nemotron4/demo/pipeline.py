@@ -1,6 +1,7 @@
 """`nemotron4 demo`: the Nemotron-4 recipe end to end on a CPU, one step after another, each calling the library.
 
-    1 corpus      English / multilingual / code text from this machine         corpus/manifest.json
+    1 corpus      English / multilingual / code text from this machine,         corpus/manifest.json
+                  deduplicated and filtered (`nemotron4 curate`)                 curated/manifest.json
     2 tokenizer   SentencePiece BPE, non-English upsampled                       tokenizer/tokenizer.model
     3 prepare     token files per source, translation pairs split, examples      tokens/, translation/
     4 pretrain    70/15/15 blend, batch-size ramp, warmup + cosine               checkpoints/, phase_pretrain/
@@ -116,6 +117,26 @@ class Demo:
             self.manifest = Manifest.load(manifest_path)
             for line in describe_corpus(self.manifest):
                 print("   " + line)
+            self.manifest = self.curate(self.manifest)
+
+    def curate(self, manifest: Manifest) -> Manifest:
+        """Exact and near deduplication and the quality filters on the corpus; the curated corpus's manifest."""
+        from nemotron4.data.curate.config import CurateConfig
+        from nemotron4.data.curate.pipeline import curate
+        from nemotron4.data.curate.report import CurateReport
+        from nemotron4.data.engine import EngineConfig, open_engine
+
+        out = self.path("curated")
+        if (out / "manifest.json").exists():
+            print(f"   exists: {out / 'manifest.json'}")
+            report = CurateReport.load(out / "curate_report.json")
+        else:
+            with open_engine(EngineConfig()) as engine:
+                report = curate(manifest, out, CurateConfig.from_dict(self.cfg.curate), engine, progress=False)
+        print(f"   curated ({report.engine}): exact + near (MinHash/LSH) dedup per category, quality filters")
+        for line in report.format(per_source=False).splitlines():
+            print("   " + line)
+        return Manifest.load(out / "manifest.json")
 
     def train_tokenizer(self) -> None:
         from nemotron4.data.manifest import tokenizer_sample

@@ -6,11 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from .conftest import kept, run_curate, write_corpus
 
 from nemotron4.data.curate.config import CurateConfig, NearConfig
 from nemotron4.data.curate.filters import FILTERS, active_filters, first_failure
 from nemotron4.errors import ConfigError
+
+from .conftest import kept, run_curate, write_corpus
 
 PROSE = ("The committee met on Tuesday to review the budget and the plans that the staff prepared with care. "
          "Members of the public asked questions about the new library, and the chair said that the work would "
@@ -27,7 +28,8 @@ CASES = {  # filter -> (a document it keeps, a document it removes)
     "ellipsis_lines": (LINES + "\nand then...", "\n".join(s + "..." for s in PROSE.split(". "))),
     "alpha_words": (PROSE + " 1 2 3 4 5", PROSE + " " + " ".join(str(i) for i in range(60))),
     "repeated_lines": (LINES, LINES + ("\n" + PROSE.split(". ")[0]) * 6),
-    "stop_words": (PROSE, " ".join(w for w in PROSE.split() if w.lower() not in FILTERS["stop_words"].defaults["words"])),
+    "stop_words": (PROSE, " ".join(w for w in PROSE.split()
+                                   if w.lower() not in FILTERS["stop_words"].defaults["words"])),
 }
 
 
@@ -59,7 +61,8 @@ def test_scope_and_settings() -> None:
 
 
 def test_report_counts_docs_and_bytes_per_filter_and_source(tmp_path: Path) -> None:
-    docs = {"a": [PROSE, CASES["word_count"][1], CASES["symbol_ratio"][1]], "b": [CASES["repeated_lines"][1], PROSE + " Yes."]}
+    docs = {"a": [PROSE, CASES["word_count"][1], CASES["symbol_ratio"][1]],
+            "b": [CASES["repeated_lines"][1], PROSE + " Yes."]}
     manifest = write_corpus(tmp_path / "in", docs)
     report = run_curate(manifest, tmp_path / "out", CurateConfig(near=NearConfig(enabled=False), exact=False))
     by = {s.name: s for s in report.sources}

@@ -12,7 +12,7 @@
     num_perm = 128
     threshold = 0.8                   # candidate pairs are kept as duplicates when their estimated Jaccard >= this
     seed = 1
-    partitions = 16                   # the on-disk LSH index is split into this many parts, processed one at a time
+    partitions = 0                    # parts of the on-disk LSH index, processed one at a time; 0: one per GiB
 
     [curate.filters.word_count]       # any filter of nemotron4.data.curate.filters.FILTERS, any of its parameters
     min_words = 50
@@ -47,10 +47,14 @@ class NearConfig:
     num_perm: int = 128
     threshold: float = 0.8
     seed: int = 1
-    partitions: int = 16
+    partitions: int = 0
+    """Parts of the on-disk LSH index, each loaded alone (about 16 bytes x bands per document); 0: one per GiB of
+    input text."""
 
     def __post_init__(self) -> None:
-        for name in ("shingle", "num_perm", "partitions"):
+        if self.partitions < 0:
+            raise ConfigError(f"curate.near.partitions must be >= 0 (0: one per GiB of text), got {self.partitions}")
+        for name in ("shingle", "num_perm"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"curate.near.{name} must be >= 1, got {getattr(self, name)}")
         if self.bands < 0 or self.rows < 0 or (self.bands == 0) != (self.rows == 0):

@@ -56,6 +56,7 @@ class _Task:
     language: str
     text_field: str
     folder: str
+    partitions: int
     filters: dict
     exact: bool
     near: NearConfig
@@ -129,7 +130,7 @@ def _analyse(task: _Task) -> dict[str, Any]:
         verdicts.append(verdict)
         n += len(texts)
     np.save(folder / "verdict.npy", np.concatenate(verdicts) if verdicts else np.zeros(0, np.uint8))
-    parts = task.near.partitions
+    parts = task.partitions
     write_partitions(folder, "exact", np.concatenate(keys) if keys else np.zeros((0, 3), np.uint64), parts)
     sig = np.concatenate(sig_parts) if sig_parts else np.zeros((0, task.near.num_perm), np.uint32)
     sids = np.concatenate(sig_ids) if sig_ids else np.zeros(0, np.uint32)
@@ -204,6 +205,9 @@ def sources_from_inputs(inputs: list[str], category: str, language: str) -> list
 class _Plan:
     tasks: list[_Task] = field(default_factory=list)
     by_source: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    partitions: int = 1
+    index: dict[str, int] = field(default_factory=dict)
+    """Size of the on-disk LSH index: partitions, bytes, largest partition's bytes (what one near task loads)."""
 
 
 def curate(manifest: Manifest, output: str | os.PathLike, cfg: CurateConfig, engine: Engine,
@@ -247,15 +251,17 @@ def curate(manifest: Manifest, output: str | os.PathLike, cfg: CurateConfig, eng
 
 def _plan(manifest: Manifest, cfg: CurateConfig, work: Path, clf_path: str | None) -> _Plan:
     plan = _Plan()
+    shards = {s.name: plan_shards(expand_inputs([manifest.path(s.train)]), cfg.shard_bytes) for s in manifest.sources}
+    total = sum(sh.size for group in shards.values() for sh in group)
+    plan.partitions = cfg.near.partitions or max(1, -(-total // (1 << 30)))
     for s in manifest.sources:
-        files = expand_inputs([manifest.path(s.train)])
         use_clf = clf_path if s.category in cfg.classifier.categories else None
-        for shard in plan_shards(files, cfg.shard_bytes):
+        for shard in shards[s.name]:
             i = len(plan.tasks)
             plan.by_source[s.name].append(i)
             plan.tasks.append(_Task(i, shard, s.name, s.category, s.language, manifest.text_field,
-                                    str(work / f"{i:06d}"), cfg.filters, cfg.exact, cfg.near, use_clf,
-                                    cfg.classifier.threshold, cfg.examples))
+                                    str(work / f"{i:06d}"), plan.partitions, cfg.filters, cfg.exact, cfg.near,
+                                    use_clf, cfg.classifier.threshold, cfg.examples))
     return plan
 
 
@@ -265,7 +271,7 @@ def _deduplicate(plan: _Plan, cfg: CurateConfig, engine: Engine, progress: bool,
     by_cat: dict[str, list[int]] = defaultdict(list)
     for i, task in enumerate(plan.tasks):
         by_cat[task.category].append(i)
-    parts = cfg.near.partitions
+    parts = plan.partitions
     removed: list[np.ndarray] = []  # rows (id, code, representative)
     t = time.perf_counter()
     exact_ids = np.zeros(0, np.uint64)
@@ -297,6 +303,8 @@ def _deduplicate(plan: _Plan, cfg: CurateConfig, engine: Engine, progress: bool,
             removed.append(np.column_stack([ids[gone], np.full(int(gone.sum()), _NEAR_CODE, np.uint64),
                                             ids[start[gone]]]))
     seconds["near"] = time.perf_counter() - t
+    sizes = [sum((Path(task.folder) / f"band.{p}.npy").stat().st_size for task in plan.tasks) for p in range(parts)]
+    plan.index = {"partitions": parts, "bytes": sum(sizes), "largest_partition_bytes": max(sizes, default=0)}
     rows = np.concatenate(removed) if removed else np.zeros((0, 3), np.uint64)
     shard = (rows[:, 0] >> np.uint64(32)).astype(np.int64)
     local = rows[:, 0] & np.uint64(0xFFFFFFFF)
@@ -315,7 +323,7 @@ def _report(manifest: Manifest, plan: _Plan, analysed: list[dict], written: list
         shard, local = doc_id >> 32, doc_id & 0xFFFFFFFF
         return {"source": plan.tasks[shard].source, "doc": offsets[shard] + local}
 
-    report = CurateReport(engine=engine.description, config=asdict(cfg))
+    report = CurateReport(engine=engine.description, config=asdict(cfg), lsh_index=dict(plan.index))
     for s in manifest.sources:
         r = SourceReport(s.name, s.category)
         for i in plan.by_source[s.name]:

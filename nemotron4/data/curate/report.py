@@ -36,6 +36,8 @@ class CurateReport:
     examples: dict[str, dict[str, list[dict]]] = field(default_factory=dict)
     """category -> stage -> removed documents (text cut to 400 characters)"""
     seconds: dict[str, float] = field(default_factory=dict)
+    lsh_index: dict[str, int] = field(default_factory=dict)
+    """The on-disk LSH index: partitions, bytes, largest_partition_bytes (the most one near task holds)."""
     dropped: list[str] = field(default_factory=list)
     """Sources left out of the output manifest: every one of their documents was removed."""
 
@@ -65,8 +67,16 @@ class CurateReport:
     def to_dict(self) -> dict[str, Any]:
         return {"format": "nemotron4-curate-report", "version": 1, "engine": self.engine, "seconds": self.seconds,
                 "stages": self.stages(), "categories": {k: asdict(v) for k, v in self.categories().items()},
-                "sources": [asdict(s) for s in self.sources], "dropped": self.dropped, "examples": self.examples,
+                "sources": [asdict(s) for s in self.sources], "dropped": self.dropped, "lsh_index": self.lsh_index,
+                "examples": self.examples,
                 "config": self.config}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> CurateReport:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+        return cls(d["engine"], d["config"], [SourceReport(**s) for s in d["sources"]], d["examples"], d["seconds"],
+                   d.get("lsh_index", {}), d.get("dropped", []))
 
     def save(self, path: str | os.PathLike) -> None:
         with open(path, "w", encoding="utf-8") as f:
