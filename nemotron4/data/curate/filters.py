@@ -3,16 +3,21 @@ RefinedWeb, FineWeb and datatrove's `GopherQualityFilter` / `GopherRepetitionFil
 so that each can be switched, tuned and reported.
 
 A filter keeps a document when its rule holds. Words are whitespace-separated tokens, lines the non-blank lines.
-Each filter applies to the categories in its `categories` setting (and, when set, only to sources whose language
+Stop words are counted among the normalised words (`text.normalise`: lower case, punctuation dropped). Each
+filter applies to the categories in its `categories` setting (and, when set, only to sources whose language
 is in `languages`); the prose rules are meaningless for code, so by default code is only deduplicated.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
+from itertools import filterfalse
 from typing import Any
 
+from nemotron4.data.curate.text import normalise
 from nemotron4.errors import ConfigError
 
 __all__ = ["FILTERS", "ActiveFilter", "Doc", "Filter", "active_filters", "first_failure"]
@@ -20,17 +25,27 @@ __all__ = ["FILTERS", "ActiveFilter", "Doc", "Filter", "active_filters", "first_
 PROSE = ("english", "multilingual")
 BULLETS = ("•", "●", "○", "◦", "▪", "‣", "-", "*", "·", "–", "—")
 ELLIPSES = ("...", "…")
+_LETTER = re.compile(r"[^\W\d_]")
 
 
-@dataclass
 class Doc:
-    """What the rules look at, computed once per document."""
+    """What the rules look at, each computed once per document when first needed."""
 
-    text: str
+    def __init__(self, text: str) -> None:
+        self.text = text
 
-    def __post_init__(self) -> None:
-        self.words = self.text.split()
-        self.lines = [line.strip() for line in self.text.splitlines() if line.strip()]
+    @cached_property
+    def words(self) -> list[str]:
+        return self.text.split()
+
+    @cached_property
+    def lines(self) -> list[str]:
+        return [line for line in map(str.strip, self.text.splitlines()) if line]
+
+    @cached_property
+    def normalised(self) -> list[str]:
+        """The words deduplication compares (`text.normalise`)."""
+        return normalise(self.text)
 
 
 @dataclass(frozen=True)
@@ -74,7 +89,8 @@ def _ellipsis_lines(d: Doc, p: dict[str, Any]) -> bool:
 def _alpha_words(d: Doc, p: dict[str, Any]) -> bool:
     if not d.words:
         return False
-    alpha = sum(any(c.isalpha() for c in w) for w in d.words)
+    alpha = sum(map(str.isalpha, d.words))  # all letters: most words; then the mixed ones
+    alpha += sum(1 for w in filterfalse(str.isalpha, d.words) if _LETTER.search(w))
     return alpha / len(d.words) >= p["min_fraction"]
 
 
@@ -94,8 +110,8 @@ def _repeated_lines(d: Doc, p: dict[str, Any]) -> bool:
 
 
 def _stop_words(d: Doc, p: dict[str, Any]) -> bool:
-    stop = set(p["words"])
-    return sum(w.lower().strip(".,;:!?\"'()") in stop for w in d.words) >= p["min_count"]
+    stop = frozenset(p["words"])
+    return sum(map(stop.__contains__, d.normalised)) >= p["min_count"]
 
 
 FILTERS: dict[str, Filter] = {f.name: f for f in (
@@ -160,11 +176,9 @@ def active_filters(settings: dict[str, dict[str, Any]], category: str, language:
     return out
 
 
-def first_failure(text: str, filters: list[ActiveFilter]) -> str | None:
-    """Name of the first filter that removes `text`, or None when it passes them all."""
-    if not filters:
-        return None
-    doc = Doc(text)
+def first_failure(doc: Doc | str, filters: list[ActiveFilter]) -> str | None:
+    """Name of the first filter that removes the document, or None when it passes them all."""
+    doc = Doc(doc) if isinstance(doc, str) else doc
     for f in filters:
         if not f.rule(doc, f.params):
             return f.name

@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 
 from nemotron4.data.curate.config import CurateConfig, NearConfig
-from nemotron4.data.curate.filters import active_filters, first_failure
+from nemotron4.data.curate.filters import Doc, active_filters, first_failure
 from nemotron4.data.curate.lsh import clusters, exact_duplicates, near_edges, pack_ids, write_partitions
 from nemotron4.data.curate.minhash import band_keys, signatures
 from nemotron4.data.curate.report import CurateReport, SourceReport
-from nemotron4.data.curate.text import exact_key, normalise
+from nemotron4.data.curate.text import exact_key
 from nemotron4.data.engine import Engine
 from nemotron4.data.manifest import Manifest, ManifestSource
 from nemotron4.data.readers import expand_inputs, parse_batch
@@ -94,9 +94,10 @@ def _analyse(task: _Task) -> dict[str, Any]:
         texts, probs = parse_batch(batch)
         for k, v in probs.items():
             problems[k] = problems.get(k, 0) + v
+        docs = [Doc(t) for t in texts]
         verdict = np.zeros(len(texts), np.uint8)
-        for i, text in enumerate(texts):
-            failed = first_failure(text, filters)
+        for i, doc in enumerate(docs):
+            failed = first_failure(doc, filters)
             if failed:
                 verdict[i] = codes[failed]
         if model is not None:
@@ -115,7 +116,7 @@ def _analyse(task: _Task) -> dict[str, Any]:
                 if len(examples[stage]) < task.examples:
                     examples[stage].append(text)
                 continue
-            w = normalise(text)
+            w = docs[i].normalised
             if w:  # a document without words is not deduplicated
                 words.append(w)
                 local.append(n + i)

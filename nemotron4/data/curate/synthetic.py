@@ -32,13 +32,21 @@ def _render(words: list[str], per_line: int = 12) -> str:
     return "\n".join(" ".join(words[i : i + per_line]) for i in range(0, len(words), per_line)) + "\n"
 
 
-def random_docs(rng: np.random.Generator, vocab: np.ndarray, n: int, words: tuple[int, int]) -> list[list[str]]:
+def random_docs(rng: np.random.Generator, vocab: np.ndarray, n: int, words: tuple[int, int],
+                zipf: bool = False) -> list[list[str]]:
     """`n` word lists of words[0]..words[1] words; about one word in five is a stop word (`vocab` ends with
-    `STOP`, as `vocabulary` makes it)."""
+    `STOP`, as `vocabulary` makes it). Words are uniform over the vocabulary, or with `zipf` as in real text: the
+    k-th most frequent word k times rarer than the first."""
     out = []
     stop = np.flatnonzero(np.isin(vocab, STOP))
+    n_words = len(vocab) - len(STOP)
+    cdf = np.cumsum(1.0 / np.arange(1, n_words + 1))
+    cdf /= cdf[-1]
     for length in rng.integers(words[0], words[1] + 1, n).tolist():
-        idx = rng.integers(0, len(vocab) - len(STOP), length)
+        if zipf:
+            idx = np.minimum(np.searchsorted(cdf, rng.random(length)), n_words - 1)
+        else:
+            idx = rng.integers(0, n_words, length)
         is_stop = rng.random(length) < 0.2
         idx[is_stop] = rng.choice(stop, int(is_stop.sum()))
         out.append(vocab[idx].tolist())
