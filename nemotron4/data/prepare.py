@@ -132,16 +132,18 @@ def prepare(
                 bar.update(nbytes)
                 bar.set_postfix(tok_s=f"{builder.num_tokens / max(time.perf_counter() - t0, 1e-9):.3g}")
             if report.documents == 0:
-                raise UserError(
-                    f"no documents could be read from {len(files)} input file(s) ({report.problems}); "
-                    f"check the paths and --text-field ({text_field!r})"
-                )
+                raise no_documents_error(report, text_field)
     finally:
         bar.close()
         if pool:
             pool.terminate()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def no_documents_error(report: PrepareReport, text_field: str) -> UserError:
+    return UserError(f"no documents could be read from {len(report.files)} input file(s) ({report.problems}); "
+                     f"check the paths and --text-field ({text_field!r})")
 
 
 def _size(path: Path) -> int:

@@ -16,10 +16,9 @@ import numpy as np
 
 from nemotron4.data.engine import Engine
 from nemotron4.data.indexed import IndexedDataset, IndexedDatasetBuilder, bin_path, optimal_dtype
-from nemotron4.data.prepare import PrepareReport, _encode, _init_worker
+from nemotron4.data.prepare import PrepareReport, _encode, _init_worker, no_documents_error
 from nemotron4.data.readers import FileStats, expand_inputs
 from nemotron4.data.shards import DEFAULT_SHARD_BYTES, Shard, plan_shards, read_shard
-from nemotron4.errors import UserError
 
 __all__ = ["prepare_on_engine"]
 
@@ -40,11 +39,7 @@ def _encode_shard(args: tuple[Shard, int, str, str, bool, str]) -> dict:
         for batch in read_shard(shard, text_field):
             _, nbytes, flat, lengths, problems = _encode(batch)
             builder.add_documents(flat, lengths)
-            stats.documents += len(lengths)
-            stats.tokens += flat.size
-            stats.bytes += nbytes
-            for k, v in problems.items():
-                stats.add(k, v)
+            stats.count(len(lengths), flat.size, nbytes, problems)
     return {"file_index": file_index, "documents": stats.documents, "tokens": stats.tokens, "bytes": stats.bytes,
             "problems": stats.problems}
 
@@ -82,14 +77,8 @@ def prepare_on_engine(
             for job, r in zip(jobs, results, strict=True):
                 part = IndexedDataset(job[3])
                 builder.add_documents(np.fromfile(bin_path(job[3]), dtype=part.dtype), part.sequence_lengths)
-                stats = report.files[r["file_index"]]
-                stats.documents += r["documents"]
-                stats.tokens += r["tokens"]
-                stats.bytes += r["bytes"]
-                for k, v in r["problems"].items():
-                    stats.add(k, v)
+                report.files[r["file_index"]].count(r["documents"], r["tokens"], r["bytes"], r["problems"])
             if report.documents == 0:
-                raise UserError(f"no documents could be read from {len(files)} input file(s) ({report.problems}); "
-                                f"check the paths and --text-field ({text_field!r})")
+                raise no_documents_error(report, text_field)
     report.seconds = time.perf_counter() - t0
     return report

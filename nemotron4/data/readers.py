@@ -38,6 +38,14 @@ class FileStats:
     def add(self, kind: str, n: int = 1) -> None:
         self.problems[kind] = self.problems.get(kind, 0) + n
 
+    def count(self, documents: int, tokens: int, nbytes: int, problems: dict[str, int]) -> None:
+        """Add what one batch or shard of the file gave."""
+        self.documents += documents
+        self.tokens += tokens
+        self.bytes += nbytes
+        for k, v in problems.items():
+            self.add(k, v)
+
 
 @dataclass
 class Batch:
