@@ -13,10 +13,13 @@ largest process of the run (the main one or a worker).
   with as many tasks as files and as many workers as cores (its English word tokenizer needs spaCy; pip install
   datatrove orjson spacy).
 
-    python bench/curate.py [--sizes-mb 10 100 1000] [--engines ours/full ours/near datatrove/near] [--budget-s 900]
-                           [--first-engine-only-above-mb 500]
+    python bench/curate.py [--sizes-mb 100 1000] [--peer-mb 10] [--budget-s 1500]
 
-A size whose runs would overrun --budget-s (from the MB/s measured so far) is skipped and listed as such.
+At each size: ours/full and ours/near on the whole text (at sizes above --first-engine-only-above-mb, ours/full
+only). datatrove runs about 30x slower than ours on 2 cores, so the head-to-head runs on a slice of the same text:
+the first --peer-mb MB (whole lines from each file), ours/near and datatrove/near both. A run predicted (from the
+MB/s measured so far) to overrun --budget-s is skipped and listed as such. LSH memory: the on-disk index and its
+largest partition, and the traced peak of the largest near-dedup task (what bounds memory), from our report.
 Results go to bench/results/curate-<host>.json.
 """
 
@@ -77,6 +80,23 @@ def generate(folder: Path, total_bytes: int, seed: int = 0) -> dict:
         for f in outs:
             f.close()
     return {"bytes": written, "docs": docs, "near_copies": near, "exact_copies": exact}
+
+
+def take_prefix(src: Path, dst: Path, total_bytes: int) -> int:
+    """The first lines of each of src's files, about total_bytes in all, into dst; returns the bytes taken."""
+    dst.mkdir(parents=True, exist_ok=True)
+    files = sorted(src.glob("*.jsonl"))
+    taken = 0
+    for f in files:
+        budget = total_bytes // len(files)
+        with open(f, "rb") as fin, open(dst / f.name, "wb") as fout:
+            for line in fin:
+                if budget <= 0:
+                    break
+                fout.write(line)
+                budget -= len(line)
+                taken += len(line)
+    return taken
 
 
 def _datatrove(inp: Path, work: Path, cores: int) -> None:
@@ -173,10 +193,13 @@ def measure(engine: str, inp: Path, cores: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes-mb", type=float, nargs="+", default=[10, 100, 1000])
-    ap.add_argument("--engines", nargs="+", default=["ours/full", "ours/near", "datatrove/near"])
+    ap.add_argument("--sizes-mb", type=float, nargs="+", default=[100, 1000])
+    ap.add_argument("--engines", nargs="+", default=["ours/full", "ours/near"])
+    ap.add_argument("--peers", nargs="+", default=["ours/near", "datatrove/near"],
+                    help="engines compared on the --peer-mb slice of the first size's text")
+    ap.add_argument("--peer-mb", type=float, default=10)
     ap.add_argument("--cores", type=int, default=os.cpu_count())
-    ap.add_argument("--budget-s", type=float, default=900, help="skip runs predicted to end past this")
+    ap.add_argument("--budget-s", type=float, default=1500, help="skip runs predicted to end past this")
     ap.add_argument("--first-engine-only-above-mb", type=float, default=500,
                     help="at larger sizes run only the first engine (on 2 cores datatrove takes ~10x longer)")
     ap.add_argument("--tmp", default=tempfile.gettempdir())
@@ -190,39 +213,42 @@ def main() -> None:
     t_start = time.perf_counter()
     rates: dict[str, float] = {}  # engine -> MB/s measured at the last size
     runs, skipped = [], []
-    for mb in args.sizes_mb:
+
+    def run_engines(engines: list[str], inp: Path, mb: float, planted: dict, label: str) -> None:
+        for engine in engines:
+            left = args.budget_s - (time.perf_counter() - t_start)
+            predicted = mb / rates[engine] if engine in rates else 0
+            if predicted > left:
+                skipped.append({"engine": engine, "text": label, "mb": mb, "predicted_s": round(predicted),
+                                "left_s": round(left)})
+                print(f"  {engine}: skipped (predicted {predicted:.0f} s, {left:.0f} s of budget left)")
+                continue
+            res = measure(engine, inp, args.cores)
+            if "error" in res:
+                print(f"  {engine}: failed: {res['error']}")
+                runs.append({"engine": engine, "text": label, "mb": mb, **res})
+                continue
+            rate = planted["bytes"] / 1e6 / res["seconds"]
+            rates[engine] = rate
+            runs.append({"engine": engine, "text": label, "mb": mb, "input_bytes": planted["bytes"],
+                         "mb_per_s": round(rate, 2), "mb_per_s_per_core": round(rate / args.cores, 2), **res,
+                         "planted": planted})
+            print(f"  {engine}: {res['seconds']:.1f} s, {rate:.2f} MB/s ({rate / args.cores:.2f} per core), "
+                  f"peak RSS {res['peak_rss_mb']} MB (+{res['rss_growth_mb']}), docs out {res['docs_out']}, "
+                  f"index {res['lsh_index']}", flush=True)
+
+    for k, mb in enumerate(args.sizes_mb):
         folder = Path(tempfile.mkdtemp(prefix=f"curate-text-{mb:g}MB-", dir=args.tmp))
         try:
             t = time.perf_counter()
             planted = generate(folder / "in", int(mb * 1e6))
-            gen_s = time.perf_counter() - t
-            print(f"{mb:g} MB: generated {planted} in {gen_s:.0f} s", flush=True)
+            print(f"{mb:g} MB: generated {planted} in {time.perf_counter() - t:.0f} s", flush=True)
             engines = args.engines[:1] if mb > args.first_engine_only_above_mb else args.engines
-            for engine in engines:
-                left = args.budget_s - (time.perf_counter() - t_start)
-                predicted = mb / rates[engine] if engine in rates else 0
-                if predicted > left:
-                    skipped.append({"engine": engine, "mb": mb, "predicted_s": round(predicted),
-                                    "left_s": round(left)})
-                    print(f"  {engine}: skipped (predicted {predicted:.0f} s, {left:.0f} s of budget left)")
-                    continue
-                res = measure(engine, folder / "in", args.cores)
-                if "error" in res:
-                    print(f"  {engine}: failed: {res['error']}")
-                    runs.append({"engine": engine, "mb": mb, **res})
-                    continue
-                rate = planted["bytes"] / 1e6 / res["seconds"]
-                rates[engine] = rate
-                row = {"engine": engine, "mb": mb, "input_bytes": planted["bytes"], "docs_in": planted["docs"],
-                       "mb_per_s": round(rate, 2), "mb_per_s_per_core": round(rate / args.cores, 2), **res}
-                runs.append(row)
-                print(f"  {engine}: {res['seconds']:.1f} s, {rate:.2f} MB/s ({rate / args.cores:.2f} per core), "
-                      f"peak RSS {res['peak_rss_mb']} MB (+{res['rss_growth_mb']}), docs out {res['docs_out']}, "
-                      f"index {res['lsh_index']}",
-                      flush=True)
-            runs_for_size = [r for r in runs if r["mb"] == mb]
-            for r in runs_for_size:
-                r["planted"] = planted
+            run_engines(engines, folder / "in", mb, planted, f"{mb:g} MB")
+            if k == 0 and args.peers:
+                n = take_prefix(folder / "in", folder / "slice", int(args.peer_mb * 1e6))
+                print(f"{mb:g} MB text, first {n / 1e6:.1f} MB: ours vs datatrove", flush=True)
+                run_engines(args.peers, folder / "slice", n / 1e6, {"bytes": n}, f"first {n / 1e6:.1f} MB of {mb:g} MB")
         finally:
             shutil.rmtree(folder, ignore_errors=True)
     try:

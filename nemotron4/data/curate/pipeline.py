@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 import time
+import tracemalloc
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -150,9 +151,19 @@ def _exact_task(args: tuple[list[str], int]) -> tuple[np.ndarray, np.ndarray]:
     return exact_duplicates([Path(f) for f in folders], p)
 
 
-def _near_task(args: tuple[dict[int, str], int, float]) -> np.ndarray:
+def _near_task(args: tuple[dict[int, str], int, float]) -> tuple[np.ndarray, int]:
+    """(verified pairs, peak bytes the task allocated: the LSH partition, its sort, the signatures compared)."""
     folders, p, threshold = args
-    return near_edges({k: Path(v) for k, v in folders.items()}, p, threshold)
+    traced = tracemalloc.is_tracing()
+    if not traced:
+        tracemalloc.start()
+    tracemalloc.reset_peak()
+    try:
+        edges = near_edges({k: Path(v) for k, v in folders.items()}, p, threshold)
+        return edges, tracemalloc.get_traced_memory()[1]
+    finally:
+        if not traced:
+            tracemalloc.stop()
 
 
 def _write(args: tuple[_Task, str]) -> dict[str, Any]:
@@ -285,12 +296,14 @@ def _deduplicate(plan: _Plan, cfg: CurateConfig, engine: Engine, progress: bool,
         exact_ids = np.sort(dup)
     seconds["exact"] = time.perf_counter() - t
     t = time.perf_counter()
+    peak = 0
     if cfg.near.enabled:
         for members in by_cat.values():
             folders = {i: plan.tasks[i].folder for i in members}
             jobs = [(folders, p, cfg.near.threshold) for p in range(parts)]
-            edges = engine.map(_near_task, jobs, "near dedup", progress)
-            edges = np.concatenate(edges) if edges else np.zeros((0, 2), np.uint64)
+            results = engine.map(_near_task, jobs, "near dedup", progress)
+            peak = max([peak] + [r[1] for r in results])
+            edges = np.concatenate([r[0] for r in results]) if results else np.zeros((0, 2), np.uint64)
             ids = np.concatenate([pack_ids(i, np.load(Path(folders[i]) / "sig_ids.npy")) for i in members])
             roots = clusters(ids, edges)
             alive = ~np.isin(ids, exact_ids)
@@ -305,7 +318,8 @@ def _deduplicate(plan: _Plan, cfg: CurateConfig, engine: Engine, progress: bool,
                                             ids[start[gone]]]))
     seconds["near"] = time.perf_counter() - t
     sizes = [sum((Path(task.folder) / f"band.{p}.npy").stat().st_size for task in plan.tasks) for p in range(parts)]
-    plan.index = {"partitions": parts, "bytes": sum(sizes), "largest_partition_bytes": max(sizes, default=0)}
+    plan.index = {"partitions": parts, "bytes": sum(sizes), "largest_partition_bytes": max(sizes, default=0),
+                  "peak_task_bytes": peak}
     rows = np.concatenate(removed) if removed else np.zeros((0, 3), np.uint64)
     shard = (rows[:, 0] >> np.uint64(32)).astype(np.int64)
     local = rows[:, 0] & np.uint64(0xFFFFFFFF)

@@ -37,7 +37,8 @@ class CurateReport:
     """category -> stage -> removed documents (text cut to 400 characters)"""
     seconds: dict[str, float] = field(default_factory=dict)
     lsh_index: dict[str, int] = field(default_factory=dict)
-    """The on-disk LSH index: partitions, bytes, largest_partition_bytes (the most one near task holds)."""
+    """The on-disk LSH index: partitions, bytes, largest_partition_bytes (on disk), peak_task_bytes (the most memory
+    one near-dedup task allocated, traced: the partition, its sort, the signatures it compared)."""
     dropped: list[str] = field(default_factory=list)
     """Sources left out of the output manifest: every one of their documents was removed."""
 
