@@ -37,13 +37,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--manifest", help="corpus manifest.json")
     p.add_argument("--output", required=True, help="output corpus folder")
     p.add_argument("--config", help="TOML file with a [curate] table")
-    p.add_argument("--category", default="english", help="with INPUT: the sources' category (default: english)")
-    p.add_argument("--language", default="en", help="with INPUT: the sources' language (default: en)")
-    p.add_argument("--text-field", default="text", help="with INPUT: JSON/Parquet text field (default: text)")
+    p.add_argument("--category", help="with INPUT: the sources' category (default: english)")
+    p.add_argument("--language", help="with INPUT: the sources' language (default: en)")
+    p.add_argument("--text-field", help="with INPUT: JSON/Parquet text field (default: text; a manifest names its own)")
     p.add_argument("--threshold", type=float, help="near dedup Jaccard threshold (default 0.8)")
     p.add_argument("--shingle", type=int, help="words per shingle (default 5)")
-    p.add_argument("--bands", type=int, help="LSH bands (default 16)")
-    p.add_argument("--rows", type=int, help="LSH rows per band (default 8)")
+    p.add_argument("--bands", type=int, help="LSH bands (give --rows too; default: chosen from the threshold and "
+                                             "--num-perm, 14 x 9 at 0.8 and 128)")
+    p.add_argument("--rows", type=int, help="LSH rows per band")
     p.add_argument("--num-perm", type=int, help="MinHash permutations (default 128)")
     p.add_argument("--no-exact", action="store_true", help="skip exact deduplication")
     p.add_argument("--no-near", action="store_true", help="skip near deduplication")
@@ -98,10 +99,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("give either --manifest M or INPUT files/folders")
     cfg = load_curate_config(args.config, args)
     if args.manifest:
+        given = [f for f in ("category", "language", "text_field") if getattr(args, f) is not None]
+        if given:
+            raise UserError(f"--{given[0].replace('_', '-')} goes with INPUT files; a manifest names each source's "
+                            "category, language and text field")
         manifest = Manifest.load(args.manifest)
     else:
-        manifest = Manifest(sources_from_inputs(args.inputs, args.category, args.language), [], args.text_field,
-                            Path("/"))
+        sources = sources_from_inputs(args.inputs, args.category or "english", args.language or "en")
+        manifest = Manifest(sources, [], args.text_field or "text", Path("/"))
     with open_engine(engine_config(args)) as engine:
         report = curate(manifest, args.output, cfg, engine, progress=not args.quiet)
     print(report.format())

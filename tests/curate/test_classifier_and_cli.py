@@ -54,7 +54,7 @@ def test_classifier_config_needs_both_sides() -> None:
         ClassifierConfig(positive=["a.jsonl"])
 
 
-def test_cli_curates_inputs_and_prepare_reads_the_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_curates_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     good, _ = _two_styles(10, 1)
     a = tmp_path / "a.jsonl"
     a.write_text("".join(json.dumps({"body": t}) + "\n" for t in good + good[:3]))
@@ -80,6 +80,7 @@ def test_cli_curates_inputs_and_prepare_reads_the_output(tmp_path: Path, capsys:
     (["x.jsonl", "--output", "o", "--threshold", "1.5"], "threshold must be in"),
     (["x.jsonl", "--output", "o", "--positive", "p.jsonl"], "both positive and negative"),
     (["x.jsonl", "--output", "o", "--scheduler", "tcp://h:1"], "needs the dask engine"),
+    (["--manifest", "m.json", "--output", "o", "--category", "code"], "--category goes with INPUT"),
 ])
 def test_cli_errors_are_one_line(argv: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                  capsys: pytest.CaptureFixture[str]) -> None:
