@@ -7,6 +7,7 @@ files hold fixtures only and import from here.
   train_cli (the reliability suite's short run), launch_workers (torchrun of tests/distributed/worker.py)
 - checks: assert_clean_error, assert_same_run, no_steps_taken
 - eval: random_model, write_mc_task
+- curation: write_corpus (a corpus folder + manifest), run_curate, kept, removed_positions
 """
 
 from __future__ import annotations
@@ -420,3 +421,56 @@ def megatron_logits(root: Path) -> tuple[Any, Any]:
 
     d = torch.load(root / "logits.pt")
     return d["tokens"], d["logits"]
+
+
+# ---- curation ------------------------------------------------------------------------------------------------------
+
+
+def write_corpus(root: Path, docs: dict[str, list[str]], category: str = "english", language: str = "en",
+                 categories: dict[str, str] | None = None) -> Path:
+    """A corpus folder (train/<source>.jsonl, manifest.json) holding `docs`; returns the manifest path."""
+    from nemotron4.data.manifest import Manifest, ManifestSource
+
+    sources = []
+    for name, texts in docs.items():
+        path = root / "train" / f"{name}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+        cat = (categories or {}).get(name, category)
+        sources.append(ManifestSource(name, cat, language, f"train/{name}.jsonl", docs=len(texts)))
+    Manifest(sources, root=root).save(root / "manifest.json")
+    return root / "manifest.json"
+
+
+def run_curate(manifest: Path, out: Path, cfg=None, engine=None):
+    """Curate `manifest` into `out` (one process unless `engine`); the CurateReport."""
+    from nemotron4.data.curate.config import CurateConfig
+    from nemotron4.data.curate.pipeline import curate
+    from nemotron4.data.engine import EngineConfig, open_engine
+    from nemotron4.data.manifest import Manifest
+
+    with open_engine(engine or EngineConfig(workers=1)) as e:
+        return curate(Manifest.load(manifest), out, cfg or CurateConfig(), e, progress=False)
+
+
+def kept(out: Path, source: str) -> list[str]:
+    """The documents curate kept of `source`, in order."""
+    path = out / "train" / f"{source}.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line)["text"] for line in path.read_text().splitlines()]
+
+
+def removed_positions(docs: dict[str, list[str]], out: Path) -> set[tuple[str, int]]:
+    """(source, position) of the input documents missing from the output (which keeps the input order)."""
+    gone = set()
+    for source, texts in docs.items():
+        rest = iter(kept(out, source))
+        nxt = next(rest, None)
+        for i, t in enumerate(texts):
+            if t == nxt:
+                nxt = next(rest, None)
+            else:
+                gone.add((source, i))
+        assert nxt is None, f"{source}: the output holds a document that is not in the input, or out of order"
+    return gone

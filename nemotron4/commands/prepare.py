@@ -60,14 +60,17 @@ def run(args: argparse.Namespace) -> int:
 
 def _prepare(args: argparse.Namespace, engine) -> list:
     from nemotron4.data.prepare import prepare, prepare_manifest
-    from nemotron4.data.prepare_shards import prepare_on_engine
+    from nemotron4.data.prepare_shards import prepare_manifest_on_engine, prepare_on_engine
     from nemotron4.errors import UserError
 
     if args.manifest:
         if args.inputs or not args.output_dir:
             raise UserError("--manifest takes --output-dir and no INPUT arguments")
+        if engine is not None:
+            return prepare_manifest_on_engine(args.manifest, args.tokenizer, args.output_dir, engine,
+                                              progress=not args.quiet, add_bos=args.add_bos)
         return prepare_manifest(args.manifest, args.tokenizer, args.output_dir, args.workers or None,
-                                progress=not args.quiet, add_bos=args.add_bos, engine=engine)
+                                progress=not args.quiet, add_bos=args.add_bos)
     if not args.inputs or not args.output:
         raise UserError("give INPUT files/folders and --output PREFIX (or --manifest and --output-dir)")
     if engine is not None:

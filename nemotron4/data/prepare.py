@@ -16,7 +16,7 @@ import json
 import multiprocessing as mp
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -160,22 +160,20 @@ def prepare_manifest(
     workers: int | None = None,
     progress: bool = True,
     add_bos: bool = True,
-    engine=None,
+    encoder: Callable[..., PrepareReport] | None = None,
 ) -> list[PrepareReport]:
     """Tokenize every source of a corpus manifest: `<output_dir>/<name>.bin/.idx` (train) and
     `<name>.heldout.bin/.idx`, plus `<output_dir>/sources.json`, the token manifest that
-    `BlendConfig.from_token_manifest` reads. `engine` (a `nemotron4.data.engine.Engine`): encode shards of the
-    files on its workers (`prepare_shards.prepare_on_engine`, same bytes) instead of this machine's process pool."""
+    `BlendConfig.from_token_manifest` reads. `encoder(inputs, tokenizer_path, prefix, text_field, progress=,
+    add_bos=)` tokenizes one source (default: `prepare` on this machine's pool; `prepare_shards` passes one that
+    runs on an engine's workers)."""
     manifest = Manifest.load(manifest_path)
 
     def encode(inputs: list[Path], prefix: Path) -> PrepareReport:
-        if engine is None:
+        if encoder is None:
             return prepare(inputs, tokenizer_path, prefix, manifest.text_field, workers, progress=progress,
                            add_bos=add_bos)
-        from nemotron4.data.prepare_shards import prepare_on_engine
-
-        return prepare_on_engine(inputs, tokenizer_path, prefix, manifest.text_field, engine, progress=progress,
-                                 add_bos=add_bos)
+        return encoder(inputs, tokenizer_path, prefix, manifest.text_field, progress=progress, add_bos=add_bos)
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -10,17 +10,18 @@ import os
 import tempfile
 import time
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from nemotron4.data.engine import Engine
 from nemotron4.data.indexed import IndexedDataset, IndexedDatasetBuilder, bin_path, optimal_dtype
-from nemotron4.data.prepare import PrepareReport, _encode, _init_worker, no_documents_error
+from nemotron4.data.prepare import PrepareReport, _encode, _init_worker, no_documents_error, prepare_manifest
 from nemotron4.data.readers import FileStats, expand_inputs
 from nemotron4.data.shards import DEFAULT_SHARD_BYTES, Shard, plan_shards, read_shard
 
-__all__ = ["prepare_on_engine"]
+__all__ = ["prepare_manifest_on_engine", "prepare_on_engine"]
 
 _loaded: tuple[str, bool] | None = None  # (tokenizer path, add_bos) this worker process was set up with
 
@@ -82,3 +83,11 @@ def prepare_on_engine(
                 raise no_documents_error(report, text_field)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def prepare_manifest_on_engine(manifest_path: str | os.PathLike, tokenizer_path: str | os.PathLike,
+                               output_dir: str | os.PathLike, engine: Engine, progress: bool = True,
+                               add_bos: bool = True) -> list[PrepareReport]:
+    """`prepare_manifest` with every source tokenized over `engine`'s workers (same files, same bytes)."""
+    return prepare_manifest(manifest_path, tokenizer_path, output_dir, progress=progress, add_bos=add_bos,
+                            encoder=partial(prepare_on_engine, engine=engine))

@@ -13,15 +13,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from fake_text import train_fake_tokenizer
+from helpers import run_curate, train_fake_tokenizer, write_corpus
 
 from nemotron4.data.curate.config import CurateConfig
 from nemotron4.data.curate.synthetic import planted_corpus
 from nemotron4.data.engine import EngineConfig, open_engine
 from nemotron4.data.prepare import prepare, prepare_manifest
-from nemotron4.data.prepare_shards import prepare_on_engine
-
-from .conftest import run_curate, write_corpus
+from nemotron4.data.prepare_shards import prepare_manifest_on_engine, prepare_on_engine
 
 ENGINES = [EngineConfig("local", 2)]
 WORDS = ("the", "of", "and", "to", "in", "is", "was", "for", "on", "that", "with", "as", "by", "at", "from")
@@ -66,7 +64,7 @@ def test_prepare_over_shards_is_byte_identical(corpus, engine: EngineConfig, tmp
     curated = root / "single" / "manifest.json"
     prepare_manifest(curated, tok, tmp_path / "one", workers=1, progress=False)
     with open_engine(engine) as e:
-        prepare_manifest(curated, tok, tmp_path / "many", progress=False, engine=e)
+        prepare_manifest_on_engine(curated, tok, tmp_path / "many", e, progress=False)
         big = root / "single/train/src0.jsonl"
         r = prepare_on_engine([big], tok, tmp_path / "direct", engine=e, shard_bytes=20_000, progress=False)
     ref = prepare([big], tok, tmp_path / "ref", workers=1, progress=False)
@@ -82,7 +80,7 @@ def test_prepare_over_shards_is_byte_identical(corpus, engine: EngineConfig, tmp
 
 
 def _cli(*args: str) -> str:
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     env = {**os.environ, "PYTHONPATH": str(repo)}
     p = subprocess.run([sys.executable, "-m", "nemotron4.cli", *args], capture_output=True, text=True, env=env,
                        cwd=repo, timeout=300)

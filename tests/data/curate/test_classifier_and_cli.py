@@ -7,14 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import kept, run_curate, write_corpus
 
 from nemotron4.cli import main
 from nemotron4.data.curate.config import ClassifierConfig, CurateConfig, NearConfig
 from nemotron4.data.curate.filters import FILTERS
 from nemotron4.data.curate.synthetic import STOP, random_docs, vocabulary
 from nemotron4.errors import ConfigError
-
-from .conftest import kept, run_curate, write_corpus
 
 NO_FILTERS = {name: {"enabled": False} for name in FILTERS}
 

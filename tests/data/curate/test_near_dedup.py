@@ -6,12 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import kept, removed_positions, run_curate, write_corpus
 
 from nemotron4.data.curate.config import CurateConfig, NearConfig
 from nemotron4.data.curate.filters import FILTERS
 from nemotron4.data.curate.synthetic import planted_corpus
-
-from .conftest import kept, removed_positions, run_curate, write_corpus
 
 NO_FILTERS = {name: {"enabled": False} for name in FILTERS}
 

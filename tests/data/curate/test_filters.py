@@ -6,12 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import kept, run_curate, write_corpus
 
 from nemotron4.data.curate.config import CurateConfig, NearConfig
 from nemotron4.data.curate.filters import FILTERS, active_filters, first_failure
 from nemotron4.errors import ConfigError
-
-from .conftest import kept, run_curate, write_corpus
 
 PROSE = ("The committee met on Tuesday to review the budget and the plans that the staff prepared with care. "
          "Members of the public asked questions about the new library, and the chair said that the work would "
