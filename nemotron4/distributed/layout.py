@@ -39,6 +39,9 @@ class ParallelSection:
     """Data-parallel size; 0 derives it as world size / tp. Parameters, gradients and AdamW state shard over dp."""
     backend: str = "auto"
     """Process-group backend: "auto" (nccl on CUDA, gloo on CPU), "nccl" or "gloo"."""
+    force_mesh: bool = False
+    """In a single process, run the parallel code path anyway on a one-rank mesh (process group, mesh, parallel
+    step hooks; a size-1 dimension adds no DTensor or FSDP2 wrapping): measures that path's overhead on one GPU."""
 
     def validate(self) -> None:
         """What can be checked without knowing the world size."""

@@ -30,7 +30,11 @@ def setup_mesh(dims: ParallelDims, device: torch.device, backend: str, timeout_s
     if not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+        timeout = datetime.timedelta(seconds=timeout_s)
+        if "MASTER_ADDR" in os.environ:
+            dist.init_process_group(backend, timeout=timeout)  # torchrun's environment
+        else:  # one process outside torchrun (parallel.force_mesh): an in-memory store, no port
+            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
     world = dist.get_world_size()
     if world != dims.world_size:
         raise ConfigError(f"mesh dp x tp = {dims.dp} x {dims.tp} != world size {world}")

@@ -1,9 +1,12 @@
 """Tensor parallelism (DTensor) and data parallelism with sharded optimizer state (FSDP2), applied to a model built
-on `meta`, in torchtitan's order (parallelism is applied from outside the model; docs/architecture.md):
+on `meta`, in torchtitan's order (parallelism is applied from outside the model; docs/architecture.md). The order
+and the fast paths between the two steps are `nemotron4.train.recipe.build_recipe`:
 
     with torch.device("meta"):
         model = Nemotron4(cfg)
-    parallelize(model, mesh)            # TP over mesh["tp"], then FSDP2 over mesh["dp"]
+    apply_tp(model, mesh["tp"])         # tp > 1
+    ...                                 # fp8, activation checkpointing, compile
+    apply_fsdp(model, mesh["dp"])       # dp > 1
     model.to_empty(device=device)       # each rank allocates only its shards
     init_weights_sharded(model, seed)   # the single-process init, sliced to this rank's shards
 
@@ -28,7 +31,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
 from torch.distributed.tensor.parallel import (
     ColwiseParallel,
@@ -43,7 +46,7 @@ from nemotron4.distributed.layout import check_tp
 from nemotron4.model import Nemotron4
 
 __all__ = ["BLOCK_PLAN", "ROOT_PLAN", "apply_fsdp", "apply_tp", "copy_full_weights",
-           "init_weights_sharded", "mixed_precision", "parallelize"]
+           "init_weights_sharded", "mixed_precision"]
 
 # Between blocks the residual stream is a plain (B, T / tp, dim) tensor: this rank's slice of the sequence.
 ROOT_PLAN: dict[str, ParallelStyle] = {
@@ -93,11 +96,14 @@ def mixed_precision(param_dtype: torch.dtype, output_dtype: torch.dtype | None =
                                 cast_forward_inputs=False)
 
 
-def apply_fsdp(model: Nemotron4, dp_mesh: DeviceMesh, param_dtype: torch.dtype = torch.float32) -> None:
+def apply_fsdp(model: Nemotron4, dp_mesh: DeviceMesh, param_dtype: torch.dtype = torch.float32,
+               forward_methods: tuple[str, ...] = ()) -> None:
     """FSDP2 over `dp_mesh`: one unit per block (its all-gather / reduce-scatter overlaps the neighbouring block's
     compute), the embedding, and the root (final norm + output projection). Under bf16 the all-gathers carry bf16
     (half the bytes of fp32) and the gradients are reduced in fp32 (`mixed_precision`); the embedding's output is
-    cast back to fp32, where the residual stream starts."""
+    cast back to fp32, where the residual stream starts. `forward_methods`: the root's other entry points that
+    must run FSDP2's forward hooks like `forward` (the fused loss calls `hidden_states`, then reads the gathered
+    output weight)."""
     # FSDP2 warns that the embedding returns a view (an in-place op on it would skip its backward hook); the model's
     # residual adds are out-of-place (`h = x + ...`), so the warning is noise on every step.
     warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module \(FSDPEmbedding\) returned a view tensor")
@@ -106,16 +112,8 @@ def apply_fsdp(model: Nemotron4, dp_mesh: DeviceMesh, param_dtype: torch.dtype =
         fully_shard(block, mesh=dp_mesh, mp_policy=mixed_precision(param_dtype))
     # The root's parameters are the last used in forward and the first in backward: no point freeing them between.
     fully_shard(model, mesh=dp_mesh, reshard_after_forward=False, mp_policy=mixed_precision(param_dtype))
-
-
-def parallelize(model: Nemotron4, mesh: DeviceMesh, param_dtype: torch.dtype = torch.float32) -> Nemotron4:
-    """TP over mesh["tp"] (when > 1), then FSDP2 over mesh["dp"] (when > 1) with `param_dtype` compute copies; the
-    model may be on `meta`."""
-    if mesh["tp"].size() > 1:
-        apply_tp(model, mesh["tp"])
-    if mesh["dp"].size() > 1:
-        apply_fsdp(model, mesh["dp"], param_dtype)
-    return model
+    for name in forward_methods:
+        register_fsdp_forward_method(model, name)
 
 
 @torch.no_grad()

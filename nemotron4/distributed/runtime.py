@@ -1,9 +1,9 @@
 """One object the trainer holds for a multi-process run: the mesh, this rank's place in it, and the parallel
-versions of the few things that differ from one process (building the model, loading full weights, step hooks,
-rank-0-only writes).
+versions of the few things that differ from one process (loading full weights, step hooks, rank-0-only writes);
+the model is built on its mesh by `nemotron4.train.recipe.build_recipe`.
 
     with process_group():
-        parallel = setup_parallel(dims, device, backend)   # under torchrun (WORLD_SIZE > 1) only
+        parallel = setup_parallel(dims, device, backend)   # under torchrun, or one rank (parallel.force_mesh)
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh
 
-from nemotron4.config import ModelConfig
-from nemotron4.distributed.layout import ParallelDims, check_tp, resolve_backend
+from nemotron4.distributed.layout import ParallelDims, resolve_backend
 from nemotron4.distributed.mesh import setup_mesh
-from nemotron4.distributed.parallelize import copy_full_weights, init_weights_sharded, parallelize
+from nemotron4.distributed.parallelize import copy_full_weights
 from nemotron4.distributed.step import ParallelStepHooks
 from nemotron4.errors import UserError
 from nemotron4.model import Nemotron4
@@ -56,23 +55,6 @@ class Parallel:
         t = torch.tensor([int(flag)], device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
-
-    def build_model(self, cfg: ModelConfig, seq_len: int, seed: int | None = None,
-                    weights: Mapping[str, torch.Tensor] | None = None,
-                    compute_dtype: torch.dtype = torch.float32) -> Nemotron4:
-        """Build on `meta`, parallelize (TP, then FSDP2 with `compute_dtype` all-gathers), materialise only this
-        rank's fp32 shards, and fill them with either the single-process init of `seed` or the full `weights`
-        (e.g. init_from), sliced locally."""
-        check_tp(cfg, self.dims.tp, seq_len)
-        with torch.device("meta"):
-            model = Nemotron4(cfg)
-        parallelize(model, self.mesh, compute_dtype)
-        model.to_empty(device=self.device)
-        if weights is None:
-            init_weights_sharded(model, seed if seed is not None else 0, self.device)
-        else:
-            load_full_weights(model, weights, self.device)
-        return model
 
     def step_hooks(self, model: Nemotron4) -> ParallelStepHooks:
         return ParallelStepHooks(model, self.mesh)

@@ -78,16 +78,17 @@ def fp8_filter(module: nn.Module, fqn: str) -> bool:
     return isinstance(module, nn.Linear) and fqn.startswith("layers.")
 
 
-def apply_fp8(model: nn.Module, mode: str, parallel: bool = False) -> nn.Module:
+def apply_fp8(model: nn.Module, mode: str, parallel: bool = False, device: torch.device | None = None) -> nn.Module:
     """Swap the blocks' linear layers of a single-process `model` for torchao's Float8Linear (in place; parameter
-    names and values unchanged). Call before activation checkpointing and compile; "off" returns the model as is."""
+    names and values unchanged; `model` may be on meta, then `device` is where it will run). Call before
+    activation checkpointing and compile; "off" returns the model as is."""
     check_mode(mode)
     if mode == "off":
         return model
     if parallel:
         raise ConfigError(f"train.fp8 = {mode!r} runs in a single process only for now (tensor / data parallelism "
                           "would need the conversion before sharding); set train.fp8 = \"off\" under torchrun")
-    check_fp8(mode, next(model.parameters()).device)
+    check_fp8(mode, device if device is not None else next(model.parameters()).device)
     return convert(model, mode)
 
 

@@ -1,5 +1,5 @@
 """The first two stages of a training run: resolve the plan, then check it, both without allocating a model, a
-process group or a loader. The third stage, build, is `nemotron4.train.build` (the model and what a step runs)
+process group or a loader. The third stage, build, is `nemotron4.train.recipe` (the model and what a step runs)
 and `nemotron4.train.trainer.Trainer` (optimizer, checkpoints, loaders, metrics).
 
     plan = plan_run(job, run_dir)        # device, dtype, layout, the checkpoint to resume, the model's shape, data
@@ -50,6 +50,11 @@ class RunPlan:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
+
+    @property
+    def meshed(self) -> bool:
+        """The run takes the parallel code path: several processes, or one with parallel.force_mesh."""
+        return self.distributed or self.job.parallel.force_mesh
 
     @property
     def first_phase(self) -> int:
@@ -138,13 +143,17 @@ def check_run(plan: RunPlan) -> RunPlan:
     if job.train.fp8 != "off":
         from nemotron4.train.fp8 import check_fp8
 
-        if plan.distributed:
+        if plan.meshed:
             raise ConfigError(f"train.fp8 = {job.train.fp8!r} runs in a single process only for now (tensor / data "
                               "parallelism would need the conversion before sharding); set train.fp8 = \"off\"")
         check_fp8(job.train.fp8, plan.device)
     if plan.distributed:
         check_tp(cfg, plan.dims.tp, job.train.seq_len)
         job.check_batches(plan.dims.dp)  # global batches must split over the replicas
+        if job.train.fused_loss and plan.dims.tp > 1:
+            raise ConfigError(f"train.fused_loss = true is not implemented under tensor parallelism (parallel.tp = "
+                              f"{plan.dims.tp}); set train.fused_loss = false (the loss then runs on vocabulary "
+                              "shards, never gathering the logits)")
     check_data(plan)
     check_init_from(plan)
     return plan

@@ -5,7 +5,7 @@
 
 `Trainer.create` runs the three stages: `nemotron4.train.run.plan_run` resolves the plan (config, layout, the
 checkpoint to resume, the model's shape, the data's fingerprints), `check_run` finds every error that needs no
-allocation, and the constructor builds: the process group, the model and its step (`nemotron4.train.build`, one
+allocation, and the constructor builds: the process group, the model and its step (`nemotron4.train.recipe`, one
 call), the optimizer, checkpoints, metrics, and on resume the saved state. `Trainer(plan, ...)` builds a plan
 already resolved and checked.
 
@@ -39,13 +39,13 @@ from nemotron4.checkpoint import CheckpointManager, get_rng_state, set_rng_state
 from nemotron4.errors import ConfigError, UserError
 from nemotron4.flops import throughput
 from nemotron4.schedules import LRSchedule
-from nemotron4.train.build import build_model_parts
 from nemotron4.train.config import JobConfig
 from nemotron4.train.config_io import job_to_dict, save_job
 from nemotron4.train.data import build_eval_batches, build_phase_loader
 from nemotron4.train.faults import Faults
 from nemotron4.train.metrics import MetricsLogger, NullMetrics, peak_memory_gib
 from nemotron4.train.optim import build_optimizer, init_optimizer_state
+from nemotron4.train.recipe import build_recipe
 from nemotron4.train.run import RunPlan, check_run, plan_run
 from nemotron4.train.step import eval_loss, train_step
 from nemotron4.weights import load_model
@@ -101,7 +101,7 @@ class Trainer:
         self.parallel: Parallel | None = None
         self.dp_rank, self.primary = 0, True
         checkpoint_sync: dict[str, Any] = {}
-        if plan.distributed:
+        if plan.meshed:
             from nemotron4.distributed.runtime import setup_parallel
 
             self.parallel = p = setup_parallel(plan.dims, plan.device, job.parallel.backend)
@@ -121,9 +121,11 @@ class Trainer:
                           stacklevel=2)
         self.checkpoints.remove_partial()  # debris of a save that died; never loaded
         torch.manual_seed(job.train.seed)
-        parts = build_model_parts(plan, self.parallel)
-        self.model, self.step_model, self.loss_fn = parts.model, parts.step_model, parts.loss_fn
-        self.autocast, self.step_context, self.hooks = parts.autocast, parts.step_context, parts.hooks
+        recipe = build_recipe(plan.model_config, job.train, plan.device, plan.dtype, self.parallel, seed=job.train.seed,
+                              weights=self._init_from_weights(plan))
+        self.model, self.step_model, self.loss_fn = recipe.model, recipe.step_model, recipe.loss_fn
+        self.autocast, self.step_context, self.hooks = recipe.autocast, recipe.step_context, recipe.hooks
+        self.paths = recipe.paths
         self.optimizer = build_optimizer(self.model, job.optim, self.device)
         if plan.latest is not None:
             self._resume(plan.latest, plan.saved)
@@ -137,6 +139,13 @@ class Trainer:
             )
 
     # ---- build ----------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _init_from_weights(plan: RunPlan) -> dict[str, torch.Tensor] | None:
+        """model.init_from's full weights (on CPU; each rank keeps its shards) for a run that starts fresh."""
+        if plan.saved is not None or not plan.job.model.init_from:
+            return None
+        return load_model(plan.job.model.init_from, device="cpu").float().state_dict()
 
     def _start_phase(self) -> None:
         """Apply the phase's init_from / reset_optimizer, resolve its peak LR, and build its loader."""

@@ -1,0 +1,117 @@
+"""The training recipe: the one place that turns (model config, train section, parallel layout, device) into what
+a training step runs. The trainer and every script in bench/ call `build_recipe`; nothing else builds a model for
+training, picks its loss, or its cast context. One process is the same recipe on the trivial layout
+(`parallel=None`); `parallel.force_mesh` runs the parallel path (process group, mesh, step hooks) on one rank.
+
+    recipe = build_recipe(cfg, job.train, device, dtype, parallel, seed=1234)
+    train_step(recipe.step_model, optimizer, micro, lr, clip, recipe.autocast, recipe.loss_fn, recipe.hooks,
+               recipe.step_context)
+    print(recipe.paths)     # which fast paths ran, e.g. {"compile": "blocks", "loss": "fused", ...}
+
+Order (torchtitan's): build on meta -> tensor parallel (tp > 1) -> fp8 (one process for now) -> activation
+checkpointing -> compile -> FSDP2 (dp > 1) -> materialise + init (or load full weights). A mesh dimension of size
+1 applies nothing: a one-rank mesh has plain parameters, no DTensor and no FSDP2 wrapping, so its only overhead is
+the hooks. Fast paths per layout (`check_run` refuses what is not in this table, one line naming the key):
+
+    compile      tp = dp = 1: each whole block; otherwise each block's attention and MLP inside the TP / FSDP2 hooks
+    fused_loss   tp = 1 (FSDP2 too: `hidden_states` runs through FSDP2's forward hooks); tp > 1 refused
+    cast_weights dp = 1 (one process, TP, a one-rank mesh); dp > 1: FSDP2 all-gathers the bf16 copies itself
+    fp8          one process only
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from nemotron4.config import ModelConfig
+from nemotron4.distributed.parallelize import apply_fsdp, apply_tp, init_weights_sharded
+from nemotron4.distributed.runtime import load_full_weights
+from nemotron4.model import Nemotron4
+from nemotron4.train.config import TrainSection
+from nemotron4.train.fast import (
+    apply_activation_checkpointing,
+    cast_weights_context,
+    compile_block_parts,
+    compile_blocks,
+    fused_cross_entropy_loss,
+    set_attention_backend,
+)
+from nemotron4.train.fp8 import apply_fp8
+from nemotron4.train.step import autocast_context, cross_entropy_loss
+
+if TYPE_CHECKING:
+    from nemotron4.distributed.runtime import Parallel
+
+__all__ = ["Recipe", "build_recipe", "recipe_paths"]
+
+
+@dataclass
+class Recipe:
+    """What a training step runs, for one layout."""
+
+    model: Nemotron4  # the parameters: optimised, checkpointed, evaluated
+    step_model: Nemotron4  # what forward / backward call (the same module, with the fast paths applied)
+    loss_fn: Callable[..., torch.Tensor]  # (model, batch) -> mean loss
+    autocast: Callable[[], Any]  # the compute-dtype context of forward / backward
+    step_context: Callable[[], Any]  # wraps each optimizer step (bf16 weights cast once per step)
+    hooks: Any = None  # nemotron4.distributed.step.ParallelStepHooks on a mesh, else None
+    paths: dict[str, str] = field(default_factory=dict)  # which fast path ran, by train.* field (recipe_paths)
+
+
+def recipe_paths(train: TrainSection, dtype: torch.dtype, tp: int = 1, dp: int = 1,
+                 meshed: bool = False) -> dict[str, str]:
+    """Which implementation each train.* fast path gets on a (tp, dp) layout ("off" where the field is off); the
+    one table `build_recipe` follows and `check_run` refuses against."""
+    low = dtype != torch.float32
+    return {
+        "layout": f"tp{tp} x dp{dp}" + (" mesh" if meshed else " single process"),
+        "compile": "off" if not train.compile else ("blocks" if tp == 1 and dp == 1 else "block parts"),
+        "loss": ("refused" if tp > 1 else "fused") if train.fused_loss else
+                ("vocab-parallel (loss_parallel)" if tp > 1 else "full logits"),
+        "cast_weights": ("fsdp2 bf16 all-gather" if dp > 1 else "once per step")
+                        if train.cast_weights_once and low else "autocast",
+        "activation_checkpointing": "blocks" if train.activation_checkpointing else "off",
+        "fp8": train.fp8,
+        "tensor_parallel": "dtensor" if tp > 1 else "none",
+        "fsdp2": "fully_shard" if dp > 1 else "none",
+    }
+
+
+def build_recipe(cfg: ModelConfig, train: TrainSection, device: torch.device, dtype: torch.dtype,
+                 parallel: Parallel | None = None, seed: int | None = None,
+                 weights: Mapping[str, torch.Tensor] | None = None) -> Recipe:
+    """Build the model of `cfg` on `parallel`'s mesh (None: one process) with train's fast paths in the order of
+    the module docstring, its weights the single-process init of `seed` (any layout gives the same values) or the
+    full `weights` (e.g. init_from), and choose the loss and the step contexts."""
+    tp, dp = (parallel.dims.tp, parallel.dims.dp) if parallel is not None else (1, 1)
+    paths = recipe_paths(train, dtype, tp, dp, meshed=parallel is not None)
+    with torch.device("meta"):
+        model = Nemotron4(cfg)
+    if tp > 1:
+        apply_tp(model, parallel.mesh["tp"])
+    set_attention_backend(train.attention_backend)
+    apply_fp8(model, train.fp8, parallel=parallel is not None, device=device)
+    if train.activation_checkpointing:
+        apply_activation_checkpointing(model)  # inside the TP / FSDP2 hooks of a parallel model
+    if train.compile:
+        (compile_blocks if paths["compile"] == "blocks" else compile_block_parts)(model)
+    if dp > 1:
+        apply_fsdp(model, parallel.mesh["dp"], dtype, forward_methods=("hidden_states",) if train.fused_loss else ())
+    model.to_empty(device=device)
+    if weights is None:
+        init_weights_sharded(model, seed if seed is not None else 0, device)
+    else:
+        load_full_weights(model, weights, device)
+    loss_fn = fused_cross_entropy_loss if paths["loss"] == "fused" else cross_entropy_loss
+    hooks = None
+    if parallel is not None:
+        from nemotron4.distributed.step import local_loss
+
+        loss_fn, hooks = local_loss(loss_fn), parallel.step_hooks(model)
+    step_context = cast_weights_context(model, dtype, dp, train.cast_weights_once)
+    return Recipe(model=model, step_model=model, loss_fn=loss_fn, step_context=step_context, hooks=hooks,
+                  autocast=autocast_context(device, dtype), paths=paths)

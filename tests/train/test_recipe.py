@@ -1,0 +1,93 @@
+"""The training recipe (nemotron4.train.recipe): one build for every layout, reporting which fast paths ran; the
+one-rank mesh (parallel.force_mesh) gives the single-process numbers through the parallel code path (CPU, gloo)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+from nemotron4 import ModelConfig, build_model
+from nemotron4.distributed.layout import ParallelDims
+from nemotron4.distributed.runtime import setup_parallel, shutdown
+from nemotron4.train.config import TrainSection
+from nemotron4.train.fast import CastWeightsOnce, fused_cross_entropy_loss
+from nemotron4.train.recipe import build_recipe, recipe_paths
+from nemotron4.train.step import cross_entropy_loss
+
+CFG = ModelConfig.from_name("tiny")
+CPU = torch.device("cpu")
+
+
+def grads_of(recipe, batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    recipe.model.zero_grad(set_to_none=True)
+    hooks = recipe.hooks.micro_batch(True) if recipe.hooks is not None else contextlib.nullcontext()
+    with recipe.step_context(), recipe.autocast(), hooks:
+        loss = recipe.loss_fn(recipe.step_model, batch)
+        loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in recipe.model.named_parameters()}
+
+
+@pytest.fixture(scope="module")
+def one_rank():
+    parallel = setup_parallel(ParallelDims(dp=1, tp=1), CPU, "gloo")
+    yield parallel
+    shutdown()
+
+
+def test_single_process_recipe_is_the_plain_model_and_reports_its_paths() -> None:
+    recipe = build_recipe(CFG, TrainSection(fused_loss=True, activation_checkpointing=True), CPU, torch.float32,
+                          seed=5)
+    plain = build_model(CFG, seed=5)
+    assert recipe.model.state_dict().keys() == plain.state_dict().keys()
+    for name, value in plain.state_dict().items():
+        assert torch.equal(recipe.model.state_dict()[name], value), name  # the same init, bitwise
+    assert recipe.loss_fn is fused_cross_entropy_loss and recipe.hooks is None
+    assert recipe.paths["loss"] == "fused" and recipe.paths["activation_checkpointing"] == "blocks"
+    assert recipe.paths["layout"] == "tp1 x dp1 single process" and recipe.paths["compile"] == "off"
+    assert "forward" in vars(recipe.model.layers[0])  # checkpointed
+    plain_recipe = build_recipe(CFG, TrainSection(fused_loss=False), CPU, torch.float32, seed=5)
+    assert plain_recipe.loss_fn is cross_entropy_loss and plain_recipe.paths["loss"] == "full logits"
+
+
+def test_paths_per_layout() -> None:
+    train = TrainSection(compile=True, fused_loss=True, cast_weights_once=True)
+    one = recipe_paths(train, torch.bfloat16, 1, 1, meshed=True)
+    assert (one["compile"], one["loss"], one["cast_weights"], one["fsdp2"], one["tensor_parallel"]) == (
+        "blocks", "fused", "once per step", "none", "none")
+    dp = recipe_paths(train, torch.bfloat16, 1, 2, meshed=True)
+    assert (dp["compile"], dp["loss"], dp["cast_weights"], dp["fsdp2"]) == (
+        "block parts", "fused", "fsdp2 bf16 all-gather", "fully_shard")
+    tp = recipe_paths(TrainSection(fused_loss=False), torch.float32, 2, 1, meshed=True)
+    assert (tp["loss"], tp["cast_weights"], tp["tensor_parallel"]) == (
+        "vocab-parallel (loss_parallel)", "autocast", "dtensor")
+    assert recipe_paths(train, torch.float32, 2, 1)["loss"] == "refused"  # check_run refuses it first
+
+
+def test_one_rank_mesh_equals_single_process(one_rank) -> None:
+    """The parallel code path on a one-rank mesh: plain parameters (no DTensor, no FSDP2), the same fast paths
+    (fused loss, bf16 weights cast once per step), the same loss and gradients as one process."""
+    train = TrainSection(fused_loss=True, cast_weights_once=True, dtype="bf16")
+    batch = torch.randint(0, CFG.vocab_size, (2, 17), generator=torch.Generator().manual_seed(0))
+    single = build_recipe(CFG, train, CPU, torch.bfloat16, seed=3)
+    meshed = build_recipe(CFG, train, CPU, torch.bfloat16, one_rank, seed=3)
+    assert meshed.hooks is not None and single.hooks is None
+    assert isinstance(meshed.step_context, CastWeightsOnce)
+    assert {k: v for k, v in meshed.paths.items() if k != "layout"} == \
+        {k: v for k, v in single.paths.items() if k != "layout"}
+    assert meshed.paths["layout"] == "tp1 x dp1 mesh"
+    assert not any(type(p).__name__ == "DTensor" for p in meshed.model.parameters())
+    loss_a, grads_a = grads_of(single, batch)
+    loss_b, grads_b = grads_of(meshed, batch)
+    assert torch.equal(loss_a, loss_b)
+    for name, g in grads_a.items():
+        assert torch.equal(grads_b[name], g), name
+
+
+def test_init_from_weights_load_on_any_layout(one_rank) -> None:
+    source = build_model(CFG, seed=9).state_dict()
+    for parallel in (None, one_rank):
+        recipe = build_recipe(CFG, TrainSection(), CPU, torch.float32, parallel, weights=source)
+        for name, value in source.items():
+            assert torch.equal(recipe.model.state_dict()[name], value), name
