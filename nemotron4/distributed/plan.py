@@ -31,8 +31,8 @@ measurements in bench/results/train_h200.json at tp = dp = 1, within 1%, tests/d
     activations  per layer and token, bytes: 4h/t + 2h + 2(q + 2kv)/t + 2q/t   (attention: fp32 residual, the normed
                  input gathered whole for the column-parallel weight gradient, q/k/v, attention output)
                  + 4h/t + 2h + 4f/t   (MLP: fp32 residual, gathered normed input, pre-activation and its square)
-    logits       one process: the fused loss's bf16 output weight + fp32 weight gradient (6 V h) and one chunk of
-                 bf16 logits and their gradient (4 c V); tp/dp: the vocabulary-parallel loss, 6 s b V / t
+    logits       tp = 1: the fused loss's bf16 output weight + fp32 weight gradient (6 V h) and one chunk of
+                 bf16 logits and their gradient (4 c V); tp > 1: the vocabulary-parallel loss, 6 s b V / t
 
 Time uses the FLOPs convention of `nemotron4.flops` (docs/paper.md section 4, 6N + 12 L T d per token): a stage of
 `tokens` on `gpus` GPUs at MFU m takes tokens x flops/token / (gpus x peak x m). The report's three stages (Table 2)
@@ -120,7 +120,7 @@ def _memory_nemotron4(cfg: ModelConfig, tp: int, dp: int, seq_len: int, micro_ba
     normed = 2 * h  # under TP gathered whole (bf16) for the column-parallel weight gradient
     per_token = (4 * h / t + normed + 2 * (q + 2 * kv) / t + 2 * q / t) + (4 * h / t + normed + 4 * f / t)
     tokens = seq_len * micro_batch
-    fused = t == 1 and dp == 1  # one process: the fused loss; else the vocabulary-parallel one
+    fused = t == 1  # tp = 1 (one process, FSDP2): the fused loss; tp > 1: the vocabulary-parallel one
     logits = 6 * V * h + 4 * min(loss_chunk, tokens) * V if fused else 6 * tokens * V / t
     return Memory(weights=weights, gradients=gradients, optimizer=8 * p / dp,
                   activations=cfg.n_layers * per_token * tokens, logits=logits)
