@@ -33,18 +33,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nemotron4 import ModelConfig, build_model  # noqa: E402
+from nemotron4 import ModelConfig  # noqa: E402
 from nemotron4.flops import H100_BF16_PEAK, flops_per_token, mfu  # noqa: E402
 from nemotron4.interop.hf import config_to_hf  # noqa: E402
-from nemotron4.train.config import OptimSection  # noqa: E402
-from nemotron4.train.fast import (  # noqa: E402
-    cast_weights_context,
-    compile_blocks,
-    fused_cross_entropy_loss,
-    set_attention_backend,
-)
-from nemotron4.train.fp8 import apply_fp8  # noqa: E402
+from nemotron4.train.config import OptimSection, TrainSection  # noqa: E402
 from nemotron4.train.optim import build_optimizer  # noqa: E402
+from nemotron4.train.recipe import Recipe, build_recipe  # noqa: E402
 from nemotron4.train.step import autocast_context, train_step  # noqa: E402
 
 
@@ -66,8 +60,8 @@ def hf_loss(model, batch: torch.Tensor) -> torch.Tensor:
 
 
 def time_steps(model, optimizer, batches, micro: int, loss_fn, device, warmup: int, steps: int,
-               step_context=contextlib.nullcontext, profile: bool = False) -> dict:
-    autocast = autocast_context(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
+               step_context=contextlib.nullcontext, profile: bool = False, autocast=None) -> dict:
+    autocast = autocast or autocast_context(device, compute_dtype(device))  # HF's: the same bf16 autocast as ours
     gbs = batches.shape[0]
     micro_batches = list(batches.split(micro))
     losses = []
@@ -125,16 +119,15 @@ def markov_batches(vocab: int, steps: int, gbs: int, seq_len: int, seed: int = 0
     return out.view(steps, gbs, seq_len + 1)
 
 
-def our_step_context(model, device: torch.device, enabled: bool = True):
-    """What `nemotron4 train` enters around a step's micro-batches (train.cast_weights_once; bf16 on GPU)."""
-    return cast_weights_context(model, torch.bfloat16 if device.type == "cuda" else torch.float32, enabled=enabled)
+def compute_dtype(device: torch.device) -> torch.dtype:
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
 def train_curve(model, loss_fn, data: torch.Tensor, micro: int, device: torch.device,
-                step_context=contextlib.nullcontext) -> list[float]:
+                step_context=contextlib.nullcontext, autocast=None) -> list[float]:
     """Train on `data` (steps, global batch, seq + 1) with the paper's optimizer (docs/paper.md), LR warmup 10
     steps to 3e-4 then constant; the per-step losses."""
-    autocast = autocast_context(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
+    autocast = autocast or autocast_context(device, compute_dtype(device))
     optimizer = build_optimizer(model, OptimSection(fused="true" if device.type == "cuda" else "false"), device)
     losses = []
     for i in range(data.shape[0]):
@@ -145,17 +138,15 @@ def train_curve(model, loss_fn, data: torch.Tensor, micro: int, device: torch.de
     return losses
 
 
-def build_ours(cfg: ModelConfig, args, device: torch.device, fp8: str = "off", weights: dict | None = None):
-    """Our model as `nemotron4 train` runs it on one GPU (fp8 conversion, then compile) and its step context."""
-    recipe, _, option = fp8.partition(":")
-    model = build_model(cfg, device=device, seed=0)
-    if weights is not None:
-        model.load_state_dict(weights)
-    set_attention_backend(args.attention if device.type == "cuda" else "auto")
-    apply_fp8(model, recipe)
-    if not args.no_compile:
-        compile_blocks(model)
-    return model.train(), our_step_context(model, device, enabled=option != "nocast")
+def build_ours(cfg: ModelConfig, args, device: torch.device, fp8: str = "off", weights: dict | None = None) -> Recipe:
+    """Our model and step as `nemotron4 train` builds them in one process (the training recipe)."""
+    mode, _, option = fp8.partition(":")
+    train = TrainSection(compile=not args.no_compile, fused_loss=True, cast_weights_once=option != "nocast", fp8=mode,
+                         attention_backend=args.attention if device.type == "cuda" else "auto")
+    recipe = build_recipe(cfg, train, device, compute_dtype(device), seed=0, weights=weights)
+    log(f"ours fp8 {fp8}: paths {recipe.paths}")
+    recipe.model.train()
+    return recipe
 
 
 def fp8_loss_curves(cfg: ModelConfig, args, device: torch.device, modes: list[str]) -> dict:
@@ -169,14 +160,14 @@ def fp8_loss_curves(cfg: ModelConfig, args, device: torch.device, modes: list[st
     curves: dict = {"steps": steps, "micro_batch": micro, "global_batch": args.global_batch, "seq_len": args.seq_len,
                     "n_layers": cfg.n_layers, "vocab_size": cfg.vocab_size, "data": "markov (successor 80%)"}
     for mode in ["off", *modes]:
-        model, context = build_ours(cfg, args, device, mode, initial)
+        ours = build_ours(cfg, args, device, mode, initial)
         if initial is None:
-            initial = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            initial = {k: v.detach().to("cpu", copy=True) for k, v in ours.model.state_dict().items()}
         name = mode if mode != "off" else "bf16"
-        curves[name] = [round(x, 5) for x in train_curve(model, fused_cross_entropy_loss, data, micro, device,
-                                                         context)]
+        curves[name] = [round(x, 5) for x in train_curve(ours.step_model, ours.loss_fn, data, micro, device,
+                                                         ours.step_context, ours.autocast)]
         log(f"{name} curve: {json.dumps(curves[name])}")
-        del model
+        del ours
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -194,7 +185,7 @@ def fp8_loss_curves(cfg: ModelConfig, args, device: torch.device, modes: list[st
     return curves
 
 
-def loss_curves(cfg: ModelConfig, args, device: torch.device, hf_factory, attention: str) -> dict:
+def loss_curves(cfg: ModelConfig, args, device: torch.device, hf_factory) -> dict:
     """HF and ours from the same initial weights on the same batches for `args.curve` steps (the optimizer of
     docs/paper.md section 4, LR warmup 10 steps to 3e-4, then constant); per-step losses of both."""
     steps, micro = args.curve, int(args.micro.split(",")[0])
@@ -203,8 +194,8 @@ def loss_curves(cfg: ModelConfig, args, device: torch.device, hf_factory, attent
     hf = hf_factory()
     initial = {k: v.detach().to("cpu", copy=True) for k, v in hf.state_dict().items()}
 
-    def train(model, loss_fn, step_context=contextlib.nullcontext) -> list[float]:
-        return train_curve(model, loss_fn, data, micro, device, step_context)
+    def train(model, loss_fn, step_context=contextlib.nullcontext, autocast=None) -> list[float]:
+        return train_curve(model, loss_fn, data, micro, device, step_context, autocast)
 
     hf.train()
     hf_losses = train(hf, hf_loss)
@@ -213,18 +204,10 @@ def loss_curves(cfg: ModelConfig, args, device: torch.device, hf_factory, attent
     if device.type == "cuda":
         torch.cuda.empty_cache()
     from nemotron4.interop.hf import our_name
-    from nemotron4.model import Nemotron4
 
-    with torch.device("meta"):
-        ours = Nemotron4(cfg)
-    ours.load_state_dict({our_name(k): v.to(device) for k, v in initial.items() if not k.endswith("inv_freq")},
-                         assign=True)
-    ours.init_buffers()
-    set_attention_backend(attention if device.type == "cuda" else "auto")
-    if not args.no_compile:
-        compile_blocks(ours)
-    ours.train()
-    our_losses = train(ours, fused_cross_entropy_loss, our_step_context(ours, device))
+    weights = {our_name(k): v for k, v in initial.items() if not k.endswith("inv_freq")}
+    ours = build_ours(cfg, args, device, weights=weights)
+    our_losses = train(ours.step_model, ours.loss_fn, ours.step_context, ours.autocast)
     rel = [abs(a - b) / abs(a) for a, b in zip(hf_losses, our_losses, strict=True)]
     log("\n| step | HF loss | ours loss | rel diff |")
     log("|---|---|---|---|")
@@ -322,18 +305,20 @@ def main() -> None:
     variants += [("ours", mode, fp8_plans) for mode in fp8_modes if fp8_plans]
     for peer, fp8, peer_plans in variants:
         torch.manual_seed(0)
-        step_context = contextlib.nullcontext
+        step_context, autocast = contextlib.nullcontext, None
         if peer == "hf":
             model = hf_factory().train()
             loss_fn = hf_loss
         else:
-            model, step_context = build_ours(cfg, args, device, fp8)
-            loss_fn = fused_cross_entropy_loss
+            ours = build_ours(cfg, args, device, fp8)
+            model, loss_fn, step_context, autocast = ours.step_model, ours.loss_fn, ours.step_context, ours.autocast
+            res.setdefault("paths", {})[fp8] = ours.paths
+            del ours
         optimizer = build_optimizer(model, OptimSection(fused="true" if device.type == "cuda" else "false"), device)
         for gbs, micro in peer_plans:
             try:
                 record(peer, time_steps(model, optimizer, batches[:gbs], micro, loss_fn, device,
-                                        args.warmup, args.steps, step_context, args.profile), fp8)
+                                        args.warmup, args.steps, step_context, args.profile, autocast), fp8)
             except torch.OutOfMemoryError as e:
                 log(f"{peer} fp8 {fp8} mb {micro}: out of memory ({str(e)[:80]})")
                 res["runs"].append({"peer": peer, "fp8": fp8, "micro_batch": micro, "global_batch": gbs,
@@ -370,7 +355,7 @@ def main() -> None:
         res["fp8_max_loss_rel_diff_after_10"] = res["fp8_loss_curves"][f"{chosen}_max_rel_diff_after_10"]
         out.write_text(json.dumps(res, indent=2) + "\n")
     if args.curve:
-        res["loss_curves"] = loss_curves(cfg, args, device, hf_factory, args.attention)
+        res["loss_curves"] = loss_curves(cfg, args, device, hf_factory)
         out.write_text(json.dumps(res, indent=2) + "\n")
 
     for r in ok:
