@@ -20,17 +20,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nemotron4 import ModelConfig, build_model  # noqa: E402
+from nemotron4 import ModelConfig  # noqa: E402
 from nemotron4.flops import mfu as flops_mfu  # noqa: E402
-from nemotron4.train.config import OptimSection  # noqa: E402
-from nemotron4.train.fast import (  # noqa: E402
-    cast_weights_context,
-    compile_blocks,
-    fused_cross_entropy_loss,
-    set_attention_backend,
-)
+from nemotron4.train.config import OptimSection, TrainSection  # noqa: E402
 from nemotron4.train.optim import build_optimizer  # noqa: E402
-from nemotron4.train.step import autocast_context, train_step  # noqa: E402
+from nemotron4.train.recipe import build_recipe  # noqa: E402
+from nemotron4.train.step import train_step  # noqa: E402
 
 GROUPS = [  # first match wins
     ("attention", ("fmha", "flash", "cudnn", "attn", "sdpa")),
@@ -64,18 +59,17 @@ def main() -> None:
     device = torch.device("cuda")
     cfg = ModelConfig.from_name(args.model, max_seq_len=max(args.seq_len, 4096))
     torch.manual_seed(0)
-    model = build_model(cfg, device=device, seed=0)
-    set_attention_backend("cudnn")
-    compile_blocks(model)
-    model.train()
-    optimizer = build_optimizer(model, OptimSection(fused="true"), device)
-    autocast = autocast_context(device, torch.bfloat16)
+    train = TrainSection(seq_len=args.seq_len, micro_batch_size=args.micro, compile=True, fused_loss=True,
+                         cast_weights_once=True, attention_backend="cudnn")
+    recipe = build_recipe(cfg, train, device, torch.bfloat16, seed=0)  # what `nemotron4 train` builds
+    print(f"paths {recipe.paths}", flush=True)
+    model = recipe.step_model.train()
+    optimizer = build_optimizer(recipe.model, OptimSection(fused="true"), device)
+    autocast, cast = recipe.autocast, recipe.step_context
     batches = torch.randint(0, cfg.vocab_size, (args.global_batch, args.seq_len + 1), device=device)
     micro = list(batches.split(args.micro))
 
-    loss_fn = functools.partial(fused_cross_entropy_loss, chunk_size=args.chunk)
-
-    cast = cast_weights_context(model, torch.bfloat16)
+    loss_fn = functools.partial(recipe.loss_fn, chunk_size=args.chunk)  # the recipe's fused loss, its chunk set
 
     def step():
         return train_step(model, optimizer, micro, 1e-4, 1.0, autocast, loss_fn, step_context=cast)

@@ -138,12 +138,13 @@ def train_curve(model, loss_fn, data: torch.Tensor, micro: int, device: torch.de
     return losses
 
 
-def build_ours(cfg: ModelConfig, args, device: torch.device, fp8: str = "off", weights: dict | None = None) -> Recipe:
+def build_ours(cfg: ModelConfig, args, device: torch.device, fp8: str = "off", weights: dict | None = None,
+               seed: int = 0) -> Recipe:
     """Our model and step as `nemotron4 train` builds them in one process (the training recipe)."""
     mode, _, option = fp8.partition(":")
     train = TrainSection(compile=not args.no_compile, fused_loss=True, cast_weights_once=option != "nocast", fp8=mode,
                          attention_backend=args.attention if device.type == "cuda" else "auto")
-    recipe = build_recipe(cfg, train, device, compute_dtype(device), seed=0, weights=weights)
+    recipe = build_recipe(cfg, train, device, compute_dtype(device), seed=seed, weights=weights)
     log(f"ours fp8 {fp8}: paths {recipe.paths}")
     recipe.model.train()
     return recipe

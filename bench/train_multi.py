@@ -32,12 +32,11 @@ from nemotron4.distributed.layout import ParallelDims, resolve_backend  # noqa: 
 from nemotron4.distributed.mesh import setup_mesh  # noqa: E402
 from nemotron4.distributed.plan import memory_per_gpu  # noqa: E402
 from nemotron4.distributed.runtime import Parallel  # noqa: E402
-from nemotron4.distributed.step import local_loss  # noqa: E402
 from nemotron4.flops import mfu  # noqa: E402
-from nemotron4.train.config import OptimSection  # noqa: E402
-from nemotron4.train.fast import cast_weights_context, compile_block_parts, set_attention_backend  # noqa: E402
+from nemotron4.train.config import OptimSection, TrainSection  # noqa: E402
 from nemotron4.train.optim import build_optimizer  # noqa: E402
-from nemotron4.train.step import autocast_context, cross_entropy_loss, train_step  # noqa: E402
+from nemotron4.train.recipe import build_recipe  # noqa: E402
+from nemotron4.train.step import train_step  # noqa: E402
 
 PAPER_MFU_TP8 = 0.343  # Table 2, 768 GPUs
 
@@ -51,17 +50,15 @@ def run_layout(cfg: ModelConfig, tp: int, dp: int, gbs: int, micro: int, args, d
     dims = ParallelDims.resolve(int(os.environ["WORLD_SIZE"]), tp, dp)
     mesh = setup_mesh(dims, device, resolve_backend("auto", device))
     parallel = Parallel(mesh, dims, device)
-    model = parallel.build_model(cfg, args.seq_len, seed=0,
-                                 compute_dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
-    if not args.no_compile and device.type == "cuda":
-        compile_block_parts(model)  # what train.compile does under tp/dp
-    model.train()
-    hooks = parallel.step_hooks(model)
-    optimizer = build_optimizer(model, OptimSection(), device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    autocast = autocast_context(device, dtype)
-    loss_fn = local_loss(cross_entropy_loss)
-    step_context = cast_weights_context(model, dtype, dims.dp)  # what `nemotron4 train` does
+    train = TrainSection(seq_len=args.seq_len, micro_batch_size=micro, fused_loss=tp == 1,  # refused under tp > 1
+                         compile=not args.no_compile and device.type == "cuda",
+                         attention_backend=args.attention if device.type == "cuda" else "auto")
+    recipe = build_recipe(cfg, train, device, dtype, parallel, seed=0)  # what `nemotron4 train` builds
+    log(f"tp {tp} x dp {dims.dp}: paths {recipe.paths}")
+    model = recipe.step_model.train()
+    optimizer = build_optimizer(recipe.model, OptimSection(), device)
+    autocast, loss_fn, hooks, step_context = recipe.autocast, recipe.loss_fn, recipe.hooks, recipe.step_context
     per_replica = gbs // dims.dp
     g = torch.Generator().manual_seed(parallel.dp_rank)  # tp ranks of a replica see the same tokens
     batch = torch.randint(0, cfg.vocab_size, (per_replica, args.seq_len + 1), generator=g).to(device)
@@ -86,7 +83,8 @@ def run_layout(cfg: ModelConfig, tp: int, dp: int, gbs: int, micro: int, args, d
     tokens_per_gpu = gbs * args.seq_len / dt / dims.world_size
     predicted = memory_per_gpu(cfg, tp, dims.dp, args.seq_len, micro, layout="nemotron4",
                                accumulation=per_replica // micro)
-    return {"tp": tp, "dp": dims.dp, "global_batch": gbs, "micro_batch": micro, "accumulation": per_replica // micro,
+    return {"tp": tp, "dp": dims.dp, "paths": recipe.paths, "global_batch": gbs, "micro_batch": micro,
+            "accumulation": per_replica // micro,
             "step_s": dt, "tokens_per_s_per_gpu": tokens_per_gpu,
             "mfu": mfu(cfg, args.seq_len, tokens_per_gpu),
             "peak_mem_gib_max_rank": peak.item() / 2**30, "plan_gib": predicted.total / 2**30,
@@ -114,7 +112,6 @@ def main() -> None:
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-        set_attention_backend(args.attention)
     overrides = {"max_seq_len": max(args.seq_len, 4096)} | ({"n_layers": args.layers} if args.layers else {})
     cfg = ModelConfig.from_name(args.model, **overrides)
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -28,13 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from train import our_step_context, time_steps  # noqa: E402  (bench/train.py)
+from train import build_ours, time_steps  # noqa: E402  (bench/train.py)
 
-from nemotron4 import ModelConfig, build_model  # noqa: E402
+from nemotron4 import ModelConfig  # noqa: E402
 from nemotron4.data.indexed import IndexedDatasetBuilder, optimal_dtype  # noqa: E402
 from nemotron4.flops import mfu  # noqa: E402
 from nemotron4.train.config import OptimSection  # noqa: E402
-from nemotron4.train.fast import compile_blocks, fused_cross_entropy_loss, set_attention_backend  # noqa: E402
 from nemotron4.train.metrics import read_metrics  # noqa: E402
 from nemotron4.train.optim import build_optimizer  # noqa: E402
 
@@ -129,15 +128,11 @@ def main() -> None:
 
     device = torch.device(args.device)
     torch.manual_seed(1234)
-    model = build_model(cfg, device=device, seed=1234)
-    set_attention_backend("cudnn" if cuda else "auto")
-    if cuda:
-        compile_blocks(model)
-    model.train()
-    optimizer = build_optimizer(model, OptimSection(), device)
+    ours = build_ours(cfg, argparse.Namespace(no_compile=not cuda, attention="cudnn"), device, seed=1234)
+    optimizer = build_optimizer(ours.model, OptimSection(), device)
     batches = torch.randint(0, cfg.vocab_size, (args.global_batch, args.seq_len + 1), device=device)
-    direct = time_steps(model, optimizer, batches, args.micro, fused_cross_entropy_loss, device, 3,
-                        len(records), our_step_context(model, device))
+    direct = time_steps(ours.step_model, optimizer, batches, args.micro, ours.loss_fn, device, 3,
+                        len(records), ours.step_context, autocast=ours.autocast)
     direct["mfu"] = mfu(cfg, args.seq_len, direct["tokens_per_s"])
     direct["losses"] = [round(x, 4) for x in direct["losses"]]
     ratio = cli["tokens_per_s"] / direct["tokens_per_s"]
