@@ -61,6 +61,33 @@ def test_losses_equal_one_process(runs: dict[str, dict[str, Any]], layout: str) 
     assert_same_steps(want, runs[layout]["records"])
 
 
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_every_fast_path_follows_one_process(runs: dict[str, dict[str, Any]], layout: str, dist_corpus: Path,
+                                             tmp_path: Path) -> None:
+    """compile, activation checkpointing and, at tp = 1 (FSDP2 included), the fused loss, all on together: the
+    recipe reports those paths on every rank, and the losses follow one process step for step."""
+    nproc, *overrides = LAYOUTS[layout]
+    fast = launch(dist_corpus, tmp_path / layout, nproc, *overrides, "--train.compile", "true",
+                  "--train.activation_checkpointing", "true")
+    tp, dp = (2 if "tp2" in layout else 1), (1 if layout == "tp2" else 2)
+    for rank in fast["ranks"]:
+        paths = rank["paths"]
+        assert paths["layout"] == f"tp{tp} x dp{dp} mesh"
+        assert (paths["compile"], paths["activation_checkpointing"]) == ("block parts", "blocks")
+        assert paths["loss"] == ("vocab-parallel (loss_parallel)" if tp > 1 else "fused")
+        assert paths["tensor_parallel"] == ("dtensor" if tp > 1 else "none")
+        assert paths["fsdp2"] == ("fully_shard" if dp > 1 else "none")
+    assert_same_steps(runs["single"]["records"], fast["records"])
+
+
+def test_one_rank_mesh_equals_one_process(runs: dict[str, dict[str, Any]], dist_corpus: Path, tmp_path: Path) -> None:
+    """parallel.force_mesh: the parallel code path (process group, mesh, step hooks) in one process, same steps."""
+    meshed = launch(dist_corpus, tmp_path / "mesh", 1, "--parallel.force_mesh", "true")
+    assert meshed["ranks"][0]["paths"]["layout"] == "tp1 x dp1 mesh"
+    assert runs["single"]["ranks"][0]["paths"]["layout"] == "tp1 x dp1 single process"
+    assert_same_steps(runs["single"]["records"], meshed["records"])
+
+
 @pytest.mark.parametrize("layout", ["resumed_tp1_dp1", "resumed_tp1_dp4"])
 def test_tp2_dp2_checkpoint_resumes_at_another_layout(runs: dict[str, dict[str, Any]], layout: str) -> None:
     got = runs[layout]["records"]

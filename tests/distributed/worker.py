@@ -55,6 +55,7 @@ def main(argv: list[str]) -> None:
                   "fsdp_param_dtype": fsdp_param_dtype(trainer.model),
                   "compiled_parts": "forward" in vars(trainer.model.layers[0].attention),  # compile_block_parts
                   "checkpointed": "forward" in vars(trainer.model.layers[0]),  # apply_activation_checkpointing
+                  "paths": trainer.paths,  # which fast path the training recipe gave each train.* field
                   "step_context": getattr(trainer.step_context, "__name__", type(trainer.step_context).__name__),
                   **optimizer_state_bytes(trainer.optimizer)}
         (out / f"rank{rank}.json").write_text(json.dumps(record))
