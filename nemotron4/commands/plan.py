@@ -1,5 +1,6 @@
 """`nemotron4 plan --model 15b --gpus 2304 --tp 8 --batch-size 1152 --seq-len 4096 [--mfu 0.305] [--tokens 7.6T]
-[--micro-batch 1] [--stages paper] [--json]`"""
+[--micro-batch 1] [--stages paper] [--json]`; `nemotron4 plan --predict [BENCH_JSON]` predicts step time per
+layout (nemotron4.distributed.predict)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ import json
 HELP = """Memory per GPU (bf16 weights and gradients sharded over tp, fp32 master + Adam moments sharded over dp,
 activations per micro-batch after Korthikanti et al. 2022 with sequence parallelism) and the time to train a token
 budget at a given MFU (FLOPs convention of docs/paper.md section 4). --stages paper plans the report's three stages
-(Table 2: 768, 1536, 2304 GPUs), about 13 days."""
+(Table 2: 768, 1536, 2304 GPUs), about 13 days. --predict instead predicts tokens/s per GPU and MFU of the model at
+tp 8, tp 4 x dp 2, tp 2 x dp 4 and dp 8 on 8 GPUs and at the paper's Table 2 layouts, from the single-GPU MFU of a
+bench result plus modeled TP / FSDP2 communication at the given link bandwidths (a prediction, not a measurement)."""
+
+DEFAULT_BENCH = "bench/results/parallel_overhead_h200.json"
+EIGHT_GPU_LAYOUTS = ((8, 1), (4, 2), (2, 4), (1, 8))
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -32,6 +38,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="memory layout: the paper's (Megatron: bf16 weights, distributed optimizer) or this "
                         "package's (fp32 masters, FSDP2 over dp; what `nemotron4 train` holds)")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="per GPU (989: H100/H200 dense bf16)")
+    p.add_argument("--predict", nargs="?", const=DEFAULT_BENCH, default=None, metavar="BENCH_JSON",
+                   help=f"predict step time per layout from a bench result's single-GPU MFU (default {DEFAULT_BENCH})")
+    p.add_argument("--predict-batch", type=int, default=32, help="global batch (sequences) of the 8-GPU predictions")
+    p.add_argument("--nvlink-gbs", type=float, default=400.0, help="achievable NVLink GB/s per GPU (--predict)")
+    p.add_argument("--ib-gbs", type=float, default=50.0, help="achievable InfiniBand GB/s per GPU (--predict)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -44,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     from nemotron4.schedules import parse_tokens
 
     cfg = ModelConfig.from_name(args.model)
+    if args.predict is not None:
+        return predict(args, cfg)
     check_tp(cfg, args.tp, args.seq_len)
     if args.stages:
         stages = parse_stages(args.stages)
@@ -76,4 +89,34 @@ def run(args: argparse.Namespace) -> int:
     how = (f"{args.recompute} recompute, Korthikanti et al. 2022 with sequence parallelism"
            if args.layout == "megatron" else "nemotron4 layout: what `nemotron4 train` holds")
     print(f"total: {days:.1f} days; activations per micro-batch of {args.micro_batch} x {args.seq_len} ({how})")
+    return 0
+
+
+def predict(args: argparse.Namespace, cfg) -> int:
+    from nemotron4.distributed.plan import parse_stages
+    from nemotron4.distributed.predict import Links, measured_mfu, predict_step
+
+    single = measured_mfu(args.predict)
+    links = Links(nvlink=args.nvlink_gbs * 1e9, ib=args.ib_gbs * 1e9)
+    peak = args.peak_tflops * 1e12
+    rows = [("8 GPUs", None, predict_step(cfg, tp, dp, args.seq_len, args.predict_batch, args.micro_batch, single,
+                                          links, peak)) for tp, dp in EIGHT_GPU_LAYOUTS]
+    for st in parse_stages("paper"):
+        rows.append((f"Table 2, {st.gpus} GPUs", st.mfu, predict_step(cfg, 8, st.gpus // 8, args.seq_len,
+                                                                        st.batch_size, args.micro_batch, single,
+                                                                        links, peak)))
+    if args.json:
+        print(json.dumps({"prediction": True, "model": args.model, "bench": args.predict, "single_gpu_mfu": single,
+                          "nvlink_gbs": args.nvlink_gbs, "ib_gbs": args.ib_gbs,
+                          "rows": [{"where": w, "paper_mfu": m, **p.as_dict()} for w, m, p in rows]}))
+        return 0
+    print(f"PREDICTION (a model, not a measurement) for {args.model}, seq {args.seq_len}, micro-batch "
+          f"{args.micro_batch}: single-GPU MFU {100 * single:.1f}% from {args.predict}; NVLink {args.nvlink_gbs:g} "
+          f"GB/s, InfiniBand {args.ib_gbs:g} GB/s per GPU; TP exposed, FSDP2 overlapped with compute")
+    print(f"{'where':<22} {'tp x dp':>8} {'batch':>6} {'accum':>5} {'compute s':>9} {'TP s':>7} {'FSDP s':>7} "
+          f"{'step s':>7} {'tok/s/GPU':>10} {'MFU':>6} {'paper':>6}")
+    for where, paper, p in rows:
+        print(f"{where:<22} {f'{p.tp} x {p.dp}':>8} {p.global_batch:>6} {p.accumulation:>5} {p.compute_s:>9.3f} "
+              f"{p.tp_comm_s:>7.3f} {p.fsdp_comm_s:>7.3f} {p.step_s:>7.3f} {p.tokens_per_s_per_gpu:>10,.0f} "
+              f"{100 * p.mfu:>5.1f}% {f'{100 * paper:.1f}%' if paper else '':>6}")
     return 0
