@@ -63,10 +63,12 @@ class TrainSection:
     dtype: str = "auto"
     """"auto" (bf16 autocast with fp32 master weights on GPU, fp32 on CPU), "bf16" or "fp32"."""
     compile: bool = field(default=False, metadata=RESUME_FREE)
-    """torch.compile each transformer block (and the loss's chunk work on GPU); parameter names unchanged."""
+    """torch.compile each transformer block (and the loss's chunk work on GPU); parameter names unchanged. With
+    tp > 1 or dp > 1: each block's attention and MLP, inside the TP / FSDP2 hooks (nemotron4.train.recipe)."""
     fused_loss: bool = field(default=True, metadata=RESUME_FREE)
     """Cross-entropy through the output projection chunk by chunk, never holding (tokens x vocab) logits: with a
-    256k vocabulary, gigabytes less memory and (compiled, on GPU) faster. Same value and gradients."""
+    256k vocabulary, gigabytes less memory and (compiled, on GPU) faster. Same value and gradients. At tp = 1 (one
+    process, or FSDP2 over dp); refused under tp > 1, where set it false: the loss then runs on vocabulary shards."""
     attention_backend: str = field(default="auto", metadata=RESUME_FREE)
     """SDPA kernel on GPU: "auto" (PyTorch's choice), "cudnn" (fastest on H100/H200), "flash", "efficient", "math"."""
     activation_checkpointing: bool = field(default=False, metadata=RESUME_FREE)
@@ -74,8 +76,8 @@ class TrainSection:
     cast_weights_once: bool = field(default=True, metadata=RESUME_FREE)
     """Under bf16, make the blocks' bf16 weight copies once per optimizer step instead of once per micro-batch and
     add their gradients straight into the fp32 masters (Megatron's main_grad). Same numbers as plain autocast,
-    less memory traffic. One process, or tensor parallelism alone (not with dp > 1, where FSDP2 owns the
-    parameters)."""
+    less memory traffic. One process, or tensor parallelism alone; with dp > 1 FSDP2 owns the parameters and
+    all-gathers their bf16 copies itself (its mixed-precision policy) instead."""
     fp8: str = field(default="off", metadata=RESUME_FREE)
     """FP8 matmuls for the blocks' linear layers (torchao float8 training; CUDA, compute capability >= 8.9,
     `pip install 'nemotron4[fp8]'`): "off", "tensorwise" (one scale per tensor, fastest) or "rowwise" (one scale

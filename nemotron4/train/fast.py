@@ -2,8 +2,9 @@
 model). Each computes the same function as the plain model (tests/train/test_fast_paths.py checks loss and grads).
 
 - `compile_blocks`: `torch.compile` each transformer block in place (torchtitan's per-block compile: one graph,
-  reused by every layer; parameter names unchanged, so checkpoints do not see it); under tp/dp,
-  `compile_block_parts` compiles each block's attention and MLP inside the parallelism's hooks.
+  reused by every layer; parameter names unchanged, so checkpoints do not see it); under tp > 1 or dp > 1,
+  `compile_block_parts` compiles each block's attention and MLP inside the parallelism's hooks (which one runs is
+  `nemotron4.train.recipe`'s choice; a one-rank mesh compiles whole blocks).
 - `set_attention_backend`: pick the SDPA kernel explicitly (cuDNN is the fastest on H100/H200 at 4k).
 - `apply_activation_checkpointing`: recompute each block in backward (memory for speed).
 - `fused_cross_entropy_loss`: the loss through the output projection without materialising logits.
@@ -38,7 +39,8 @@ def compile_block_parts(model: Nemotron4, fullgraph: bool = True) -> Nemotron4:
     """`torch.compile` each block's attention and MLP `forward`, leaving the modules' hooks eager around them: the
     TP plan's input/output redistributions and FSDP2's all-gathers run outside the graphs, which see DTensor
     inputs and parameters. Per-block compile (`compile_blocks`) fails in backward under TP (DTensor's redistribute
-    gets a plain gradient); this is what `train.compile` does under tp/dp. The norms and residual adds stay eager."""
+    gets a plain gradient); this is what `train.compile` does under tp > 1 or dp > 1. The norms and residual adds
+    stay eager."""
     for block in model.layers:
         for part in (block.attention, block.feed_forward):
             part.forward = torch.compile(part.forward, fullgraph=fullgraph, dynamic=False)
@@ -119,7 +121,7 @@ def cast_weights_context(model: Nemotron4, dtype: torch.dtype, dp: int = 1,
                          enabled: bool = True) -> Callable[[], contextlib.AbstractContextManager]:
     """The `step_context` a training step runs under: `CastWeightsOnce` for a low-precision compute dtype without
     FSDP2 (one process, or tensor parallelism alone; with dp > 1 FSDP2 owns the parameters and casts them itself),
-    else a no-op. What `nemotron4 train` uses, and the benchmarks with it."""
+    else a no-op. The training recipe's choice (nemotron4.train.recipe)."""
     if enabled and dp == 1 and dtype != torch.float32:
         return CastWeightsOnce(model, dtype)
     return contextlib.nullcontext
