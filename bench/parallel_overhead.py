@@ -21,12 +21,15 @@ import gc
 import json
 import platform
 import sys
-import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from train import time_steps  # noqa: E402  (bench/train.py)
 
 from nemotron4 import ModelConfig  # noqa: E402
 from nemotron4.distributed.layout import ParallelDims  # noqa: E402
@@ -36,12 +39,6 @@ from nemotron4.flops import H100_BF16_PEAK, flops_per_token, mfu  # noqa: E402
 from nemotron4.train.config import OptimSection, TrainSection  # noqa: E402
 from nemotron4.train.optim import build_optimizer  # noqa: E402
 from nemotron4.train.recipe import build_recipe  # noqa: E402
-from nemotron4.train.step import train_step  # noqa: E402
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def time_recipe(cfg: ModelConfig, train: TrainSection, device: torch.device, dtype: torch.dtype, parallel,
@@ -49,26 +46,9 @@ def time_recipe(cfg: ModelConfig, train: TrainSection, device: torch.device, dty
     recipe = build_recipe(cfg, train, device, dtype, parallel, seed=0)
     optimizer = build_optimizer(recipe.model, OptimSection(fused="true" if device.type == "cuda" else "false"),
                                 device)
-    micro = list(batches.split(train.micro_batch_size))
-    losses = []
-
-    def step() -> float:
-        return train_step(recipe.step_model, optimizer, micro, 1e-4, 1.0, recipe.autocast, recipe.loss_fn,
-                          recipe.hooks, recipe.step_context).loss
-
-    for _ in range(warmup):
-        losses.append(step())
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        losses.append(step())
-    sync(device)
-    dt = (time.perf_counter() - t0) / steps
-    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
-    return {"paths": recipe.paths, "step_s": dt, "tokens_per_s": batches.shape[0] * (batches.shape[1] - 1) / dt,
-            "peak_mem_gib": peak, "losses": losses}
+    r = time_steps(recipe.step_model, optimizer, batches, train.micro_batch_size, recipe.loss_fn, device, warmup,
+                   steps, recipe.step_context, autocast=recipe.autocast, hooks=recipe.hooks)
+    return {"paths": recipe.paths, **r}
 
 
 def main() -> None:

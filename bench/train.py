@@ -60,15 +60,14 @@ def hf_loss(model, batch: torch.Tensor) -> torch.Tensor:
 
 
 def time_steps(model, optimizer, batches, micro: int, loss_fn, device, warmup: int, steps: int,
-               step_context=contextlib.nullcontext, profile: bool = False, autocast=None) -> dict:
+               step_context=contextlib.nullcontext, profile: bool = False, autocast=None, hooks=None) -> dict:
     autocast = autocast or autocast_context(device, compute_dtype(device))  # HF's: the same bf16 autocast as ours
     gbs = batches.shape[0]
     micro_batches = list(batches.split(micro))
     losses = []
 
     def step() -> float:
-        return train_step(model, optimizer, micro_batches, 1e-4, 1.0, autocast, loss_fn,
-                          step_context=step_context).loss
+        return train_step(model, optimizer, micro_batches, 1e-4, 1.0, autocast, loss_fn, hooks, step_context).loss
 
     for _ in range(warmup):
         losses.append(step())
