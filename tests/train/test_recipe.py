@@ -91,3 +91,23 @@ def test_init_from_weights_load_on_any_layout(one_rank) -> None:
         recipe = build_recipe(CFG, TrainSection(), CPU, torch.float32, parallel, weights=source)
         for name, value in source.items():
             assert torch.equal(recipe.model.state_dict()[name], value), name
+
+
+def test_fp8_conversion_on_meta_keeps_names_and_init() -> None:
+    """The recipe converts to fp8 on `meta`, before materialising: the swapped modules keep the parameter names, and
+    the init after it is the single-process one (the device check itself needs a GPU; this is torchao's swap)."""
+    pytest.importorskip("torchao", reason="torchao (the fp8 extra) not installed")
+    from nemotron4.distributed.parallelize import init_weights_sharded
+    from nemotron4.model import Nemotron4
+    from nemotron4.train.fp8 import convert
+
+    with torch.device("meta"):
+        model = Nemotron4(CFG)
+    convert(model, "tensorwise")
+    assert type(model.layers[0].attention.wq).__name__ == "Float8Linear"
+    model.to_empty(device=CPU)
+    init_weights_sharded(model, 0, CPU)
+    plain = build_model(CFG, seed=0).state_dict()
+    assert list(model.state_dict()) == list(plain)
+    for name, value in plain.items():
+        assert torch.equal(model.state_dict()[name], value), name
