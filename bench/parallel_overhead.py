@@ -78,7 +78,7 @@ def main() -> None:
                  "gpu": torch.cuda.get_device_name() if device.type == "cuda" else "none (cpu)",
                  "torch": torch.__version__, "python": platform.python_version(), "model": args.model,
                  "seq_len": args.seq_len, "global_batch": args.global_batch, "micro_batch": args.micro,
-                 "flops_per_token": fpt, "mfu_convention": f"6N + 12 L T d per token, {H100_BF16_PEAK:.0e} peak",
+                 "flops_per_token": fpt, "mfu_convention": f"6N + 12 L T d per token, {H100_BF16_PEAK:.4g} FLOP/s peak",
                  "runs": {}}
     planned = memory_per_gpu(cfg, 1, 1, args.seq_len, args.micro, layout="nemotron4",
                              accumulation=args.global_batch // args.micro).total / 2**30

@@ -276,7 +276,7 @@ def main() -> None:
         "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
         "model": args.model, "config": cfg.to_dict(), "seq_len": args.seq_len, "flops_per_token": fpt,
         "mfu_convention": "6 x (non-embedding + output params) + 12 x layers x seq_len x dim per token; "
-                          f"{H100_BF16_PEAK:.0e} peak (the bf16 peak, also for the FP8 runs)",
+                          f"{H100_BF16_PEAK:.4g} FLOP/s peak (the bf16 peak, also for the FP8 runs)",
         "runs": [],
     }
     out = Path(args.out)
