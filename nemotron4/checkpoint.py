@@ -9,7 +9,10 @@ Layout of a run directory:
 
 A checkpoint is written to `.tmp-step_...` and renamed when complete; `latest` is replaced atomically (temp file +
 os.replace), so a crash at any moment leaves the previous checkpoint usable, and the debris of a save that died is
-removed when the run restarts. A save that fails (e.g. a full disk) removes its temp directory and raises
+removed when the run restarts. If `latest` is missing, unreadable or names an incomplete checkpoint, the newest
+complete `step_N` is used instead, with a warning saying so. state.json records the size and blake2b digest of
+every other file of the checkpoint, and they are verified before its tensors are loaded (a changed, truncated,
+replaced or deleted shard is refused, naming the file). A save that fails (e.g. a full disk) removes its temp directory and raises
 `CheckpointWriteError`, leaving `latest` on the previous checkpoint. Only tensors go through DCP, and its .metadata
 pickle is vetted with an allow-list unpickler first, so loading never runs arbitrary pickled code.
 """
@@ -17,6 +20,7 @@ pickle is vetted with an allow-list unpickler first, so loading never runs arbit
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import json
 import os
@@ -37,6 +41,7 @@ from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
 from nemotron4.config import ModelConfig
 from nemotron4.errors import UserError
+from nemotron4.fsio import atomic_write_text, os_error
 
 __all__ = [
     "CheckpointManager", "CheckpointWriteError", "find_checkpoint", "get_rng_state", "load_model_from_checkpoint",
@@ -82,15 +87,36 @@ class CheckpointManager:
                 path.unlink(missing_ok=True)
         return sorted(p.name for p in debris)
 
+    def complete(self) -> list[Path]:
+        """The complete checkpoints (state.json readable, every file it lists present at its size), oldest first."""
+        if not self.dir.is_dir():
+            return []
+        return sorted(p for p in self.dir.iterdir() if _NAME_RE.match(p.name) and _is_complete(p))
+
     def latest(self) -> Path | None:
-        """The checkpoint `latest` points to, or None for a fresh run."""
-        pointer = self.dir / "latest"
-        if not pointer.exists():
-            return None
-        path = self.dir / pointer.read_text().strip()
-        if not (path / "state.json").exists():
-            raise UserError(f"{pointer} points to {path.name}, which is missing or incomplete; fix or remove it")
-        return path
+        """The checkpoint to resume: the one `latest` names, or, when `latest` is missing, unreadable or names an
+        incomplete checkpoint, the newest complete one (with a warning); None for a fresh run."""
+        if self.dir.exists() and not self.dir.is_dir():
+            raise UserError(f"{self.dir} is a file, not the run's checkpoints directory; move it away or use "
+                            "another --run-dir")
+        pointer, problem = self.dir / "latest", None
+        try:
+            name = pointer.read_text().strip() if pointer.exists() else None
+        except (OSError, UnicodeDecodeError) as e:
+            name, problem = None, f"cannot be read ({e})"
+        if name is not None:
+            if _NAME_RE.match(name) and _is_complete(self.dir / name):
+                return self.dir / name
+            problem = f"names {name[:40]!r}, which is missing or incomplete"
+        done = self.complete()
+        if not done:
+            if problem is None:
+                return None
+            raise UserError(f"{pointer} {problem} and {self.dir} holds no complete checkpoint; remove {pointer} to "
+                            "start the run afresh")
+        warnings.warn(f"{pointer} {problem or 'is missing'}: resuming from the newest complete checkpoint, "
+                      f"{done[-1].name}", stacklevel=2)
+        return done[-1]
 
     def save(self, step: int, tensors: dict[str, Any], state: dict[str, Any]) -> Path:
         """Write `tensors` (nested dicts of tensors) with DCP and `state` (JSON-able) as state.json."""
@@ -110,7 +136,7 @@ class CheckpointManager:
             if final.exists():  # re-saving the same step after a resume
                 shutil.rmtree(final)
             os.rename(tmp, final)
-            _atomic_write(self.dir / "latest", name + "\n")
+            atomic_write_text(self.dir / "latest", name + "\n")
             self._prune(keep=final)
         self.barrier()  # no rank moves on (e.g. to the next save) before the checkpoint is complete
         return final
@@ -121,8 +147,10 @@ class CheckpointManager:
             warnings.filterwarnings("ignore", message=".*torch.distributed is disabled.*")
             dcp.save(tensors, checkpoint_id=tmp)
         self.on_write(step, tmp)
-        if self.primary:
-            (tmp / "state.json").write_text(json.dumps({"format": FORMAT, **state}, indent=1, default=_json_default))
+        if self.primary:  # dcp.save has returned on every rank: all shards are written
+            files = {p.name: _digest(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+            atomic_write_text(tmp / "state.json", json.dumps({"format": FORMAT, **state, "files": files}, indent=1,
+                                                             default=_json_default))
 
     def _write_error(self, name: str, error: BaseException) -> str:
         """What failed, where, and what to do; DCP wraps each rank's exception in a CheckpointException."""
@@ -149,15 +177,45 @@ class CheckpointManager:
 
     @staticmethod
     def read_state(path: Path) -> dict[str, Any]:
-        state = json.loads((path / "state.json").read_text())
-        if state.get("format") != FORMAT:
-            raise UserError(f"{path} is not a {FORMAT} checkpoint (format {state.get('format')!r})")
+        try:
+            state = json.loads((path / "state.json").read_text())
+        except FileNotFoundError:
+            raise UserError(f"{path} is not a nemotron4 checkpoint (no state.json)") from None
+        except OSError as e:
+            raise os_error(e, f"cannot read {path / 'state.json'}") from None
+        except ValueError as e:  # torn or edited: JSONDecodeError, UnicodeDecodeError
+            raise UserError(f"{path / 'state.json'} is not valid JSON ({e}); the checkpoint is damaged: remove "
+                            f"{path} to resume from an earlier one") from None
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            got = state.get("format") if isinstance(state, dict) else type(state).__name__
+            raise UserError(f"{path} is not a {FORMAT} checkpoint (format {got!r})")
         return state
+
+    @staticmethod
+    def verify(path: Path) -> None:
+        """Check every file state.json lists against its recorded size and digest (checkpoints written before
+        digests were recorded are not checked)."""
+        files = CheckpointManager.read_state(path).get("files")
+        for name, want in (files or {}).items():
+            f = path / name
+            try:
+                got = _digest(f)
+            except FileNotFoundError:
+                got = None
+            except OSError as e:
+                raise os_error(e, f"cannot read checkpoint file {f}") from None
+            if got != want:
+                what = "is missing" if got is None else (
+                    f"has {got['size']} bytes, not the {want['size']} written" if got["size"] != want["size"]
+                    else "has changed since it was written (blake2b digest differs)")
+                raise UserError(f"checkpoint {path} is damaged: {name} {what}; restore it, or remove {path} to resume "
+                                "from the previous complete checkpoint")
 
     @staticmethod
     def load_tensors(path: Path, tensors: dict[str, Any]) -> None:
         """Load in place into `tensors`; entries absent from the checkpoint (e.g. optimizer state of a
         never-stepped parameter) keep their values. Model entries must all be present."""
+        CheckpointManager.verify(path)
         meta = _safe_metadata(path)
         pickled = sorted(k for k, v in meta.state_dict_metadata.items() if not isinstance(v, TensorStorageMetadata))
         if pickled:  # DCP would torch.load(weights_only=False) such entries: arbitrary code
@@ -172,10 +230,23 @@ class CheckpointManager:
             dcp.load(tensors, checkpoint_id=path, planner=dcp.DefaultLoadPlanner(allow_partial_load=True))
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _digest(path: Path) -> dict[str, Any]:
+    """Size and blake2b of a file (about 1 GB/s a core)."""
+    h = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 23):
+            h.update(chunk)
+    return {"size": path.stat().st_size, "blake2b": h.hexdigest()}
+
+
+def _is_complete(path: Path) -> bool:
+    """state.json readable and every file it lists present at its recorded size (the digests: `verify`)."""
+    try:
+        state = CheckpointManager.read_state(path)
+        return (path / ".metadata").is_file() and all(
+            (path / n).is_file() and (path / n).stat().st_size == d["size"] for n, d in state.get("files", {}).items())
+    except (UserError, OSError):
+        return False
 
 
 def _json_default(obj: Any) -> Any:

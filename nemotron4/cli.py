@@ -51,7 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as e:
         print(f"nemotron4 {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return getattr(e, "exit_code", 2)  # 2: bad input; 1: the environment (nemotron4.fsio.EnvironmentProblem)
+    except OSError as e:  # not caught nearer its cause: still one line naming the path and the errno's meaning
+        from nemotron4.fsio import os_error
+
+        print(f"nemotron4 {args.command}: error: {os_error(e, 'input/output failed')}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -200,7 +200,9 @@ def _plain(obj: Any) -> Any:
 def save_job(job: JobConfig, path: str | Path) -> None:
     """Write the resolved config; `load_job(path)` gives back an equal JobConfig."""
     header = "# Resolved by nemotron4 train: the exact configuration of this run.\n"
-    Path(path).write_text(header + dumps_toml(job_to_dict(job)))
+    from nemotron4.fsio import atomic_write_text
+
+    atomic_write_text(path, header + dumps_toml(job_to_dict(job)))  # a kill never leaves a torn config.toml
 
 
 def dumps_toml(table: dict[str, Any]) -> str:

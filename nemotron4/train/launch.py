@@ -4,6 +4,7 @@ left however it ends. The command only turns the `Outcome` into a message and an
 
 from __future__ import annotations
 
+import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 from nemotron4.distributed.runtime import process_group
 from nemotron4.train.config import JobConfig
 from nemotron4.train.faults import Faults
+from nemotron4.train.run_lock import hold_run_dir
 from nemotron4.train.signals import GracefulShutdown
 from nemotron4.train.trainer import Trainer, TrainState
 
@@ -31,7 +33,8 @@ class Outcome:
 def launch(job: JobConfig, run_dir: str | Path, max_steps: int = 0) -> Outcome:
     """Train (or resume) the run in `run_dir`; stop after `max_steps` optimizer steps of this call (0: none).
     Fault injection for the reliability tests comes from the environment (NEMOTRON4_FAULT_*, no-ops unset)."""
-    with GracefulShutdown() as stop, process_group():  # SIGTERM / SIGINT: finish the step, checkpoint
+    rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun rank 0 holds the run directory's lock
+    with GracefulShutdown() as stop, process_group(), hold_run_dir(run_dir, hold=rank0):
         trainer = Trainer.create(job, run_dir, faults=Faults.from_env())
         first = trainer.state.step
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -49,6 +50,11 @@ def test_metadata_with_foreign_classes_is_refused(tmp_path: Path) -> None:
             return (os.system, ("echo pwned",))
 
     (path / ".metadata").write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(UserError, match=r"is damaged: \.metadata has 48 bytes"):  # the digests catch it first ...
+        CheckpointManager.load_tensors(path, {"model": {"w": torch.empty(2)}})
+    state = json.loads((path / "state.json").read_text())
+    del state["files"]  # ... and without them (an older checkpoint, a forged state.json) the allow-list does
+    (path / "state.json").write_text(json.dumps(state))
     with pytest.raises(UserError, match="refusing to load checkpoint metadata: it references posix.system"):
         CheckpointManager.load_tensors(path, {"model": {"w": torch.empty(2)}})
 
