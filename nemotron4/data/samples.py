@@ -49,6 +49,28 @@ def content_fingerprint(prefix: str | os.PathLike, window: int = 1 << 20) -> dic
     return {"bin": os.path.getsize(f"{os.fspath(prefix)}.bin"), "idx": size, "idx_sha256": digest.hexdigest()[:24]}
 
 
+def content_digest(prefix: str | os.PathLike, chunks: int = 64, chunk: int = 1 << 16) -> dict:
+    """What a resumed run checks its token files against: the sizes, and a blake2b of the whole .idx and of
+    `chunks` evenly spaced `chunk`-byte windows of the .bin, first and last included (the whole .bin when it is
+    no larger than that; 4 MiB by default). So an in-place change of the index, of the size, or of the sampled
+    windows is detected; a change of a few bytes elsewhere in a large .bin is not (hashing terabytes at every
+    start would take hours)."""
+    bin_file, idx_file = f"{os.fspath(prefix)}.bin", f"{os.fspath(prefix)}.idx"
+    h = hashlib.blake2b(digest_size=16)
+    with open(idx_file, "rb") as f:
+        while block := f.read(1 << 23):
+            h.update(block)
+    size = os.path.getsize(bin_file)
+    with open(bin_file, "rb") as f:
+        if size <= chunks * chunk:
+            h.update(f.read())
+        else:
+            for i in range(chunks):
+                f.seek((size - chunk) * i // (chunks - 1))
+                h.update(f.read(chunk))
+    return {"bin": size, "idx": os.path.getsize(idx_file), "blake2b": h.hexdigest()}
+
+
 def cache_key(**inputs: object) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:20]
 

@@ -11,6 +11,8 @@ Fields marked `metadata=RESUME_FREE` may change when a run resumes (nemotron4.tr
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +85,10 @@ class TrainSection:
     `pip install 'nemotron4[fp8]'`): "off", "tensorwise" (one scale per tensor, fastest) or "rowwise" (one scale
     per row). A compute format only: weights, optimizer state and checkpoints stay as they are, so it may change
     across a resume. The embedding and output projection stay bf16. One process only for now."""
+    trust_changed_data: bool = field(default=False, metadata=RESUME_FREE)
+    """Resume even if the token files of the phase being resumed changed since the checkpoint (their content
+    digest differs): the run then reads other samples than an uninterrupted run would. Off: such a resume is
+    refused before step 1."""
     max_nonfinite_in_row: int = field(default=5, metadata=RESUME_FREE)
     """A NaN/Inf loss or gradient norm skips that update; this many in a row stops the run."""
 
@@ -222,6 +228,8 @@ class JobConfig:
         for name in ("seq_len", "micro_batch_size", "max_nonfinite_in_row"):
             if getattr(t, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(t, name)}")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device):
+            raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N; got {t.device!r}")
         if t.dtype not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"train.dtype must be one of: auto, bf16, fp32; got {t.dtype!r}")
         from nemotron4.train.fast import ATTENTION_BACKENDS
@@ -234,8 +242,14 @@ class JobConfig:
         check_mode(t.fp8)
         if self.optim.fused not in ("auto", "true", "false"):
             raise ConfigError(f"optim.fused must be one of: auto, true, false; got {self.optim.fused!r}")
-        if len(self.optim.betas) != 2:
-            raise ConfigError(f"optim.betas must be two numbers, got {self.optim.betas}")
+        o = self.optim
+        if len(o.betas) != 2 or not all(0.0 <= b < 1.0 for b in o.betas):
+            raise ConfigError(f"optim.betas must be two numbers in [0, 1), got {o.betas}")
+        if not (math.isfinite(o.eps) and o.eps > 0):
+            raise ConfigError(f"optim.eps must be a positive number, got {o.eps}")
+        for name in ("weight_decay", "grad_clip"):
+            if not (math.isfinite(getattr(o, name)) and getattr(o, name) >= 0):
+                raise ConfigError(f"optim.{name} must be a number >= 0, got {getattr(o, name)}")
         self.parallel.validate()
         if self.checkpoint.interval < 0 or self.checkpoint.keep_last < 0:
             raise ConfigError("checkpoint.interval and checkpoint.keep_last must be >= 0")
@@ -268,6 +282,11 @@ class JobConfig:
             raise ConfigError(f"{where}.tokens must be positive, got {p.tokens}")
         if p.lr is None and i == 0:
             raise ConfigError(f"{where}.lr is required for the first phase (only later phases may inherit it)")
+        if p.lr is not None and not (math.isfinite(p.lr) and p.lr > 0):
+            raise ConfigError(f"{where}.lr must be a positive number, got {p.lr}")
+        if not (math.isfinite(p.min_lr) and 0 <= p.min_lr <= (p.lr if p.lr is not None else math.inf)):
+            raise ConfigError(f"{where}.min_lr must be in [0, lr = {p.lr}], got {p.min_lr} (the LR decays from lr "
+                              "down to min_lr)")
         if p.decay not in DECAY_STYLES:
             raise ConfigError(f"{where}.decay {p.decay!r} is not one of: {', '.join(DECAY_STYLES)}")
         if not 0.0 < p.decay_fraction <= 1.0:

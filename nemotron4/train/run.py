@@ -45,7 +45,12 @@ class RunPlan:
     model_source: str  # where model_config came from, for messages
     latest: Path | None = None  # the checkpoint to resume from
     saved: dict[str, Any] | None = None  # its state.json
-    data: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # token-file prefix -> content fingerprint
+    data: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # token-file prefix -> content digest
+
+    def data_record(self) -> dict[str, dict[str, Any]]:
+        """{config key of each token file: its content digest}, as a checkpoint records it."""
+        return {where: self.data[prefix] for where, prefix in token_files(self.job, self.first_phase)
+                if self.data.get(prefix) is not None}
 
     @property
     def distributed(self) -> bool:
@@ -101,7 +106,7 @@ def plan_run(job: JobConfig, run_dir: str | Path, world_size: int | None = None)
     """Stage 1: resolve the plan. Reads the config, the launch (WORLD_SIZE), the run directory's latest checkpoint
     state (not its tensors), the model config of the model source, and fingerprints the token files."""
     from nemotron4.data.indexed import dataset_exists
-    from nemotron4.data.samples import content_fingerprint
+    from nemotron4.data.samples import content_digest
 
     run_dir = Path(run_dir)
     world_size = int(os.environ.get("WORLD_SIZE", "1")) if world_size is None else world_size
@@ -126,7 +131,7 @@ def plan_run(job: JobConfig, run_dir: str | Path, world_size: int | None = None)
         model_config, source = job.model.model_config(), f"model.flavour {job.model.flavour!r}"
     plan = RunPlan(job, run_dir, device, resolve_dtype(job.train.dtype, device), world_size, dims, model_config,
                    source, latest, saved)
-    plan.data = {prefix: content_fingerprint(prefix) if dataset_exists(prefix) else None
+    plan.data = {prefix: content_digest(prefix) if dataset_exists(prefix) else None
                  for _, prefix in token_files(job, plan.first_phase)}
     return plan
 
@@ -170,6 +175,28 @@ def check_resumable(plan: RunPlan) -> None:
             f"{plan.run_dir} holds a run with a different configuration, which cannot be resumed: "
             f"{'; '.join(conflicts[:8])}. Restore those values, or use a new --run-dir."
         )
+    check_data_unchanged(plan)
+
+
+def check_data_unchanged(plan: RunPlan) -> None:
+    """The token files of the phase being resumed hold what they held when the checkpoint was written (their
+    content digest, `nemotron4.data.samples.content_digest`); else the resumed run would read other samples than
+    the order it continues. train.trust_changed_data = true turns the refusal into a warning."""
+    if not plan.phase_started:
+        return
+    saved, now = plan.saved.get("data") or {}, plan.data_record()
+    phase = f"phases.{plan.first_phase}."
+    changed = [k for k in now if k.startswith(phase) and k in saved and saved[k] != now[k]]
+    if not changed:
+        return
+    prefix = dict(token_files(plan.job, plan.first_phase))[changed[0]]
+    message = (f"{changed[0]}: the content of {prefix}.bin/.idx changed since checkpoint {plan.latest.name} was "
+               f"written (sizes / digest {saved[changed[0]]} -> {plan.data[prefix]})"
+               f"{f' (and {len(changed) - 1} more token files)' if len(changed) > 1 else ''}")
+    if not plan.job.train.trust_changed_data:
+        raise ConfigError(f"{message}; restore the files the run was trained on, or pass "
+                          "--train.trust_changed_data true to resume on the new content anyway")
+    warnings.warn(f"{message}; resuming anyway (train.trust_changed_data = true)", stacklevel=2)
 
 
 def check_data(plan: RunPlan) -> None:

@@ -332,6 +332,7 @@ class Trainer:
             "rng": rng_scalars,
             "model_config": self.model.cfg.to_dict(),
             "config": job_to_dict(self.job),
+            "data": self.plan.data_record(),  # what a resume checks the token files against
         }
         path = self.checkpoints.save(self.state.step, tensors, state)
         self._saved_step = self.state.step
@@ -346,4 +347,7 @@ class Trainer:
         if self.state.phase_started:
             self.schedule = self.job.phases[self.state.phase].lr_schedule(self.state.peak_lr)
             self.loader = self._build_loader(self.state.phase)
-            self.loader.load_state_dict(saved["loader"])
+            loader_state = saved["loader"]
+            if self.job.train.trust_changed_data:  # the user accepted changed token files (run.check_data_unchanged)
+                loader_state = {**loader_state, "fingerprint": None}
+            self.loader.load_state_dict(loader_state)
