@@ -151,10 +151,12 @@ class PhaseSection:
     batch_size: BatchRamp = field(default_factory=lambda: BatchRamp(((0, 1),)))
     """Global batch in sequences: an int, or a ramp over this phase's tokens, "0:384 200B:768 400B:1152" (Table 2),
     or a TOML list ["0:384", "200B:768"]; parsed once into a `BatchRamp`."""
-    lr: float | None = None
-    """Peak LR; unset: start from the LR the previous phase ended at (not allowed for the first phase)."""
-    min_lr: float = 0.0
-    """LR at the end of the phase."""
+    lr: float | None = field(default=None, metadata=RESUME_FREE)
+    """Peak LR; unset: start from the LR the previous phase ended at (not allowed for the first phase). May change
+    when a run resumes (e.g. lowered after a NaN stop): the schedule continues at the resumed step with the new
+    value, and the first record after the resume names the change (`config_changed` in metrics.jsonl)."""
+    min_lr: float = field(default=0.0, metadata=RESUME_FREE)
+    """LR at the end of the phase (may change on resume, as lr)."""
     warmup_tokens: int = 0
     """Linear warmup from 0 over this many tokens."""
     decay: str = "cosine"

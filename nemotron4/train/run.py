@@ -46,6 +46,7 @@ class RunPlan:
     latest: Path | None = None  # the checkpoint to resume from
     saved: dict[str, Any] | None = None  # its state.json
     data: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # token-file prefix -> content digest
+    changed: dict[str, list[Any]] = field(default_factory=dict)  # resume: safe fields changed, key -> [old, new]
 
     def data_record(self) -> dict[str, dict[str, Any]]:
         """{config key of each token file: its content digest}, as a checkpoint records it."""
@@ -176,6 +177,14 @@ def check_resumable(plan: RunPlan) -> None:
             f"{'; '.join(conflicts[:8])}. Restore those values, or use a new --run-dir."
         )
     check_data_unchanged(plan)
+    if plan.phase_started:  # the LR of the phase being resumed may change (after a NaN stop): noted in the metrics
+        i = plan.first_phase
+        old, new = plan.saved["config"]["phases"][i], job_to_dict(plan.job)["phases"][i]
+        plan.changed = {f"phases.{i}.{k}": [old.get(k), new.get(k)] for k in ("lr", "min_lr")
+                        if old.get(k) != new.get(k)}
+        if plan.changed:
+            warnings.warn("resuming with " + ", ".join(f"{k} = {b} (was {a})" for k, (a, b) in plan.changed.items()),
+                          stacklevel=2)
 
 
 def check_data_unchanged(plan: RunPlan) -> None:

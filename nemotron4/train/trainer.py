@@ -114,6 +114,7 @@ class Trainer:
         self.schedule: LRSchedule | None = None  # the current phase's LR schedule, built when it starts / resumes
         self.stopped = False  # run() returned early because `stop` asked it to
         self._saved_step: int | None = None
+        self._changed = dict(plan.changed)
         self._eval: tuple[int, dict[str, list[torch.Tensor]]] | None = None  # (phase, batches)
 
         if not job.checkpoint.enabled:
@@ -256,6 +257,8 @@ class Trainer:
         interval = job.metrics.eval_interval
         if phase_done or (interval and s.step % interval == 0):
             record["val_loss"] = self.evaluate()
+        if self._changed:  # the first record after a resume with a changed LR says so
+            record["config_changed"], self._changed = self._changed, {}
         self.metrics.log(record)
         if result.skipped:
             self._on_nonfinite(result.loss, result.grad_norm)
@@ -345,7 +348,10 @@ class Trainer:
         set_rng_state(tensors["rng"], saved["rng"])
         self.state = TrainState(**saved["trainer"])
         if self.state.phase_started:
-            self.schedule = self.job.phases[self.state.phase].lr_schedule(self.state.peak_lr)
+            phase = self.job.phases[self.state.phase]
+            if f"phases.{self.state.phase}.lr" in self.plan.changed and phase.lr is not None:
+                self.state.peak_lr = phase.lr  # lowered after a NaN stop, say (run.check_resumable noted it)
+            self.schedule = phase.lr_schedule(self.state.peak_lr)
             self.loader = self._build_loader(self.state.phase)
             loader_state = saved["loader"]
             if self.job.train.trust_changed_data:  # the user accepted changed token files (run.check_data_unchanged)

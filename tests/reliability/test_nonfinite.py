@@ -33,3 +33,25 @@ def test_nan_stop_then_resume_from_the_last_good_checkpoint(corpus: Path, tmp_pa
     resumed.run()
     records = read_metrics(tmp_path)
     assert [r["step"] for r in records] == list(range(1, STEPS + 1)) and not any(r["skipped"] for r in records)
+
+
+def test_lowered_lr_after_a_nan_stop_is_accepted_and_recorded(corpus: Path, tmp_path: Path) -> None:
+    """The stop message says "Lower the LR ... then re-run": the re-run takes the lower LR from the resumed step on
+    and its first record names the change; the steps before are untouched."""
+    job = tiny_job(corpus, *SHORT, "--train.max_nonfinite_in_row", "2")
+    trainer = Trainer.create(job, tmp_path)
+    real_loss = trainer.loss_fn
+    trainer.loss_fn = lambda m, b: real_loss(m, b) * (float("nan") if trainer.state.step >= 2 else 1.0)
+    with pytest.raises(NonFiniteLossError, match="Lower the LR"):
+        trainer.run()
+    before = read_metrics(tmp_path)[:2]
+    old_lr = job.phases[0].lr
+    with pytest.warns(UserWarning, match=rf"resuming with phases.0.lr = {old_lr / 10} \(was {old_lr}\)"):
+        resumed = Trainer.create(tiny_job(corpus, *SHORT, "--phases.0.lr", str(old_lr / 10)), tmp_path)
+    assert resumed.state.step == 2 and resumed.state.peak_lr == old_lr / 10
+    resumed.run()
+    records = read_metrics(tmp_path)
+    assert records[:2] == before and [r["step"] for r in records] == list(range(1, STEPS + 1))
+    assert records[2]["config_changed"] == {"phases.0.lr": [old_lr, old_lr / 10]}
+    assert "config_changed" not in records[3]
+    assert 0 < records[2]["lr"] <= old_lr / 10  # the schedule at the new peak

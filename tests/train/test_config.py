@@ -85,9 +85,12 @@ def test_toml_writer_escapes() -> None:
 def test_resume_conflicts() -> None:
     old = job_to_dict(load_job(TINY_TOML))
     assert resume_conflicts(old, job_to_dict(load_job(TINY_TOML, ["--checkpoint.interval", "3"])), 0) == []
-    changed_later = job_to_dict(load_job(TINY_TOML, ["--phases.1.min_lr", "1e-6"]))
+    changed_later = job_to_dict(load_job(TINY_TOML, ["--phases.1.decay_fraction", "0.5"]))
     assert resume_conflicts(old, changed_later, 0) == []  # phase 1 has not started yet
-    assert resume_conflicts(old, changed_later, 1) == ["phases.1.min_lr: 0.0 -> 1e-06"]
+    was = old["phases"][1]["decay_fraction"]
+    assert resume_conflicts(old, changed_later, 1) == [f"phases.1.decay_fraction: {was!r} -> 0.5"]
+    lowered = job_to_dict(load_job(TINY_TOML, ["--phases.1.lr", "1e-5", "--phases.1.min_lr", "1e-6"]))
+    assert resume_conflicts(old, lowered, 1) == []  # the LR may change on resume (after a NaN stop)
     assert resume_conflicts(old, job_to_dict(load_job(TINY_TOML, ["--optim.eps", "1e-8"])), 0) == [
         "optim.eps: 1e-05 -> 1e-08"
     ]
