@@ -43,6 +43,9 @@ def read_toml(path: str | Path, what: str = "config") -> dict[str, Any]:
         raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path} is not valid TOML: {e}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); TOML must "
+                          "be UTF-8: re-save it as UTF-8") from None
 
 
 def load_job(path: str | Path | None, overrides: Sequence[str] = ()) -> JobConfig:

@@ -161,6 +161,7 @@ def check_run(plan: RunPlan) -> RunPlan:
                               f"{plan.dims.tp}); set train.fused_loss = false (the loss then runs on vocabulary "
                               "shards, never gathering the logits)")
     check_data(plan)
+    check_blend_shares(plan)
     check_init_from(plan)
     return plan
 
@@ -225,6 +226,47 @@ def check_data(plan: RunPlan) -> None:
                 f"the model's vocab_size {vocab} ({plan.model_source}); set model.vocab_size >= {recorded[1]} or "
                 "re-run `nemotron4 prepare` with the model's tokenizer"
             )
+
+
+def check_blend_shares(plan: RunPlan) -> None:
+    """The sample shares of every phase still to run, for training and for each category's held-out evaluation,
+    computed now from the token files' sizes as the loader and `build_eval_batches` will compute them, so that a
+    zero share or zero weight on a category's only held-out source, or an empty source with an explicit weight,
+    fails before step 1 and not at the first evaluation hours in."""
+    from nemotron4.data.blend import BlendConfig
+    from nemotron4.data.indexed import IndexedDataset
+    from nemotron4.train.data import to_blend_config
+
+    for i in range(plan.first_phase, len(plan.job.phases)):
+        blend = plan.job.phases[i].blend
+        cfg = to_blend_config(blend)
+        sizes = [IndexedDataset(s.path).num_tokens for s in cfg.sources]
+        try:
+            shares = cfg.source_shares(sizes)
+        except ConfigError as e:
+            raise ConfigError(f"phases.{i}.blend: {e}; give the category's sources tokens or weights, or set its "
+                              "share to 0") from None
+        for src, share, size in zip(cfg.sources, shares, sizes, strict=True):
+            if share > 0 and size <= plan.job.train.seq_len:  # an explicit weight on an empty (or tiny) source
+                raise ConfigError(f"phases.{i}.blend: source {src.name!r} ({src.path}) has share {share:.3g} but "
+                                  f"holds {size} tokens, not one sequence of {plan.job.train.seq_len} + 1; give it "
+                                  "weight 0 or fix its token files")
+        for category in blend.categories:
+            held = [s for s in blend.sources if s.valid_path and s.category == category]
+            if not held:
+                continue
+            where = f"phases.{i}.blend: the held-out evaluation of category {category!r}"
+            try:
+                sub = to_blend_config(blend, category=category)
+                valid = [s for s in sub.sources if s.valid_path]
+                ev = BlendConfig({category: sub.categories.get(category, 0.0)}, valid, sub.within_category, sub.alpha)
+                total = ev.source_shares([IndexedDataset(s.valid_path).num_tokens for s in valid]).sum()
+            except ConfigError as e:
+                raise ConfigError(f"{where} (sources with a valid_path: {[s.name for s in held]}) would fail: {e}; "
+                                  "fix their shares / weights, or remove their valid_path") from None
+            if total <= 0:
+                raise ConfigError(f"{where} has nothing to sample (its held-out sources {[s.name for s in held]} "
+                                  "have no share or no tokens); fix them, or remove their valid_path")
 
 
 def check_init_from(plan: RunPlan) -> None:

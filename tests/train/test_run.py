@@ -43,7 +43,7 @@ def test_plan_resolves_without_building(corpus_dir: Path, tmp_path: Path, no_bui
     assert plan.model_config.vocab_size == 512 and plan.first_phase == 0 and plan.latest is None
     assert (plan.world_size, plan.dims.dp, plan.dims.tp) == (1, 1, 1)
     web = str(corpus_dir / "data/tiny/web")
-    assert set(plan.data[web]) == {"bin", "idx", "idx_sha256"}  # the data fingerprint
+    assert set(plan.data[web]) == {"bin", "idx", "blake2b"}  # the data content digest (samples.content_digest)
     assert not no_build and not (tmp_path / "run").exists()  # nothing written either
 
 
