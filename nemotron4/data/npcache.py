@@ -18,7 +18,7 @@ def load_arrays(cache_dir: str | os.PathLike, stem: str, parts: Sequence[str]) -
         return None
     try:
         return tuple(np.load(p, mmap_mode="r") for p in paths)
-    except (OSError, ValueError):
+    except (OSError, ValueError, EOFError):  # truncated or empty (EOFError: no header at all)
         return None
 
 
