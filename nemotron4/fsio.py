@@ -1,14 +1,18 @@
-"""Crash-safe file writes and one-line messages for OS errors (what failed, the path, the errno's meaning)."""
+"""Crash-safe file writes, one-line messages for OS errors (what failed, the path, the errno's meaning), and
+safetensors opened with a damaged file reported in one line."""
 
 from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from nemotron4.errors import UserError
 
-__all__ = ["EnvironmentProblem", "atomic_write_bytes", "atomic_write_text", "fsync_dir", "os_error"]
+__all__ = ["EnvironmentProblem", "atomic_write_bytes", "atomic_write_text", "fsync_dir", "open_safetensors", "os_error"]
 
 
 class EnvironmentProblem(UserError):
@@ -58,3 +62,17 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+@contextmanager
+def open_safetensors(file: str | Path, device: Any = "cpu") -> Iterator[Any]:
+    """`safetensors.safe_open`, with a damaged file (truncated, empty, not safetensors at all, e.g. a renamed
+    pickle) reported as one line naming it instead of a SafetensorError."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(file), framework="pt", device=str(device)) as f:
+            yield f
+    except SafetensorError as e:
+        raise UserError(f"{file} is not a readable safetensors file ({e}); it is truncated or not safetensors: "
+                        "re-copy or re-export it") from None

@@ -14,11 +14,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from nemotron4.config import FLAVOURS, ModelConfig
 from nemotron4.errors import UserError
+from nemotron4.fsio import open_safetensors
 from nemotron4.model import Nemotron4, build_model
 from nemotron4.tokenizer import Tokenizer
 
@@ -64,7 +64,7 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu", dtype: to
         model = Nemotron4(cfg)
     expected = dict(model.named_parameters())
     state = {}
-    with safe_open(str(path / WEIGHTS_FILE), framework="pt", device=str(device)) as f:
+    with open_safetensors(path / WEIGHTS_FILE, device) as f:
         for name in f.keys():  # noqa: SIM118
             if name not in expected:
                 raise UserError(f"{path / WEIGHTS_FILE}: unexpected tensor {name!r} for this {CONFIG_FILE}")

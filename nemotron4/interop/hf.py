@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 
 from nemotron4.config import ModelConfig
 from nemotron4.errors import ConfigError, UserError
+from nemotron4.fsio import open_safetensors
 from nemotron4.model import Nemotron4
 
 # Our parameter names -> Hugging Face names. "{i}" is the layer index. Data, not code.
@@ -202,7 +202,7 @@ def _weight_files(path: Path) -> list[Path]:
 def iter_hf_tensors(path: str | Path, device: str | torch.device = "cpu") -> Iterator[tuple[str, torch.Tensor]]:
     """(HF name, tensor) for every tensor of an HF directory, one file open at a time."""
     for file in _weight_files(Path(path)):
-        with safe_open(str(file), framework="pt", device=str(device)) as f:
+        with open_safetensors(file, device) as f:
             for name in f.keys():  # noqa: SIM118 (safe_open is not a dict)
                 yield name, f.get_tensor(name)
 

@@ -12,6 +12,7 @@ a torn last line, or, for a run that starts afresh (no checkpoint), every earlie
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import resource
@@ -134,10 +135,8 @@ class MetricsLogger:
             print(message, file=sys.stderr)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):  # its write error was already raised, by log(), with the path
             self.file.close()
-        except OSError:
-            pass  # its write error was already raised, by log(), with the path
         if self.bar is not None:
             self.bar.close()
         if self.tb is not None:

@@ -30,10 +30,9 @@ def test_second_holder_is_refused_naming_the_first(tmp_path: Path) -> None:
     run = tmp_path / "run"
     with hold_run_dir(run):
         assert lock_holder(run)["pid"] == os.getpid()
-        with pytest.raises(RunDirBusy, match=rf"run directory {run} is in use by another trainer \(pid {os.getpid()} "
-                                              r"on host .*; wait for it to end or stop it, or use another --run-dir"):
-            with hold_run_dir(run):
-                pass
+        busy = rf"run directory {run} is in use by another trainer \(pid {os.getpid()} on host .*; wait for it to end"
+        with pytest.raises(RunDirBusy, match=busy + " or stop it, or use another --run-dir"), hold_run_dir(run):
+            pass
         with hold_run_dir(run, hold=False):  # ranks > 0 do not take it
             pass
     with hold_run_dir(run):  # released on exit of the block

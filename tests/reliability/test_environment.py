@@ -70,3 +70,20 @@ def test_truncated_cache_array_is_rebuilt(tmp_path: Path) -> None:
     assert load_arrays(tmp_path, "blend", ["index"]) is None  # damaged: the caller rebuilds it
     path.write_bytes(b"")
     assert load_arrays(tmp_path, "blend", ["index"]) is None
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "pickle"])
+def test_damaged_safetensors_is_one_line(tmp_path: Path, damage: str) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from nemotron4.errors import UserError
+    from nemotron4.fsio import open_safetensors
+
+    path = tmp_path / "model.safetensors"
+    save_file({"w": torch.ones(100)}, str(path))
+    data = path.read_bytes()
+    path.write_bytes({"truncated": data[:-50], "empty": b"", "pickle": b"\x80\x04\x95K\x01."}[damage])
+    with pytest.raises(UserError, match=rf"{path} is not a readable safetensors file \(.*\); it is truncated or not "
+                                        "safetensors: re-copy or re-export it"), open_safetensors(path) as f:
+        f.get_tensor("w")
