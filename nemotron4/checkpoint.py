@@ -14,7 +14,8 @@ complete `step_N` is used instead, with a warning saying so. state.json records 
 every other file of the checkpoint, and they are verified before its tensors are loaded (a changed, truncated,
 replaced or deleted shard is refused, naming the file). A save that fails (e.g. a full disk) removes its temp
 directory and raises `CheckpointWriteError`, leaving `latest` on the previous checkpoint. Only tensors go through
-DCP, and its .metadata pickle is vetted with an allow-list unpickler first, so loading never runs arbitrary pickled code.
+DCP, and its .metadata pickle is vetted with an allow-list unpickler first, so loading never runs arbitrary pickled
+code.
 """
 
 from __future__ import annotations
