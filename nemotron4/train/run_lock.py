@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from nemotron4.errors import UserError
-from nemotron4.fsio import os_error
+from nemotron4.fsio import EnvironmentProblem, os_error
 
 __all__ = ["RunDirBusy", "hold_run_dir", "lock_holder"]
 
@@ -45,6 +45,9 @@ def hold_run_dir(run_dir: str | Path, hold: bool = True) -> Iterator[None]:
         return
     run_dir = Path(run_dir)
     path = run_dir / LOCK_NAME
+    if run_dir.exists() and not run_dir.is_dir():
+        raise EnvironmentProblem(f"--run-dir {run_dir} is a file, not a directory; move it away or choose another "
+                                 "--run-dir")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)

@@ -27,8 +27,8 @@ def test_run_dir_that_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture) -
     run.write_text("not a directory")
     code, err = _train(run, capsys)
     assert code == 1 and err.count("\n") == 1 and "Traceback" not in err, err
-    assert f"nemotron4 train: error: cannot create the run directory's lock {run}/.lock" in err
-    assert "[EEXIST]" in err or "[ENOTDIR]" in err
+    assert f"nemotron4 train: error: --run-dir {run} is a file, not a directory; move it away" in err
+    assert run.read_text() == "not a directory"
 
 
 def test_checkpoints_that_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
