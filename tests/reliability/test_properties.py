@@ -123,6 +123,7 @@ def valid_configs(draw: st.DrawFn) -> dict[str, Any]:
             if "weight" in source:
                 source["weight"] = draw(st.floats(0.01, 100))
     raw["phases"][0]["lr"] = draw(FINITE)
+    raw["phases"][0]["min_lr"] = draw(st.floats(0, raw["phases"][0]["lr"]))  # the LR decays down to min_lr
     return raw
 
 
