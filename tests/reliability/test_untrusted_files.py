@@ -5,6 +5,7 @@ payload would create a marker file; the tests check it never appears."""
 
 from __future__ import annotations
 
+import json
 import pickle
 import shutil
 from pathlib import Path
@@ -46,10 +47,21 @@ def run_copy(reference: Path, tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow  # run_copy comes from the `reference` training subprocess
+def _forget_digests(checkpoint: Path) -> None:
+    """A forged state.json without the file digests, as a checkpoint from before they were recorded."""
+    state = json.loads((checkpoint / "state.json").read_text())
+    del state["files"]
+    (checkpoint / "state.json").write_text(json.dumps(state))
+
+
+@pytest.mark.slow  # run_copy copies the reference run, a training subprocess
 def test_dcp_metadata_with_foreign_classes(run_copy: Path, tmp_path: Path, capsys) -> None:
     marker = tmp_path / "pwned"
     checkpoint = run_copy / "checkpoints" / "step_00000008"
     (checkpoint / ".metadata").write_bytes(pickle.dumps(Payload(marker)))
+    err = cli(capsys, "convert", str(run_copy), str(tmp_path / "out"), "--to", "nemotron4")
+    assert "step_00000008 is damaged: .metadata has" in err  # the recorded digests catch it first ...
+    _forget_digests(checkpoint)  # ... and without them (a forged state.json) the allow-list unpickler does
     err = cli(capsys, "convert", str(run_copy), str(tmp_path / "out"), "--to", "nemotron4")
     assert "refusing to load checkpoint metadata: it references io.open" in err
     assert not marker.exists()
@@ -71,6 +83,7 @@ def test_dcp_entry_that_dcp_would_unpickle(run_copy: Path, corpus: Path, tmp_pat
                                                           (checkpoint / "payload.distcp").stat().st_size)
     (checkpoint / ".metadata").write_bytes(pickle.dumps(meta))
     _safe_metadata(checkpoint)  # passes the allow-list: the entry type is the problem
+    _forget_digests(checkpoint)  # (with them, the changed .metadata is refused first: test_data_loss.py)
     monkeypatch.chdir(corpus)
     err = cli(capsys, "train", "--config", str(TINY_TOML), "--run-dir", str(run_copy), *SHORT)
     assert "its .metadata declares non-tensor entries ['model.norm.weight'], which would be unpickled" in err
