@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 
@@ -25,6 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=int, default=0, metavar="N",
                    help="stop after N optimizer steps of this invocation, with a checkpoint; re-running resumes "
                         "(0: train every phase to its end)")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="torch CPU threads (default 0: OMP_NUM_THREADS if set, else on CPU measure 1..all cores "
+                        "and take the fastest, as the demo does; the choice is printed)")
     p.set_defaults(func=run, accepts_overrides=True)
 
 
@@ -39,6 +43,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from nemotron4.train.launch import launch
     from nemotron4.train.signals import exit_code
+    from nemotron4.train.threads import choose_threads
+
+    chosen = choose_threads(job.train.device, args.threads)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(chosen, file=sys.stderr)
 
     out = launch(job, args.run_dir, args.max_steps)
     saved = out.checkpoint or "(none: checkpoint.enabled = false)"
