@@ -44,15 +44,15 @@ def run(args: argparse.Namespace) -> int:
     from nemotron4.errors import UserError
     from nemotron4.weights import describe, load_model, save_weights
 
-    dest = Path(args.dest)
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())) and not args.force:
-        raise UserError(f"{dest} exists and is not empty; choose a new DEST or pass --force to write into it")
     dtype = getattr(torch, args.dtype) if args.dtype else None
     kind = describe(args.source)
     if kind == "flavour":
         raise UserError(f"{args.source} is a flavour name, not weights; convert reads a model directory")
     if kind in ("megatron", "nemo") or args.to == "megatron":
         return _run_streaming(args, kind, dtype)
+    dest = Path(args.dest)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())) and not args.force:
+        raise UserError(f"{dest} is not an empty directory; choose a new DEST or pass --force to write into it")
     from nemotron4.weights import find_tokenizer, load_tokenizer
 
     model = load_model(args.source, dtype=dtype)

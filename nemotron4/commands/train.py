@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 
@@ -43,13 +42,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from nemotron4.train.launch import launch
     from nemotron4.train.signals import exit_code
-    from nemotron4.train.threads import choose_threads
 
-    chosen = choose_threads(job.train.device, args.threads)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(chosen, file=sys.stderr)
+    if args.threads < 0:
+        raise UserError(f"--threads must be >= 0 (0: measure), got {args.threads}")
 
-    out = launch(job, args.run_dir, args.max_steps)
+    out = launch(job, args.run_dir, args.max_steps, threads=args.threads)
     saved = out.checkpoint or "(none: checkpoint.enabled = false)"
     again = " Re-run the same command to continue." if job.checkpoint.enabled else ""
     if out.how == "max_steps":

@@ -57,7 +57,7 @@ def test_convert_refuses_a_non_empty_destination_unless_forced(weights: Path, tm
     dest.mkdir()
     (dest / "keep.txt").write_text("mine")
     assert main(["convert", str(weights), str(dest), "--to", "hf"]) == 2
-    assert "exists and is not empty" in capsys.readouterr().err and not (dest / "config.json").exists()
+    assert "is not an empty directory" in capsys.readouterr().err and not (dest / "config.json").exists()
     assert main(["convert", str(weights), str(dest), "--to", "hf", "--force"]) == 0
     assert (dest / "config.json").is_file() and (dest / "keep.txt").read_text() == "mine"
 
