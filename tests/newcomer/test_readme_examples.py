@@ -40,6 +40,12 @@ SKIP = [
     ("--suite paper", "lm-eval tasks read their datasets from the Hugging Face hub (network)"),
     ("--samples 10 --k 1,10", "164 problems x 10 samples: hours on 2 cores (the epilog's --limit 2 example runs)"),
     ("hf/minitron-4b", "needs the Minitron-4B download"),
+    ("model.nemo", "needs a NeMo checkpoint (tests/interop/test_nemo_checkpoints.py builds and converts them)"),
+    ("extracted-nemo", "needs a NeMo checkpoint (tests/interop/test_nemo_checkpoints.py builds and converts them)"),
+    ("nemo2-ckpt", "needs a NeMo 2 checkpoint (tests/interop/test_nemo_checkpoints.py builds and converts them)"),
+    ("megatron-lm-save", "needs a Megatron-LM save (tests/interop/test_megatron_*.py build and convert them)"),
+    ("--multipl-e", "needs MultiPL-E's problem files and compilers (make toolchains)"),
+    ("--metric spbleu", "needs the FLORES-200 files and sacrebleu's SentencePiece model (downloads)"),
 ]
 BY_HAND = "Try it by hand (CPU, a few minutes)"  # run as written by test_readme_by_hand.py
 
