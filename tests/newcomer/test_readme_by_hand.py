@@ -23,7 +23,9 @@ def test_try_it_by_hand_runs_as_written(tmp_path: Path) -> None:
     cmds = block("Try it by hand (CPU, a few minutes)")
     assert cmds[0] == ENV_SETUP
     steps = [argv(c) for c in cmds[1:]]
-    assert [s[1] for s in steps] == ["corpus", "tokenizer", "prepare", "data", "config", "train", "generate"]
+    names = [s[1] for s in steps]
+    assert [n for n in names if n != "curate"] == ["corpus", "tokenizer", "prepare", "data", "config", "train",
+                                                    "generate"], names
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     for step in steps:
         assert step[0] == "nemotron4"
