@@ -23,7 +23,7 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# The whole recipe on CPU in about 10 minutes (README "The demo"); re-running resumes. make demo BUDGET=ci: 1 minute.
+# The whole recipe on CPU in about 4 minutes (README "The demo"); re-running resumes. make demo BUDGET=ci: < 1 minute.
 demo: $(VENV)/.installed-demo
 	$(PY) -m nemotron4.cli demo --run-dir $(RUN_DIR) --config configs/demo.toml --budget $(BUDGET)
 

@@ -17,6 +17,7 @@ COMMANDS: tuple[str, ...] = (
     "nemotron4.commands.tokenizer",
     "nemotron4.commands.prepare",
     "nemotron4.commands.data",
+    "nemotron4.commands.config",
     "nemotron4.commands.train",
     "nemotron4.commands.flops",
     "nemotron4.commands.plan",
@@ -60,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `nemotron4 data inspect ... | head`: the reader left; stop quietly, as cat does
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 141
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ Data, not code: nothing imports this module but that test (and it imports nothin
 """
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("nemotron4.errors", "nemotron4.layers"),  # UserError / ConfigError: what every layer raises; this table
+    # UserError / ConfigError: what every layer raises; this table; crash-safe file writes and OSError messages
+    ("nemotron4.errors", "nemotron4.layers", "nemotron4.fsio"),
     ("nemotron4.config", "nemotron4.schedules", "nemotron4.flops"),  # plain values and arithmetic (no torch.nn)
     ("nemotron4.ops", "nemotron4.model", "nemotron4.__init__"),  # the network: torch only
     ("nemotron4.tokenizer", "nemotron4.data"),  # text -> tokens -> token files -> blended samples

@@ -159,6 +159,9 @@ def train_tokenizer(
         if "smaller than required_chars" in msg:
             hint = (" (the text has more distinct characters than the vocabulary: raise --vocab-size, or lower "
                         "--character-coverage, e.g. 0.995: rarer characters then go through byte fallback)")
+        elif "sentences_.empty()" in msg:
+            msg, hint = "no text to train on", (": every input document was empty or not text (binary files are "
+                                                "skipped); give text files, .jsonl or a manifest with content")
         elif "ocab" in msg:
             hint = " (the sample is too small for this vocabulary: lower --vocab-size or add text)"
         else:

@@ -14,11 +14,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from nemotron4.config import FLAVOURS, ModelConfig
 from nemotron4.errors import UserError
 from nemotron4.fsio import open_safetensors
+from nemotron4.interop.hf import save_tensors
 from nemotron4.model import Nemotron4, build_model
 from nemotron4.tokenizer import Tokenizer
 
@@ -32,7 +32,7 @@ def save_weights(model: Nemotron4, path: str | Path, dtype: torch.dtype | None =
     path.mkdir(parents=True, exist_ok=True)
     tensors = {n: p.detach().to("cpu", dtype or p.dtype).contiguous() for n, p in model.named_parameters()}
     tmp = path / (WEIGHTS_FILE + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt", "producer": "nemotron4"})
+    save_tensors(tensors, tmp, metadata={"format": "pt", "producer": "nemotron4"})
     tmp.replace(path / WEIGHTS_FILE)
     model.cfg.save(path / CONFIG_FILE)
     return path
@@ -128,7 +128,36 @@ def load_config(spec: str | Path) -> ModelConfig:
     return ModelConfig.from_dict(CheckpointManager.read_state(find_checkpoint(spec))["model_config"])
 
 
+def pick_device(name: str | None, key: str = "--device") -> torch.device:
+    """The device `name` names; None / "auto": cuda when available, else cpu. A one-line error naming `key` when
+    it asks for CUDA that this torch build or machine lacks (the rule of train, generate and eval)."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+        raise UserError(f"{key} {name}: {why}; use cpu (or auto: cuda when available)")
+    return device
+
+
 TOKENIZER_FILE = "tokenizer.model"
+DIGEST_SUFFIX = ".sha256"  # RUN/tokenizer.model.sha256: the digest a training run recorded for its tokenizer
+
+
+def tokenizer_digest(path: str | Path) -> str:
+    """SHA-256 of a tokenizer file (hex)."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _verified(path: Path) -> Path:
+    """`path`, after checking it against the digest file beside it when there is one."""
+    sidecar = path.with_name(path.name + DIGEST_SUFFIX)
+    if sidecar.is_file() and sidecar.read_text().strip() != tokenizer_digest(path):
+        raise UserError(f"{path} does not match the digest recorded in {sidecar} when the run was trained: the "
+                        "file was replaced; restore the run's tokenizer or pass the right one with --tokenizer")
+    return path
 
 
 def find_tokenizer(spec: str | Path) -> Path | None:
@@ -145,7 +174,7 @@ def find_tokenizer(spec: str | Path) -> Path | None:
         dirs += [path.parent.parent, path.parent.parent / "tokenizer"]
     for d in dirs:
         if (d / TOKENIZER_FILE).is_file():
-            return d / TOKENIZER_FILE
+            return _verified(d / TOKENIZER_FILE)
     return None
 
 

@@ -25,40 +25,54 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="hf: config.json + safetensors that transformers loads; nemotron4: our weights directory; "
                    "megatron: a Megatron-Core torch_dist checkpoint + model_config.yaml (DEST must be new or empty)")
     p.add_argument("--dtype", choices=_DTYPES, default=None, help="cast weights (default: keep the source's)")
-    p.add_argument("--bos-id", type=int, default=2, help="bos_token_id written to an HF config (default 2)")
-    p.add_argument("--eos-id", type=int, default=3, help="eos_token_id written to an HF config (default 3)")
+    p.add_argument("--bos-id", type=int, default=None,
+                   help="bos_token_id written to an HF config (default: the tokenizer's, else 2)")
+    p.add_argument("--eos-id", type=int, default=None,
+                   help="eos_token_id written to an HF config (default: the tokenizer's, else 3)")
+    p.add_argument("--tokenizer", default=None,
+                   help="SentencePiece model to ship with the weights (default: the one beside SOURCE, if any); "
+                   "--to hf also writes tokenizer.json + tokenizer_config.json for AutoTokenizer")
+    p.add_argument("--force", action="store_true", help="write into DEST even if it exists and is not empty")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     import torch
 
+    from nemotron4.errors import UserError
     from nemotron4.weights import describe, load_model, save_weights
 
     dtype = getattr(torch, args.dtype) if args.dtype else None
     kind = describe(args.source)
     if kind == "flavour":
-        from nemotron4.errors import UserError
-
         raise UserError(f"{args.source} is a flavour name, not weights; convert reads a model directory")
     if kind in ("megatron", "nemo") or args.to == "megatron":
         return _run_streaming(args, kind, dtype)
+    dest = Path(args.dest)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())) and not args.force:
+        raise UserError(f"{dest} is not an empty directory; choose a new DEST or pass --force to write into it")
+    from nemotron4.weights import find_tokenizer, load_tokenizer
+
     model = load_model(args.source, dtype=dtype)
+    tokenizer = args.tokenizer or find_tokenizer(args.source)
+    if tokenizer is not None:  # checked against the model before anything is written
+        tokenizer = load_tokenizer(args.source, model.cfg.vocab_size, tokenizer).path
     if args.to == "hf":
         from nemotron4.interop.hf import to_hf
 
-        out = to_hf(model, args.dest, dtype=dtype, bos_token_id=args.bos_id, eos_token_id=args.eos_id)
+        out = to_hf(model, args.dest, dtype=dtype, bos_token_id=args.bos_id, eos_token_id=args.eos_id,
+                    tokenizer=tokenizer)
     else:
         out = save_weights(model, args.dest, dtype=dtype)
-    from nemotron4.weights import find_tokenizer
+        if tokenizer is not None:  # keep the tokenizer beside the weights, where generate and eval look for it
+            import shutil
 
-    tokenizer = find_tokenizer(args.source)
-    if tokenizer is not None:  # keep the tokenizer beside the weights, where generate and eval look for it
-        import shutil
-
-        shutil.copyfile(tokenizer, out / "tokenizer.model")
+            shutil.copyfile(tokenizer, out / "tokenizer.model")
     n = model.param_counts()["total"]
-    print(f"converted {args.source} ({kind}, {n:,} parameters) -> {out} ({args.to})")
+    shipped = f", tokenizer {tokenizer}" if tokenizer is not None else ", no tokenizer found (pass --tokenizer)"
+    print(f"converted {args.source} ({kind}, {n:,} parameters{shipped}) -> {out} ({args.to})")
     return 0
 
 
@@ -80,7 +94,8 @@ def _run_streaming(args: argparse.Namespace, kind: str, dtype) -> int:
         tokenizer = found.read_bytes() if found is not None else None
     with megatron.atomic_output(args.dest) as tmp:
         if args.to == "hf":
-            write_hf(cfg, plan, tensors, tmp, dtype, bos_token_id=args.bos_id, eos_token_id=args.eos_id)
+            write_hf(cfg, plan, tensors, tmp, dtype, bos_token_id=2 if args.bos_id is None else args.bos_id,
+                     eos_token_id=3 if args.eos_id is None else args.eos_id)
         elif args.to == "nemotron4":
             write_weights(cfg, plan, tensors, tmp, dtype)
         else:

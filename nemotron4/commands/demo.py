@@ -14,13 +14,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("demo", help="the whole recipe end to end on CPU (corpus -> two phases -> eval)",
                               description=HELP)
     p.add_argument("--run-dir", default="runs/demo", help="where everything goes (default runs/demo)")
-    p.add_argument("--config", default="configs/demo.toml", help="demo config (default configs/demo.toml)")
+    p.add_argument("--config", default=None,
+                   help="demo config (default: the one installed with the package, = configs/demo.toml)")
     p.add_argument("--budget", default="full", help="full, or a [budget.NAME] table of the config, e.g. ci")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from nemotron4.demo import Demo, load_demo_config
 
-    Demo(load_demo_config(args.config, args.budget), args.run_dir, args.budget).run()
+    config = args.config or Path(__file__).resolve().parents[1] / "demo" / "demo.toml"  # package data
+    Demo(load_demo_config(config, args.budget), args.run_dir, args.budget).run()
     return 0

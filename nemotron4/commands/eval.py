@@ -7,14 +7,18 @@ import argparse
 
 _EPILOG = """\
 examples:
-  nemotron4 eval --model runs/demo/final --tasks arc_easy,hellaswag --limit 100
+  nemotron4 eval --model runs/demo --perplexity runs/demo/config.toml --max-samples 2 --output runs/demo/ppl.json
+  nemotron4 eval --model runs/demo/phase_pretrain --translation runs/demo/corpus/translation/en-de.jsonl \\
+      --max-pairs 20
+  nemotron4 eval --model runs/demo --humaneval --samples 2 --k 1 --limit 2
+  nemotron4 eval --model runs/demo --tasks arc_easy,hellaswag --limit 100
   nemotron4 eval --model hf/minitron-4b --suite paper --output results/paper.json
-  nemotron4 eval --model runs/demo/final --suite offline --perplexity configs/demo.toml \\
-      --translation data/corpus/translation/en-de.jsonl
-  nemotron4 eval --model runs/demo/final --humaneval --samples 20 --k 1,10
   nemotron4 eval --model hf/minitron-4b --multipl-e data/multipl-e/ --languages cpp,java,lua
-  nemotron4 eval --model hf/minitron-4b --translation flores/zh-de.jsonl --src-lang zh --metric spbleu \
+  nemotron4 eval --model hf/minitron-4b --translation flores/zh-de.jsonl --src-lang zh --metric spbleu \\
       --flores-spm sacrebleu_tokenizer_spm.model
+
+runs/demo is what `make demo` writes: a training run (its latest checkpoint and tokenizer), phase_pretrain and
+phase_continued its exported phases, config.toml its training config (whose blends --perplexity reads).
 
 The harness (pip install 'nemotron4[eval]') reads task data from the Hugging Face hub or its local cache; offline,
 tasks whose data is not cached are named and skipped. HumanEval, MultiPL-E (its problem files on disk; `make
@@ -47,7 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--model", required=True, help="a nemotron4 weights directory, a Hugging Face nemotron directory, "
                    "a training run / checkpoint, or a flavour name (random weights)")
     g.add_argument("--tokenizer", help="SentencePiece .model file (default: tokenizer.model beside the weights)")
-    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default cpu)")
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default auto: cuda when available)")
     g.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="cast weights (default: as stored)")
     g.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass (default 8)")
     g.add_argument("--output", help="write all results to this JSON file")

@@ -27,7 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens")
     p.add_argument("--top-p", type=float, default=None, help="sample from the smallest set with this mass")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default auto: cuda when available)")
     p.add_argument("--dtype", choices=_DTYPES, default=None, help="default: bfloat16 on GPU, float32 on CPU")
     p.add_argument("--compile", action="store_true",
                    help="compile the decode step and replay it from a CUDA graph (seconds to set up per batch size)")
@@ -39,10 +39,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def _load(args: argparse.Namespace):
     import torch
 
-    from nemotron4.weights import load_config, load_model, load_tokenizer
+    from nemotron4.weights import load_config, load_model, load_tokenizer, pick_device
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device == "cuda" else torch.float32)
+    device = str(pick_device(args.device))
+    if args.compile and device == "cpu":
+        print("note: --compile speeds up decoding on GPU (CUDA graphs); on CPU it only adds compile time",
+              file=sys.stderr)
+    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if "cuda" in device else torch.float32)
     tokenizer = load_tokenizer(args.model, load_config(args.model).vocab_size, args.tokenizer)  # before the weights
     model = load_model(args.model, device=device, dtype=dtype).eval()
     if args.quantize == "int8":

@@ -55,6 +55,15 @@ def _fmt(n: float) -> str:
     return str(int(n))
 
 
+def _bytes(n: float, base: int = 1024) -> str:
+    """12.3 GiB / 5.1 MiB / 300 KiB (base 1024), or GB / MB / kB (base 1000): no "0.00 GiB" for a small model."""
+    units = ("GiB", "MiB", "KiB") if base == 1024 else ("GB", "MB", "kB")
+    for unit, scale in zip(units, (base**3, base**2, base), strict=True):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{int(n)} B"
+
+
 def run(args: argparse.Namespace) -> int:
     info = model_info(args.model)
     if args.json:
@@ -68,8 +77,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"    non-embedding {_fmt(params['non_embedding']):>10}  {cfg['n_layers']} blocks + final norm")
     print(f"    per block     {_fmt(sum(blk.values())):>10}  attention {_fmt(blk['attention'])}, "
           f"feed_forward {_fmt(blk['feed_forward'])}, norms {_fmt(blk['norms'])}")
-    gib = 2**30
-    print(f"  weights         {info['weights_bytes']['bf16'] / gib:10.2f} GiB bf16   "
-          f"{info['weights_bytes']['fp32'] / gib:.2f} GiB fp32")
-    print(f"  decode reads    {info['decode_bytes_per_token_bf16'] / 1e9:10.2f} GB per token at batch 1 (bf16)")
+    print(f"  weights         {_bytes(info['weights_bytes']['bf16']):>14} bf16   "
+          f"{_bytes(info['weights_bytes']['fp32'])} fp32")
+    print(f"  decode reads    {_bytes(info['decode_bytes_per_token_bf16'], 1000):>14} per token at batch 1 (bf16)")
     return 0

@@ -25,6 +25,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=int, default=0, metavar="N",
                    help="stop after N optimizer steps of this invocation, with a checkpoint; re-running resumes "
                         "(0: train every phase to its end)")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="torch CPU threads (default 0: OMP_NUM_THREADS if set, else on CPU measure 1..all cores "
+                        "and take the fastest, as the demo does; the choice is printed)")
     p.set_defaults(func=run, accepts_overrides=True)
 
 
@@ -40,7 +43,10 @@ def run(args: argparse.Namespace) -> int:
     from nemotron4.train.launch import launch
     from nemotron4.train.signals import exit_code
 
-    out = launch(job, args.run_dir, args.max_steps)
+    if args.threads < 0:
+        raise UserError(f"--threads must be >= 0 (0: measure), got {args.threads}")
+
+    out = launch(job, args.run_dir, args.max_steps, threads=args.threads)
     saved = out.checkpoint or "(none: checkpoint.enabled = false)"
     again = " Re-run the same command to continue." if job.checkpoint.enabled else ""
     if out.how == "max_steps":

@@ -44,11 +44,11 @@ from nemotron4.demo.examples import (
 )
 from nemotron4.demo.job import build_job, read_token_sources
 from nemotron4.demo.report import format_table, write_summary
-from nemotron4.demo.threads import fastest_thread_count
 from nemotron4.eval.prompts import translation_prompt
 from nemotron4.model import Nemotron4
 from nemotron4.tokenizer import Tokenizer
 from nemotron4.train.config import JobConfig
+from nemotron4.train.threads import fastest_thread_count
 
 __all__ = ["Demo"]
 

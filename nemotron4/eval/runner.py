@@ -20,7 +20,7 @@ class EvalOptions:
 
     model: str
     tokenizer: str | None = None
-    device: str = "cpu"
+    device: str = "auto"  # cuda when available
     dtype: str | None = None
     batch_size: int = 8
     output: str | None = None
@@ -106,8 +106,13 @@ def run(opts: EvalOptions, log: Any = print) -> dict[str, Any]:
                 raise UserError("none of the --tasks can run here: their data is not available offline (see above)")
     import torch
 
-    from nemotron4.weights import load_config, load_model, load_tokenizer
+    from nemotron4.weights import load_config, load_model, load_tokenizer, pick_device
 
+    if not opts.progress:  # lm-eval and datasets draw their own tqdm bars: --no-progress silences those too
+        import os
+
+        os.environ["TQDM_DISABLE"] = "1"
+    opts.device = str(pick_device(opts.device))
     dtype = getattr(torch, opts.dtype) if opts.dtype else None
     tokenizer = load_tokenizer(opts.model, load_config(opts.model).vocab_size, opts.tokenizer)  # before the weights
     model = load_model(opts.model, device=opts.device, dtype=dtype).eval()

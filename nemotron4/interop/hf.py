@@ -199,6 +199,18 @@ def _weight_files(path: Path) -> list[Path]:
     return files
 
 
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """safetensors' `save_file`, then the mode any new file gets under the umask (safetensors writes 0600)."""
+    import os
+
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path), metadata=metadata)
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
+
+
 def iter_hf_tensors(path: str | Path, device: str | torch.device = "cpu") -> Iterator[tuple[str, torch.Tensor]]:
     """(HF name, tensor) for every tensor of an HF directory, one file open at a time."""
     for file in _weight_files(Path(path)):
@@ -244,11 +256,27 @@ def to_hf(
     path: str | Path,
     dtype: torch.dtype | None = None,
     max_shard_bytes: int = 5 * 2**30,
-    bos_token_id: int = 2,
-    eos_token_id: int = 3,
+    bos_token_id: int | None = None,
+    eos_token_id: int | None = None,
+    tokenizer: str | Path | None = None,
 ) -> Path:
     """Write `model` as an HF directory: config.json, generation_config.json and safetensors (sharded with an
-    index above `max_shard_bytes`). dtype: cast on the way out (default: the model's)."""
+    index above `max_shard_bytes`). dtype: cast on the way out (default: the model's).
+
+    tokenizer: our SentencePiece model; written beside the weights as `tokenizer.model` + `tokenizer.json` +
+    `tokenizer_config.json`, so that `AutoTokenizer` encodes as ours does (bos in front). bos/eos ids default to the
+    tokenizer's, else to the released family's 2 / 3."""
+    path = Path(path)
+    if tokenizer is not None:
+        from nemotron4.interop.hf_tokenizer import save_hf_tokenizer
+        from nemotron4.tokenizer import Tokenizer
+
+        sp = Tokenizer.load(tokenizer)
+        bos_token_id = sp.bos_id if bos_token_id is None else bos_token_id
+        eos_token_id = sp.eos_id if eos_token_id is None else eos_token_id
+        save_hf_tokenizer(tokenizer, path)
+    bos_token_id = 2 if bos_token_id is None else bos_token_id
+    eos_token_id = 3 if eos_token_id is None else eos_token_id
     plan = [(n, tuple(p.shape), p.dtype) for n, p in model.named_parameters()]
     return write_hf(model.cfg, plan, model.named_parameters(), path, dtype or model.output.weight.dtype,
                     max_shard_bytes, bos_token_id, eos_token_id)

@@ -30,12 +30,20 @@ class Outcome:
     primary: bool  # this process prints (rank 0)
 
 
-def launch(job: JobConfig, run_dir: str | Path, max_steps: int = 0) -> Outcome:
+def launch(job: JobConfig, run_dir: str | Path, max_steps: int = 0, threads: int | None = None) -> Outcome:
     """Train (or resume) the run in `run_dir`; stop after `max_steps` optimizer steps of this call (0: none).
-    Fault injection for the reliability tests comes from the environment (NEMOTRON4_FAULT_*, no-ops unset)."""
+    threads: CPU threads (`choose_threads`: 0 measures), set and printed once the run is checked and built; None:
+    leave torch's setting. Fault injection for the reliability tests comes from the environment
+    (NEMOTRON4_FAULT_*, no-ops unset)."""
     rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun rank 0 holds the run directory's lock
     with GracefulShutdown() as stop, process_group(), hold_run_dir(run_dir, hold=rank0):
         trainer = Trainer.create(job, run_dir, faults=Faults.from_env())
+        if threads is not None:
+            from nemotron4.train.threads import choose_threads
+
+            chosen = choose_threads(job.train.device, threads)
+            if trainer.primary:
+                print(chosen, flush=True)
         first = trainer.state.step
 
         def budget_spent() -> bool:

@@ -74,12 +74,12 @@ class RunPlan:
 
 def resolve_device(name: str, world_size: int = 1) -> torch.device:
     """train.device: "auto" is cuda when available, else cpu; under torchrun each process takes its LOCAL_RANK GPU."""
-    if name == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(name)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"train.device = {name!r} but CUDA is not available; use cpu or auto")
+    from nemotron4.weights import pick_device
+
+    try:
+        device = pick_device(name, "train.device =")
+    except UserError as e:
+        raise ConfigError(str(e)) from None
     if world_size > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return device

@@ -46,7 +46,8 @@ from nemotron4.train.faults import Faults
 from nemotron4.train.metrics import MetricsLogger, NullMetrics, peak_memory_gib
 from nemotron4.train.optim import build_optimizer, init_optimizer_state
 from nemotron4.train.recipe import build_recipe
-from nemotron4.train.run import RunPlan, check_run, plan_run
+from nemotron4.train.run import RunPlan, check_run, plan_run, token_files
+from nemotron4.train.run_tokenizer import data_tokenizer, keep_tokenizer
 from nemotron4.train.step import eval_loss, train_step
 from nemotron4.weights import load_model
 
@@ -135,6 +136,7 @@ class Trainer:
         self.metrics: MetricsLogger | NullMetrics = NullMetrics()
         if self.primary:
             save_job(job, self.run_dir / "config.toml")
+            keep_tokenizer(self.run_dir, data_tokenizer(job, token_files(job)))
             self.metrics = MetricsLogger(
                 self.run_dir, job.metrics, total, self.state.tokens, self.state.step if plan.latest else None
             )
