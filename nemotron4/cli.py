@@ -53,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"nemotron4 {args.command}: error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", 2)  # 2: bad input; 1: the environment (nemotron4.fsio.EnvironmentProblem)
+    except BrokenPipeError:  # `nemotron4 data inspect ... | head`: the reader left; stop quietly, as cat does
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 141
     except OSError as e:  # not caught nearer its cause: still one line naming the path and the errno's meaning
         from nemotron4.fsio import os_error
 
@@ -61,11 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `nemotron4 data inspect ... | head`: the reader left; stop quietly, as cat does
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
-        return 141
 
 
 if __name__ == "__main__":

@@ -247,9 +247,9 @@ def check_blend_shares(plan: RunPlan) -> None:
             raise ConfigError(f"phases.{i}.blend: {e}; give the category's sources tokens or weights, or set its "
                               "share to 0") from None
         for src, share, size in zip(cfg.sources, shares, sizes, strict=True):
-            if share > 0 and size <= plan.job.train.seq_len:  # an explicit weight on an empty (or tiny) source
+            if share > 0 and size == 0:  # an explicit weight on an empty source (a tiny one is sampled with repeats)
                 raise ConfigError(f"phases.{i}.blend: source {src.name!r} ({src.path}) has share {share:.3g} but "
-                                  f"holds {size} tokens, not one sequence of {plan.job.train.seq_len} + 1; give it "
+                                  "holds no tokens; give it "
                                   "weight 0 or fix its token files")
         for category in blend.categories:
             held = [s for s in blend.sources if s.valid_path and s.category == category]
