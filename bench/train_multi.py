@@ -51,7 +51,7 @@ def run_layout(cfg: ModelConfig, tp: int, dp: int, gbs: int, micro: int, args, d
     mesh = setup_mesh(dims, device, resolve_backend("auto", device))
     parallel = Parallel(mesh, dims, device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    train = TrainSection(seq_len=args.seq_len, micro_batch_size=micro, fused_loss=tp == 1,  # refused under tp > 1
+    train = TrainSection(seq_len=args.seq_len, micro_batch_size=micro, fused_loss=True,  # tp > 1: vocab-parallel
                          compile=not args.no_compile and device.type == "cuda",
                          attention_backend=args.attention if device.type == "cuda" else "auto")
     recipe = build_recipe(cfg, train, device, dtype, parallel, seed=0)  # what `nemotron4 train` builds

@@ -69,8 +69,9 @@ class TrainSection:
     tp > 1 or dp > 1: each block's attention and MLP, inside the TP / FSDP2 hooks (nemotron4.train.recipe)."""
     fused_loss: bool = field(default=True, metadata=RESUME_FREE)
     """Cross-entropy through the output projection chunk by chunk, never holding (tokens x vocab) logits: with a
-    256k vocabulary, gigabytes less memory and (compiled, on GPU) faster. Same value and gradients. At tp = 1 (one
-    process, or FSDP2 over dp); refused under tp > 1, where set it false: the loss then runs on vocabulary shards."""
+    256k vocabulary, gigabytes less memory and (compiled, on GPU) faster. Same value and gradients. Every layout:
+    under tp > 1 vocabulary-parallel (each rank its vocabulary shard of the output projection, one chunk of tokens x
+    vocab / tp logits at a time); false there: DTensor's `loss_parallel` on the whole (tokens x vocab / tp) logits."""
     attention_backend: str = field(default="auto", metadata=RESUME_FREE)
     """SDPA kernel on GPU: "auto" (PyTorch's choice), "cudnn" (fastest on H100/H200), "flash", "efficient", "math"."""
     activation_checkpointing: bool = field(default=False, metadata=RESUME_FREE)

@@ -14,7 +14,8 @@ checkpointing -> compile -> FSDP2 (dp > 1) -> materialise + init (or load full w
 the hooks. Fast paths per layout (`check_run` refuses what is not in this table, one line naming the key):
 
     compile      tp = dp = 1: each whole block; otherwise each block's attention and MLP inside the TP / FSDP2 hooks
-    fused_loss   tp = 1 (FSDP2 too: `hidden_states` runs through FSDP2's forward hooks); tp > 1 refused
+    fused_loss   tp = 1: fused (FSDP2 too: `hidden_states` runs through FSDP2's forward hooks); tp > 1 (x dp):
+                 vocab-parallel fused (nemotron4.distributed.vocab_loss: each rank its vocabulary shard, chunked)
     cast_weights dp = 1 (one process, TP, a one-rank mesh); dp > 1: FSDP2 all-gathers the bf16 copies itself
     fp8          one process only
 """
@@ -30,6 +31,7 @@ import torch
 from nemotron4.config import ModelConfig
 from nemotron4.distributed.parallelize import apply_fsdp, apply_tp, init_weights_sharded
 from nemotron4.distributed.runtime import load_full_weights
+from nemotron4.distributed.vocab_loss import vocab_parallel_cross_entropy_loss
 from nemotron4.model import Nemotron4
 from nemotron4.train.config import TrainSection
 from nemotron4.train.fast import (
@@ -70,7 +72,7 @@ def recipe_paths(train: TrainSection, dtype: torch.dtype, tp: int = 1, dp: int =
     return {
         "layout": f"tp{tp} x dp{dp}" + (" mesh" if meshed else " single process"),
         "compile": "off" if not train.compile else ("blocks" if tp == 1 and dp == 1 else "block parts"),
-        "loss": ("refused" if tp > 1 else "fused") if train.fused_loss else
+        "loss": ("vocab-parallel fused" if tp > 1 else "fused") if train.fused_loss else
                 ("vocab-parallel (loss_parallel)" if tp > 1 else "full logits"),
         "cast_weights": ("fsdp2 bf16 all-gather" if dp > 1 else "once per step")
                         if train.cast_weights_once and low else "autocast",
@@ -106,7 +108,8 @@ def build_recipe(cfg: ModelConfig, train: TrainSection, device: torch.device, dt
         init_weights_sharded(model, seed if seed is not None else 0, device)
     else:
         load_full_weights(model, weights, device)
-    loss_fn = fused_cross_entropy_loss if paths["loss"] == "fused" else cross_entropy_loss
+    loss_fn = {"fused": fused_cross_entropy_loss,
+               "vocab-parallel fused": vocab_parallel_cross_entropy_loss}.get(paths["loss"], cross_entropy_loss)
     hooks = None
     if parallel is not None:
         from nemotron4.distributed.step import local_loss

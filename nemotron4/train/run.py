@@ -156,10 +156,6 @@ def check_run(plan: RunPlan) -> RunPlan:
     if plan.distributed:
         check_tp(cfg, plan.dims.tp, job.train.seq_len)
         job.check_batches(plan.dims.dp)  # global batches must split over the replicas
-        if job.train.fused_loss and plan.dims.tp > 1:
-            raise ConfigError(f"train.fused_loss = true is not implemented under tensor parallelism (parallel.tp = "
-                              f"{plan.dims.tp}); set train.fused_loss = false (the loss then runs on vocabulary "
-                              "shards, never gathering the logits)")
     check_data(plan)
     check_blend_shares(plan)
     check_init_from(plan)

@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 BF16_RTOL = 5e-4  # one bf16 process against FSDP2 bf16: the same casts, other reduction orders (seen: 4e-5)
 RTOL = 1e-5  # fp32, different reduction orders (sharded matmuls, all-reduces, reduce-scatters)
-NO_FUSED = ("--train.fused_loss", "false")  # refused under tp > 1: the loss runs on vocabulary shards there
+NO_FUSED = ("--train.fused_loss", "false")  # tp > 1: `loss_parallel` on the logits' vocabulary shards
 LAYOUTS = {"tp2": (2, "--parallel.tp", "2", *NO_FUSED), "dp2": (2, "--parallel.dp", "2"),
            "tp2_dp2": (4, "--parallel.tp", "2", *NO_FUSED)}
 
@@ -64,17 +64,18 @@ def test_losses_equal_one_process(runs: dict[str, dict[str, Any]], layout: str) 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_every_fast_path_follows_one_process(runs: dict[str, dict[str, Any]], layout: str, dist_corpus: Path,
                                              tmp_path: Path) -> None:
-    """compile, activation checkpointing and, at tp = 1 (FSDP2 included), the fused loss, all on together: the
-    recipe reports those paths on every rank, and the losses follow one process step for step."""
+    """compile, activation checkpointing and the fused loss (under tp > 1 the vocabulary-parallel one, tp x dp
+    included), all on together: the recipe reports those paths on every rank, and the losses follow one process
+    step for step."""
     nproc, *overrides = LAYOUTS[layout]
     fast = launch(dist_corpus, tmp_path / layout, nproc, *overrides, "--train.compile", "true",
-                  "--train.activation_checkpointing", "true")
+                  "--train.activation_checkpointing", "true", "--train.fused_loss", "true")
     tp, dp = (2 if "tp2" in layout else 1), (1 if layout == "tp2" else 2)
     for rank in fast["ranks"]:
         paths = rank["paths"]
         assert paths["layout"] == f"tp{tp} x dp{dp} mesh"
         assert (paths["compile"], paths["activation_checkpointing"]) == ("block parts", "blocks")
-        assert paths["loss"] == ("vocab-parallel (loss_parallel)" if tp > 1 else "fused")
+        assert paths["loss"] == ("vocab-parallel fused" if tp > 1 else "fused")
         assert paths["tensor_parallel"] == ("dtensor" if tp > 1 else "none")
         assert paths["fsdp2"] == ("fully_shard" if dp > 1 else "none")
     assert_same_steps(runs["single"]["records"], fast["records"])

@@ -62,7 +62,8 @@ def test_paths_per_layout() -> None:
     tp = recipe_paths(TrainSection(fused_loss=False), torch.float32, 2, 1, meshed=True)
     assert (tp["loss"], tp["cast_weights"], tp["tensor_parallel"]) == (
         "vocab-parallel (loss_parallel)", "autocast", "dtensor")
-    assert recipe_paths(train, torch.float32, 2, 1)["loss"] == "refused"  # check_run refuses it first
+    assert recipe_paths(train, torch.float32, 2, 1)["loss"] == "vocab-parallel fused"  # distributed/vocab_loss.py
+    assert recipe_paths(train, torch.float32, 2, 2)["loss"] == "vocab-parallel fused"
 
 
 def test_one_rank_mesh_equals_single_process(one_rank) -> None:

@@ -90,7 +90,6 @@ def test_missing_token_files(corpus_dir: Path, tmp_path: Path, no_build: list) -
         (["--parallel.tp", "3"], "parallel.tp = 3 does not divide the world size 4"),
         (["--parallel.tp", "2", "--parallel.dp", "4"], "set parallel.dp = 2"),
         (["--parallel.tp", "4"], "parallel.tp = 4 must divide n_kv_heads = 2"),
-        (["--parallel.tp", "2"], "train.fused_loss = true is not implemented under tensor parallelism"),
         (["--parallel.tp", "1"],
          "phases.0.batch_size: global batch 8 is not divisible by micro_batch_size (4) x data-parallel size (4)"),
     ],
