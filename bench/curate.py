@@ -238,7 +238,14 @@ def run_one(engine: str, inp: Path, work: Path, cores: int, near: dict) -> dict:
         import datatrove.pipeline.dedup  # noqa: F401
     out: dict = {}
     t0 = time.perf_counter()
-    with TreeRss() as rss:
+    try:
+        rss = TreeRss()
+    except ImportError:  # psutil (the bench extra) absent: no RSS
+        print("psutil is not installed: peak RSS is not measured", file=sys.stderr)
+        rss = None
+    import contextlib
+
+    with rss or contextlib.nullcontext():
         if engine.startswith("ours"):
             from nemotron4.cli import main
 
@@ -247,7 +254,6 @@ def run_one(engine: str, inp: Path, work: Path, cores: int, near: dict) -> dict:
                     "--num-perm", str(near["bands"] * near["rows"])]
             if engine == "ours/near":
                 args += ["--no-exact", "--no-filters"]
-            import contextlib
             import io
 
             with contextlib.redirect_stdout(io.StringIO()):
@@ -266,8 +272,8 @@ def run_one(engine: str, inp: Path, work: Path, cores: int, near: dict) -> dict:
     kept = text_hashes(work / "out")
     out["docs_out"] = len(kept)
     np.save(work / "kept.npy", kept)
-    out["peak_rss_tree_mb"] = round(rss.peak_sum / 2**20, 1)
-    out["peak_rss_largest_process_mb"] = round(rss.peak_one / 2**20, 1)
+    out["peak_rss_tree_mb"] = round(rss.peak_sum / 2**20, 1) if rss else None
+    out["peak_rss_largest_process_mb"] = round(rss.peak_one / 2**20, 1) if rss else None
     return out
 
 
