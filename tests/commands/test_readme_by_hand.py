@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from nemotron4.train.config_io import load_job
-from newcomer.readme import argv, block
+from commands.readme import argv, block
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from nemotron4.commands.eval import _EPILOG
-from newcomer.readme import bash_blocks
+from commands.readme import bash_blocks
 
 pytestmark = pytest.mark.slow
 
