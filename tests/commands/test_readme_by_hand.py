@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from commands.readme import argv, block
 
 from nemotron4.train.config_io import load_job
-from commands.readme import argv, block
 
 pytestmark = pytest.mark.slow
 

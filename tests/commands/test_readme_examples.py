@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from commands.readme import bash_blocks
 
 from nemotron4.commands.eval import _EPILOG
-from commands.readme import bash_blocks
 
 pytestmark = pytest.mark.slow
 
