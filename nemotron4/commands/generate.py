@@ -155,8 +155,9 @@ def run(args: argparse.Namespace) -> int:
                 print(file=sys.stderr)
                 return 0
             except UnicodeDecodeError as e:  # stdin decoded strictly (a UTF-8 locale)
-                raise UserError(f"standard input: the prompt is not UTF-8 text (byte {e.object[e.start:e.end][:1].hex()} "
-                                f"at byte {e.start}); type or pipe UTF-8") from None
+                byte = e.object[e.start:e.end][:1].hex()
+                raise UserError(f"standard input: the prompt is not UTF-8 text (byte {byte} at byte {e.start}); type "
+                                "or pipe UTF-8 (e.g. convert it with iconv -t UTF-8)") from None
             _check_prompt(prompt, "standard input")  # decoded with surrogateescape (the C / POSIX locale)
             if prompt.strip():
                 _generate_one(model, tokenizer, prompt, args)

@@ -21,8 +21,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train", help="pretrain / continue-train a model", description=HELP)
     p.add_argument("--config", required=True, help="TOML run config (see configs/)")
     p.add_argument("--run-dir", required=True, help="where config.toml, metrics.jsonl and checkpoints/ go")
-    p.add_argument("--dry-run", action="store_true", help="check the config, every phase's token files and init_from as a run would before step 1, print the "
-                   "resolved config and exit (nothing is written)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the config, every phase's token files and init_from as a run would before step 1, "
+                   "print the resolved config and exit (nothing is written)")
     p.add_argument("--max-steps", type=int, default=0, metavar="N",
                    help="stop after N optimizer steps of this invocation, with a checkpoint; re-running resumes "
                         "(0: train every phase to its end)")

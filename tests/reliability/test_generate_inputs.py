@@ -93,7 +93,8 @@ def test_hf_rope_scaling_beside_default_rope_parameters_is_refused(tmp_path: Pat
     cfg = json.loads((hf / "config.json").read_text())
     cfg["rope_scaling"] = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 256}
     (hf / "config.json").write_text(json.dumps(cfg))
-    for argv in (["info", "--model", str(hf)], ["generate", "--model", str(hf), "--prompt", "x", "--tokenizer", "t.model"]):
+    for argv in (["info", "--model", str(hf)],
+                 ["generate", "--model", str(hf), "--prompt", "x", "--tokenizer", "t.model"]):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "Traceback" not in err, err
