@@ -10,6 +10,7 @@ Megatron-Core / Megatron-LM / NeMo checkpoint (`nemotron4.interop.megatron`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -133,6 +134,9 @@ def pick_device(name: str | None, key: str = "--device") -> torch.device:
     it asks for CUDA that this torch build or machine lacks (the rule of train, generate and eval)."""
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", name):  # torch.device("tpu") would be a RuntimeError traceback
+        raise UserError(f"{key} {name}: not a device nemotron4 runs on; use cpu, cuda, cuda:N or auto "
+                        "(cuda when available)")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
@@ -178,21 +182,38 @@ def find_tokenizer(spec: str | Path) -> Path | None:
     return None
 
 
-def load_tokenizer(spec: str | Path, vocab_size: int, tokenizer: str | Path | None = None) -> Tokenizer:
+def load_tokenizer(spec: str | Path, vocab_size: int, tokenizer: str | Path | None = None,
+                   refuse_smaller: bool = False) -> Tokenizer:
     """The tokenizer for the model `spec` with `vocab_size` embeddings: `tokenizer` if given, else the one
-    `find_tokenizer` finds; a clear error when there is none or when it has more pieces than the model."""
+    `find_tokenizer` finds; a clear error when there is none or when it does not fit the model (`check_tokenizer`)."""
     path = tokenizer or find_tokenizer(spec)
     if path is None:
         raise UserError(f"{spec}: no {TOKENIZER_FILE} beside the model; pass the SentencePiece model with "
                         "--tokenizer FILE (lm-eval model_args: tokenizer=FILE)")
-    return check_tokenizer(Tokenizer.load(path), vocab_size)
+    return check_tokenizer(Tokenizer.load(path), vocab_size, refuse_smaller)
 
 
-def check_tokenizer(tok: Tokenizer, vocab_size: int) -> Tokenizer:
-    """`tok` unless it has more pieces than a model with `vocab_size` embeddings can take (then a UserError)."""
+VOCAB_PADDING = 1024  # Megatron pads the vocabulary to a multiple of 128 x tp (tp <= 8): 1024 covers every case
+
+
+def check_tokenizer(tok: Tokenizer, vocab_size: int, refuse_smaller: bool = False) -> Tokenizer:
+    """`tok` unless it has more pieces than a model with `vocab_size` embeddings can take (then a UserError). A
+    vocabulary larger than the tokenizer's size padded to a multiple of `VOCAB_PADDING` means the tokenizer is most
+    likely another model's: a warning says so (perplexity and lm-eval still run), or with `refuse_smaller` (generate:
+    the model would sample ids the tokenizer cannot decode) a UserError."""
     if tok.vocab_size > vocab_size:
         raise UserError(f"tokenizer {tok.path} has {tok.vocab_size} pieces but the model's vocabulary is "
                         f"{vocab_size}: they do not belong together; pass the model's own tokenizer (--tokenizer)")
+    if vocab_size > -(-tok.vocab_size // VOCAB_PADDING) * VOCAB_PADDING:
+        what = (f"tokenizer {tok.path} has {tok.vocab_size} pieces but the model's vocabulary is {vocab_size} (more "
+                "than padding): it is most likely not the tokenizer this model was trained with")
+        if refuse_smaller:
+            raise UserError(f"{what}, and the model would generate ids it cannot decode; pass the model's own "
+                            "tokenizer (--tokenizer)")
+        import warnings
+
+        warnings.warn(f"{what}, and the results will be meaningless; pass the model's own tokenizer (--tokenizer)",
+                      stacklevel=2)
     return tok
 
 

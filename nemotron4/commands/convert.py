@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-_DTYPES = ("bfloat16", "float16", "float32")
+from nemotron4.commands import DTYPES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -24,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--to", choices=("hf", "nemotron4", "megatron"), required=True,
                    help="hf: config.json + safetensors that transformers loads; nemotron4: our weights directory; "
                    "megatron: a Megatron-Core torch_dist checkpoint + model_config.yaml (DEST must be new or empty)")
-    p.add_argument("--dtype", choices=_DTYPES, default=None, help="cast weights (default: keep the source's)")
+    p.add_argument("--dtype", choices=DTYPES, default=None, help="cast weights (default: keep the source's)")
     p.add_argument("--bos-id", type=int, default=None,
                    help="bos_token_id written to an HF config (default: the tokenizer's, else 2)")
     p.add_argument("--eos-id", type=int, default=None,
@@ -78,10 +78,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_streaming(args: argparse.Namespace, kind: str, dtype) -> int:
     """Megatron / NeMo sources (streamed tensor by tensor) and --to megatron (from any source), written into a
-    temporary directory renamed to DEST at the end."""
+    temporary directory renamed to DEST at the end, with the tokenizer (--to hf: also as tokenizer.json +
+    tokenizer_config.json, as the in-memory path writes it)."""
+    from pathlib import Path
+
+    from nemotron4.errors import UserError
     from nemotron4.interop import megatron
-    from nemotron4.interop.hf import write_hf
-    from nemotron4.weights import find_tokenizer, load_model, write_weights
+    from nemotron4.interop.hf import write_hf, write_hf_tokenizer
+    from nemotron4.tokenizer import Tokenizer
+    from nemotron4.weights import check_tokenizer, find_tokenizer, load_model, write_weights
 
     if kind in ("megatron", "nemo"):
         ckpt = megatron.open_checkpoint(args.source)
@@ -92,15 +97,31 @@ def _run_streaming(args: argparse.Namespace, kind: str, dtype) -> int:
         cfg, plan, tensors = model.cfg, None, model.named_parameters()
         found = find_tokenizer(args.source)
         tokenizer = found.read_bytes() if found is not None else None
+    if args.tokenizer is not None:  # --tokenizer wins over the one shipped with the source
+        tokenizer = Path(args.tokenizer).read_bytes() if Path(args.tokenizer).is_file() else None
+        if tokenizer is None:
+            raise UserError(f"--tokenizer {args.tokenizer}: no such file; pass a SentencePiece .model file")
     with megatron.atomic_output(args.dest) as tmp:
+        sp_model = None
+        if tokenizer is not None:  # kept beside the weights, where generate and eval look for it
+            (tmp / "tokenizer.model").write_bytes(tokenizer)
+            try:
+                sp = Tokenizer.load(tmp / "tokenizer.model")
+            except UserError:
+                import warnings
+
+                if args.to == "hf":
+                    warnings.warn(f"the tokenizer of {args.source} is not a SentencePiece model this program "
+                                  "reads: copied as tokenizer.model, but no tokenizer.json / tokenizer_config.json "
+                                  "written", stacklevel=1)
+            else:
+                sp_model = check_tokenizer(sp, cfg.vocab_size).path  # before any tensor is written
         if args.to == "hf":
-            write_hf(cfg, plan, tensors, tmp, dtype, bos_token_id=2 if args.bos_id is None else args.bos_id,
-                     eos_token_id=3 if args.eos_id is None else args.eos_id)
+            bos, eos = write_hf_tokenizer(sp_model, tmp, args.bos_id, args.eos_id)
+            write_hf(cfg, plan, tensors, tmp, dtype, bos_token_id=bos, eos_token_id=eos)
         elif args.to == "nemotron4":
             write_weights(cfg, plan, tensors, tmp, dtype)
         else:
             megatron.write_megatron(cfg, tensors, tmp, dtype)
-        if tokenizer is not None:  # kept beside the weights, where generate and eval look for it
-            (tmp / "tokenizer.model").write_bytes(tokenizer)
     print(f"converted {args.source} ({kind}, {cfg.n_layers} layers, dim {cfg.dim}) -> {args.dest} ({args.to})")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-_DTYPES = ("bfloat16", "float16", "float32")
+from nemotron4.commands import DTYPES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -28,12 +28,45 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--top-p", type=float, default=None, help="sample from the smallest set with this mass")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default auto: cuda when available)")
-    p.add_argument("--dtype", choices=_DTYPES, default=None, help="default: bfloat16 on GPU, float32 on CPU")
+    p.add_argument("--dtype", choices=DTYPES, default=None, help="default: bfloat16 on GPU, float32 on CPU")
     p.add_argument("--compile", action="store_true",
                    help="compile the decode step and replay it from a CUDA graph (seconds to set up per batch size)")
     p.add_argument("--quantize", choices=("int8",), default=None, help="weight-only int8 quantization")
     p.add_argument("--no-bos", action="store_true", help="do not prepend the bos token")
     p.set_defaults(func=run)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """The sampling options and prompts, before anything is loaded: one line naming the flag and what to pass."""
+    import math
+
+    from nemotron4.errors import ConfigError, UserError
+    from nemotron4.inference.sampling import check_sampling
+
+    if not math.isfinite(args.temperature):  # nan passes `< 0`; inf would flatten every distribution
+        raise UserError(f"--temperature {args.temperature}: not a finite number; pass 0 for greedy or a value > 0 "
+                        "such as 0.8")
+    try:
+        check_sampling(args.temperature, args.top_k, args.top_p)
+    except ConfigError as e:
+        flag = "--temperature" if "temperature" in str(e) else "--top-k" if "top_k" in str(e) else "--top-p"
+        raise UserError(f"{flag}: {e}; see nemotron4 generate --help") from None
+    if args.max_new_tokens < 0:
+        raise UserError(f"--max-new-tokens {args.max_new_tokens}: must be >= 0")
+    for prompt in args.prompt or []:
+        _check_prompt(prompt, "--prompt")
+
+
+def _check_prompt(prompt: str, where: str) -> None:
+    """Bytes that are not UTF-8 reach Python as lone surrogates (argv) and would fail deep in the tokenizer."""
+    from nemotron4.errors import UserError
+
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as e:
+        bad = prompt[e.start:e.end].encode("utf-8", "surrogateescape")
+        raise UserError(f"{where}: the prompt is not UTF-8 text (byte {bad[:1].hex(' ')} at character {e.start}); "
+                        "pass UTF-8 (e.g. convert it with iconv -t UTF-8)") from None
 
 
 def _load(args: argparse.Namespace):
@@ -46,7 +79,8 @@ def _load(args: argparse.Namespace):
         print("note: --compile speeds up decoding on GPU (CUDA graphs); on CPU it only adds compile time",
               file=sys.stderr)
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if "cuda" in device else torch.float32)
-    tokenizer = load_tokenizer(args.model, load_config(args.model).vocab_size, args.tokenizer)  # before the weights
+    tokenizer = load_tokenizer(args.model, load_config(args.model).vocab_size, args.tokenizer,  # before the weights
+                               refuse_smaller=True)
     model = load_model(args.model, device=device, dtype=dtype).eval()
     if args.quantize == "int8":
         from nemotron4.inference import quantize_int8
@@ -98,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.prompt and not args.interactive:
         raise UserError("give --prompt TEXT (repeatable) or --interactive")
+    _check_args(args)
     model, tokenizer = _load(args)
     if args.prompt and len(args.prompt) > 1:  # a batch: generated together, printed when done
         from nemotron4.inference import generate
@@ -119,6 +154,11 @@ def run(args: argparse.Namespace) -> int:
             except EOFError:
                 print(file=sys.stderr)
                 return 0
+            except UnicodeDecodeError as e:  # stdin decoded strictly (a UTF-8 locale)
+                byte = e.object[e.start:e.end][:1].hex()
+                raise UserError(f"standard input: the prompt is not UTF-8 text (byte {byte} at byte {e.start}); type "
+                                "or pipe UTF-8 (e.g. convert it with iconv -t UTF-8)") from None
+            _check_prompt(prompt, "standard input")  # decoded with surrogateescape (the C / POSIX locale)
             if prompt.strip():
                 _generate_one(model, tokenizer, prompt, args)
     return 0

@@ -21,7 +21,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train", help="pretrain / continue-train a model", description=HELP)
     p.add_argument("--config", required=True, help="TOML run config (see configs/)")
     p.add_argument("--run-dir", required=True, help="where config.toml, metrics.jsonl and checkpoints/ go")
-    p.add_argument("--dry-run", action="store_true", help="validate and print the resolved config, then exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the config, every phase's token files and init_from as a run would before step 1, "
+                   "print the resolved config and exit (nothing is written)")
     p.add_argument("--max-steps", type=int, default=0, metavar="N",
                    help="stop after N optimizer steps of this invocation, with a checkpoint; re-running resumes "
                         "(0: train every phase to its end)")
@@ -37,8 +39,13 @@ def run(args: argparse.Namespace) -> int:
     if args.max_steps < 0:
         raise UserError(f"--max-steps must be >= 0, got {args.max_steps}")
     job = load_job(args.config, args.overrides)
-    if args.dry_run:
+    if args.dry_run:  # the trainer's plan and check stages (token files, init_from, layout), then the config
+        from nemotron4.train.run import check_run, plan_run, token_files
+
+        check_run(plan_run(job, args.run_dir))
         print(dumps_toml(job_to_dict(job)), end="")
+        print(f"dry run: config, {len(token_files(job))} token files and the model source checked; nothing written",
+              file=sys.stderr)
         return 0
     from nemotron4.train.launch import launch
     from nemotron4.train.signals import exit_code

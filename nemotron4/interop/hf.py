@@ -104,10 +104,19 @@ def config_from_hf(hf: dict[str, Any], source: str = "config.json") -> ModelConf
 
     rope_params = hf.get("rope_parameters") or {}
     rope_scaling = hf.get("rope_scaling") or {}
-    rope_type = rope_params.get("rope_type") or rope_scaling.get("rope_type") or rope_scaling.get("type") or "default"
-    if rope_type != "default":
-        field = "rope_parameters" if rope_params.get("rope_type") else "rope_scaling"
-        raise bad(field, f"rope type {rope_type!r}; only plain RoPE ('default') is implemented")
+    # Each is checked on its own: a default `rope_parameters` beside a yarn `rope_scaling` (transformers 4.x keeps
+    # both) must not hide the scaling, which we would then silently ignore.
+    for field, rope in (("rope_parameters", rope_params), ("rope_scaling", rope_scaling)):
+        if not isinstance(rope, dict):
+            raise bad(field, "expected a table such as {\"rope_type\": \"default\"}")
+        rope_type = rope.get("rope_type") or rope.get("type") or "default"
+        if rope_type != "default":
+            raise bad(field, f"rope type {rope_type!r}; only plain RoPE ('default') is implemented: use a checkpoint "
+                      "without RoPE scaling, or remove the scaling from config.json if the model was not trained "
+                      "with it")
+        factor = rope.get("factor")
+        if factor not in (None, 1, 1.0):
+            raise bad(field, f"a RoPE scaling factor of {factor!r}; only plain RoPE (no scaling) is implemented")
 
     missing = [k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                            "vocab_size") if k not in hf]
@@ -267,6 +276,18 @@ def to_hf(
     `tokenizer_config.json`, so that `AutoTokenizer` encodes as ours does (bos in front). bos/eos ids default to the
     tokenizer's, else to the released family's 2 / 3."""
     path = Path(path)
+    bos_token_id, eos_token_id = write_hf_tokenizer(tokenizer, path, bos_token_id, eos_token_id)
+    plan = [(n, tuple(p.shape), p.dtype) for n, p in model.named_parameters()]
+    return write_hf(model.cfg, plan, model.named_parameters(), path, dtype or model.output.weight.dtype,
+                    max_shard_bytes, bos_token_id, eos_token_id)
+
+
+def write_hf_tokenizer(tokenizer: str | Path | None, path: str | Path, bos_token_id: int | None = None,
+                       eos_token_id: int | None = None) -> tuple[int, int]:
+    """Our SentencePiece model `tokenizer` (None: none) into the HF directory `path` as `tokenizer.model` +
+    `tokenizer.json` + `tokenizer_config.json` (AutoTokenizer then adds bos as ours does). Returns the bos / eos ids
+    for config.json: the given ones, else the tokenizer's, else the released family's 2 / 3. The one rule of
+    `to_hf` and the streaming `convert --to hf`."""
     if tokenizer is not None:
         from nemotron4.interop.hf_tokenizer import save_hf_tokenizer
         from nemotron4.tokenizer import Tokenizer
@@ -275,11 +296,7 @@ def to_hf(
         bos_token_id = sp.bos_id if bos_token_id is None else bos_token_id
         eos_token_id = sp.eos_id if eos_token_id is None else eos_token_id
         save_hf_tokenizer(tokenizer, path)
-    bos_token_id = 2 if bos_token_id is None else bos_token_id
-    eos_token_id = 3 if eos_token_id is None else eos_token_id
-    plan = [(n, tuple(p.shape), p.dtype) for n, p in model.named_parameters()]
-    return write_hf(model.cfg, plan, model.named_parameters(), path, dtype or model.output.weight.dtype,
-                    max_shard_bytes, bos_token_id, eos_token_id)
+    return 2 if bos_token_id is None else bos_token_id, 3 if eos_token_id is None else eos_token_id
 
 
 def write_hf(

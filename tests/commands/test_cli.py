@@ -77,3 +77,16 @@ def test_load_model_dispatch(tmp_path):
         assert all(torch.equal(a, b) for a, b in zip(model.parameters(), loaded.parameters(), strict=True))
     assert load_model("tiny", seed=0).cfg == model.cfg
     assert load_model("15b", device="meta").param_counts()["total"] > 15e9
+
+
+def test_train_dry_run_refuses_missing_token_files(tmp_path, capsys):
+    """The 15B config as shipped names /path/to/... token files: the dry run checks them as a run would before
+    step 1 (before, it printed the config and exited 0), in one line naming the key, the path and what to do."""
+    from helpers import TINY_TOML
+
+    paper = TINY_TOML.parent / "nemotron4-15b.toml"
+    assert main(["train", "--config", str(paper), "--run-dir", str(tmp_path / "run"), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("nemotron4 train: error: phases.0.blend.sources.0.path (source 'english_web'): "), err
+    assert "/path/to/tokens/english_web.bin" in err and "nemotron4 prepare" in err and "fix the path" in err, err
+    assert not (tmp_path / "run").exists()

@@ -142,6 +142,13 @@ def test_config_key_variants(extra, rotary, theta, head_dim):
         ({"hidden_act": "silu"}, "hidden_act"),
         ({"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, "rope_scaling"),
         ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4}}, "rope_parameters"),
+        # a default rope_parameters beside a yarn rope_scaling (transformers 4.x writes both): not hidden by it
+        ({"rope_parameters": {"rope_type": "default", "rope_theta": 1e4},
+          "rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4096}},
+         "rope_scaling = .*yarn"),
+        ({"rope_parameters": {"rope_type": "default"}, "rope_scaling": {"type": "dynamic", "factor": 2.0}},
+         "rope_scaling"),
+        ({"rope_scaling": {"factor": 8.0}}, "scaling factor of 8.0"),
         ({"num_attention_heads": 24, "num_key_value_heads": 7}, "n_kv_heads"),
     ],
 )

@@ -96,9 +96,13 @@ def test_resume_conflicts() -> None:
     ]
 
 
-def test_train_dry_run_prints_resolved_config(capsys) -> None:
+def test_train_dry_run_prints_resolved_config(capsys, tmp_path, monkeypatch) -> None:
+    from helpers import write_tiny_corpus
+
+    monkeypatch.chdir(write_tiny_corpus(tmp_path))  # the dry run checks the token files tiny.toml names
     assert main(["train", "--config", str(TINY_TOML), "--run-dir", "unused", "--dry-run", "--optim.eps", "1e-6"]) == 0
     assert tomllib.loads(capsys.readouterr().out)["optim"]["eps"] == 1e-6
+    assert not (tmp_path / "unused").exists()
 
 
 def test_cli_reports_config_errors(capsys) -> None:

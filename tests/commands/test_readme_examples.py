@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from commands.readme import bash_blocks
 
 from nemotron4.commands.eval import _EPILOG
-from newcomer.readme import bash_blocks
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,7 @@ SKIP = [
     ("--multipl-e", "needs MultiPL-E's problem files and compilers (make toolchains)"),
     ("--metric spbleu", "needs the FLORES-200 files and sacrebleu's SentencePiece model (downloads)"),
 ]
-BY_HAND = "Try it by hand (CPU, a few minutes)"  # run as written by test_readme_by_hand.py
+BY_HAND = "Try it by hand (CPU, about a minute)"  # run as written by test_readme_by_hand.py
 
 
 def examples() -> list[tuple[str, str]]:

@@ -81,6 +81,25 @@ def test_autotokenizer_on_the_export_encodes_as_ours(trained, tmp_path) -> None:
     assert (cfg["bos_token_id"], cfg["eos_token_id"]) == (ours.bos_id, ours.eos_id)
 
 
+def test_streaming_export_writes_the_tokenizer_files_too(trained, tmp_path) -> None:
+    """The streaming path (a Megatron-Core / NeMo source, read tensor by tensor) ships the same tokenizer files."""
+    run, sp = trained
+    assert main(["convert", str(run), str(tmp_path / "mcore"), "--to", "megatron"]) == 0
+    assert main(["convert", str(tmp_path / "mcore"), str(tmp_path / "hf"), "--to", "hf"]) == 0
+    for name in ("tokenizer.model", "tokenizer.json", "tokenizer_config.json"):
+        assert (tmp_path / "hf" / name).is_file(), name
+    ours = Tokenizer.load(sp)
+    hf = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    for doc in eval_docs(20, seed=4) + ["  two  spaces\tand a tab\n\nnew lines"]:
+        assert hf(doc)["input_ids"] == [ours.bos_id, *ours.encode(doc)], doc
+    cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert (cfg["bos_token_id"], cfg["eos_token_id"]) == (ours.bos_id, ours.eos_id)
+    # --tokenizer names the one to ship on this path too (before, it was ignored here)
+    assert main(["convert", str(tmp_path / "mcore"), str(tmp_path / "hf2"), "--to", "hf", "--tokenizer",
+                 str(sp)]) == 0
+    assert (tmp_path / "hf2" / "tokenizer.json").is_file()
+
+
 def test_hf_greedy_generate_equals_ours(trained, tmp_path, capsys) -> None:
     run, _ = trained
     assert main(["convert", str(run), str(tmp_path / "hf"), "--to", "hf"]) == 0

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from commands.readme import argv, block
 
 from nemotron4.train.config_io import load_job
-from newcomer.readme import argv, block
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +20,7 @@ ENV_SETUP = "make install && source .venv/bin/activate"  # the checkout's venv: 
 
 
 def test_try_it_by_hand_runs_as_written(tmp_path: Path) -> None:
-    cmds = block("Try it by hand (CPU, a few minutes)")
+    cmds = block("Try it by hand (CPU, about a minute)")
     assert cmds[0] == ENV_SETUP
     steps = [argv(c) for c in cmds[1:]]
     names = [s[1] for s in steps]
