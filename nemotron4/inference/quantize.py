@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nemotron4.model import Nemotron4
+from nemotron4.model import Attention, Nemotron4
 
 TRITON_MAX_ROWS = 64
 DEQUANT_CHUNK_BYTES = 1 << 28  # prefill: dequantise at most this many bytes of bf16 weight at a time
@@ -119,3 +119,60 @@ def use_triton_linears(model: Nemotron4) -> Nemotron4:
 
     _replace_linears(model, swap)
     return model
+
+
+class FusedQKVAttention(Attention):
+    """Attention whose queries, keys and values come from one projection `wqkv` (the rows of wq, wk and wv stacked):
+    one decode GEMV reads the three weights instead of three launches, two of them too small to reach bandwidth.
+    Installed by `fuse_qkv`; per-row int8 scales stack with their rows, so the maths is the parts' maths."""
+
+    qkv_sizes: tuple[int, int, int]
+
+    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        B, T, _ = x.shape
+        q, k, v = self.wqkv(x).split(self.qkv_sizes, dim=-1)
+        return (q.view(B, T, -1, self.head_dim), k.view(B, T, -1, self.head_dim), v.view(B, T, -1, self.head_dim))
+
+
+def _stack_linears(parts: list[nn.Module]) -> nn.Module:
+    """One module computing the concatenation of the parts' outputs (all Int8Linear, or all bias-free nn.Linear)."""
+    first = parts[0]
+    if isinstance(first, Int8Linear):
+        fused = Int8Linear(first.in_features, sum(p.out_features for p in parts), first.scales.dtype,
+                           first.weight.device)
+        fused.weight.copy_(torch.cat([p.weight for p in parts]))
+        fused.scales.copy_(torch.cat([p.scales for p in parts]))
+        return fused
+    w = torch.cat([p.weight.detach() for p in parts])
+    fused = nn.Linear(w.shape[1], w.shape[0], bias=False, device="meta")
+    fused.weight = nn.Parameter(w, requires_grad=False)
+    fused.__class__ = first.__class__  # GemvLinear stays GemvLinear
+    return fused
+
+
+@torch.no_grad()
+def fuse_qkv(model: Nemotron4) -> Nemotron4:
+    """Stack every attention's wq, wk and wv into one `wqkv` (in place; the parts are dropped, so the state dict
+    changes: for inference only). Apply after `quantize_int8` / `use_triton_linears` or before, either works."""
+    for layer in model.layers:
+        attn = layer.attention
+        if isinstance(attn, FusedQKVAttention):
+            continue
+        parts = [attn.wq, attn.wk, attn.wv]
+        kinds = {type(p) for p in parts}
+        if len(kinds) != 1 or not (issubclass(kinds.pop(), (Int8Linear, nn.Linear))) or any(
+                getattr(p, "bias", None) is not None for p in parts):
+            raise ValueError("fuse_qkv: wq, wk and wv must be bias-free linears of one kind")
+        attn.wqkv = _stack_linears(parts)
+        attn.qkv_sizes = tuple(p.out_features for p in parts)
+        attn.n_local_kv_heads = attn.wk.out_features // attn.head_dim
+        del attn.wq, attn.wk, attn.wv
+        attn.__class__ = FusedQKVAttention
+    return model
+
+
+def prepare_decode(model: Nemotron4, int8: bool = False) -> Nemotron4:
+    """The fast decode form of a model, in place: int8 weight-only (if asked) or the floating-point linears through
+    the Triton GEMV, and fused QKV projections."""
+    (quantize_int8 if int8 else use_triton_linears)(model)
+    return fuse_qkv(model)

@@ -196,3 +196,78 @@ def triton_linear(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor | None,
                              BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
                              num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return y.sum(0).to(x.dtype) if partial else y
+
+
+# Candidates for `autotune` at batch 1 (the winners' neighbourhood in bench/results/decode_kernels_h200.json).
+TUNE_CANDIDATES = {
+    True: [KernelConfig(8, 512, convert=2), KernelConfig(4, 1024, convert=2),
+           KernelConfig(4, 1024, num_stages=3, convert=2), KernelConfig(2, 2048, convert=2),
+           KernelConfig(4, 2048, convert=2)],
+    False: [KernelConfig(8, 256), KernelConfig(4, 512), KernelConfig(8, 512)],
+}
+
+
+def graph_time(fn, copies: int, reps: int = 5) -> float:
+    """Seconds per fn(i) call, i cycling over `copies` weight copies (so that none sits in L2), replayed from one
+    CUDA graph; the median of `reps` replays."""
+    calls = max(copies, 16)
+    fn(0)
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for i in range(calls):
+            fn(i % copies)
+    g.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        g.replay()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) / 1e3 / calls)
+    return sorted(times)[len(times) // 2]
+
+
+def autotune(M: int, N: int, K: int, int8: bool, candidates: list[KernelConfig] | None = None,
+             device: str = "cuda") -> dict[KernelConfig, float]:
+    """Time the candidate configs on random weights of this shape (CUDA graphs over ~400 MB of weight copies),
+    install the fastest in CONFIGS (kept for the process: a shape is tuned once) and return seconds per config."""
+    key = (M, N, K, int8)
+    candidates = [c for c in (candidates or TUNE_CANDIDATES[int8]) if fits(c, K)]
+    g = torch.Generator(device=device).manual_seed(N * 31 + K)
+    x = torch.randn(M, K, device=device, dtype=torch.bfloat16, generator=g)
+    if int8:
+        w = torch.randint(-127, 128, (N, K), device=device, dtype=torch.int8, generator=g)
+        s = torch.rand(N, device=device, generator=g).to(torch.bfloat16) * 0.01
+    else:
+        w, s = torch.randn(N, K, device=device, dtype=torch.bfloat16, generator=g), None
+    copies = [w] + [w.clone() for _ in range(max(1, min(16, -(-(400 << 20) // w.nbytes))) - 1)]
+    times = {}
+    for cfg in candidates:
+        try:
+            times[cfg] = graph_time(lambda i, cfg=cfg: triton_linear(x, copies[i], s, cfg), len(copies))
+        except Exception:  # a config that does not compile on this GPU is not a candidate
+            continue
+    if times:
+        CONFIGS[key] = min(times, key=times.get)
+    return times
+
+
+def autotune_model(model: torch.nn.Module, rows: tuple[int, ...] = (1,), only_missing: bool = True) -> dict:
+    """`autotune` every (rows, out, in, int8) shape of the model's decode linears (GemvLinear, Int8Linear) that has
+    no installed config yet (only_missing). Returns {"M,N,K,int8": {"us", "config"}} for the shapes tuned."""
+    from nemotron4.inference.quantize import GemvLinear, Int8Linear
+
+    shapes = {(m.weight.shape[0], m.weight.shape[1], m.weight.dtype == torch.int8, str(m.weight.device))
+              for m in model.modules() if isinstance(m, (GemvLinear, Int8Linear))}
+    out = {}
+    for M in rows:
+        for N, K, int8, device in sorted(shapes):
+            if only_missing and (M, N, K, int8) in CONFIGS:
+                continue
+            times = autotune(M, N, K, int8, device=device)
+            if times:
+                out[f"{M},{N},{K},{int8}"] = {"us": min(times.values()) * 1e6, "config": CONFIGS[M, N, K, int8].__dict__}
+    return out

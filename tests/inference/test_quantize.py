@@ -14,7 +14,8 @@ from torch import nn
 from nemotron4 import ModelConfig, build_model
 from nemotron4.inference import generate_tokens, quantize_int8
 from nemotron4.inference import quantize as qmod
-from nemotron4.inference.quantize import GemvLinear, Int8Linear, torch_weight_linear, use_triton_linears, weight_linear
+from nemotron4.inference.quantize import (FusedQKVAttention, GemvLinear, Int8Linear, fuse_qkv, prepare_decode,
+                                          torch_weight_linear, use_triton_linears, weight_linear)
 
 
 def _int8(N, K, seed=0):
@@ -84,6 +85,36 @@ def test_caches_for_a_linear_without_a_weight_attribute():
     attn.wk = NoWeight()
     setup_caches(model, 2, 16)
     assert attn.kv_cache.k.shape == (2, want, 16, attn.head_dim)
+
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_fused_qkv_is_the_parts_maths(int8):
+    """One stacked projection (rows of wq, wk, wv; int8 scales stacked with their rows): the same logits and the
+    same greedy tokens as the three parts, and the caches still size from the KV heads."""
+    cfg = ModelConfig.from_name("tiny", vocab_size=97, max_seq_len=64)
+    model = build_model(cfg, seed=0).eval()
+    ref = quantize_int8(copy.deepcopy(model)) if int8 else copy.deepcopy(model)
+    prepare_decode(model, int8=int8)
+    attn = model.layers[0].attention
+    assert isinstance(attn, FusedQKVAttention) and not hasattr(attn, "wq")
+    assert isinstance(attn.wqkv, Int8Linear if int8 else GemvLinear)
+    assert attn.wqkv.weight.shape[0] == cfg.n_heads * cfg.head_dim + 2 * cfg.n_kv_heads * cfg.head_dim
+    x = torch.randint(0, 97, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref(x), rtol=1e-5, atol=1e-5)
+    prompts = [[3, 4, 5], [9, 1]]
+    assert generate_tokens(model, prompts, 8) == generate_tokens(ref, prompts, 8)
+    assert attn.kv_cache.k.shape[1] == cfg.n_kv_heads
+    assert fuse_qkv(model) is model  # a second call leaves fused layers alone
+
+
+def test_fuse_qkv_refuses_mixed_parts():
+    model = build_model(ModelConfig.from_name("tiny", vocab_size=97, max_seq_len=64), seed=0).eval()
+    attn = model.layers[0].attention
+    attn.wk = Int8Linear.from_linear(attn.wk)
+    with pytest.raises(ValueError, match="one kind"):
+        fuse_qkv(model)
 
 
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
