@@ -1,5 +1,5 @@
-"""Issue 19, must-show 2: greedy int8 decode on the fast path (`prepare_decode`: fused QKV, the Triton int8 kernels,
-compiled layers, one CUDA graph per step) gives the same tokens as a bf16 reference holding the dequantised weights
+"""Issue 19, must-show 2: greedy int8 decode on the fast path (`prepare_decode`: fused QKV, the squared ReLU inside
+w2's kernel, the Triton int8 kernels with programmatic dependent launch, compiled layers, one CUDA graph per step) gives the same tokens as a bf16 reference holding the dequantised weights
 (plain nn.Linear, cuBLAS, eager) for the first 32 steps, at batch 1 (the GEMV kernel) and batch 2 (the tl.dot
 kernel), and every step's logits are within LOGITS_RTOL of the reference's. Marked `gpu`; the module's maths on CPU
 is in tests/inference/test_quantize.py.
@@ -21,7 +21,7 @@ from nemotron4 import ModelConfig, build_model
 from nemotron4.inference import generate_tokens, quantize_int8, remove_caches
 from nemotron4.inference.generation import decode_one_token, prefill
 from nemotron4.inference.kv_cache import setup_caches
-from nemotron4.inference.quantize import FusedQKVAttention, Int8Linear, fuse_qkv
+from nemotron4.inference.quantize import FusedActFeedForward, FusedQKVAttention, Int8Linear, prepare_decode
 
 pytestmark = pytest.mark.gpu
 if not torch.cuda.is_available():
@@ -50,8 +50,9 @@ def _models():
                                 dtype=torch.bfloat16)
                 lin.weight.copy_(child.dequantize())
                 setattr(module, name, lin)
-    fast = fuse_qkv(q)
+    fast = prepare_decode(q, int8=True)  # already int8: fuses QKV and w2's squared ReLU
     assert isinstance(fast.layers[0].attention, FusedQKVAttention)
+    assert isinstance(fast.layers[0].feed_forward, FusedActFeedForward)
     return fast, ref
 
 
