@@ -334,7 +334,7 @@ def main() -> None:
     def tune(model: Nemotron4, key: str) -> None:
         if "autotune" in skip or DEVICE != "cuda":
             return
-        from nemotron4.inference.triton_linear import autotune_model
+        from nemotron4.inference.quantize import autotune_model
 
         t0 = time.perf_counter()
         tuned = autotune_model(model)
@@ -371,6 +371,16 @@ def main() -> None:
         free(peer)
         del peer
         free()
+    from nemotron4.inference import triton_linear
+
+    res["pdl"] = triton_linear.PDL  # False if this Triton/driver refused programmatic dependent launch
+    if DEVICE == "cuda" and triton_linear.PDL and fits("nopdl", 20):  # the same int8 model with plain launches: what PDL buys
+        triton_linear.PDL = False
+        try:
+            run_variant("ours_int8_no_pdl", int8)
+        finally:
+            triton_linear.PDL = True
+            free(int8)
     for key, ratio in (("torchao_int8wo", "ours_int8_over_torchao"), ("gemlite_a16w8", "ours_int8_over_gemlite")):
         if "tokens_per_s" in res.get(key, {}):
             res[ratio] = res["ours_int8"]["tokens_per_s"] / res[key]["tokens_per_s"]
@@ -456,8 +466,9 @@ def main() -> None:
             v.pop("tokens", None)
     res["wall_s"] = time.perf_counter() - t_start
     res["notes"] = (
-        "ours = prepare_decode (fused QKV projection, every linear through the Triton GEMV / int8 kernels), the "
-        "form generate uses for decode; ours_cublas = the plain model (cuBLAS linears). tokens_per_s = batch x "
+        "ours = prepare_decode (fused QKV projection, squared ReLU inside w2's kernel, every linear through the "
+        "Triton GEMV / int8 kernels, launched with programmatic dependent launch when pdl is true); ours_cublas "
+        "= the plain model (cuBLAS linears). tokens_per_s = batch x "
         "(new - 1) / (time(new) - time(1 new)), median of 3 (batched rows: 2) after a warm-up run; roofline = "
         "measured HBM read bandwidth (sum over 8 GiB bf16) / bytes read per token (the peers: our int8 bytes). "
         "Peers run in our decode loop (per-block compile + one CUDA graph per step) on the same fused QKV "
@@ -466,7 +477,7 @@ def main() -> None:
            "minutes per batch size). " if args.hf == "layers" else ""))
     save()
     log("\n| run (batch 1) | tokens/s | roofline | ours int8 vs it |\n|---|---|---|---|")
-    for k in ("ours", "ours_cublas", "ours_int8", "gemlite_a16w8", "torchao_int8wo", "hf"):
+    for k in ("ours", "ours_cublas", "ours_int8", "ours_int8_no_pdl", "gemlite_a16w8", "torchao_int8wo", "hf"):
         r = res.get(k, {})
         if "tokens_per_s" in r:
             frac = r.get("roofline_fraction", r["tokens_per_s"] / roofline)

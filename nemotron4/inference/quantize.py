@@ -203,3 +203,22 @@ def prepare_decode(model: Nemotron4, int8: bool = False) -> Nemotron4:
     the Triton GEMV, fused QKV projections, and the MLP's squared ReLU inside w2's kernel."""
     (quantize_int8 if int8 else use_triton_linears)(model)
     return fuse_mlp_activation(fuse_qkv(model))
+
+
+def autotune_model(model: torch.nn.Module, rows: tuple[int, ...] = (1,), only_missing: bool = True) -> dict:
+    """`autotune` every (rows, out, in, int8) shape of the model's decode linears (GemvLinear, Int8Linear) that has
+    no installed config yet (only_missing). Returns {"M,N,K,int8": {"us", "config"}} for the shapes tuned."""
+    from nemotron4.inference.triton_linear import CONFIGS, autotune
+
+    shapes = {(m.weight.shape[0], m.weight.shape[1], m.weight.dtype == torch.int8, str(m.weight.device))
+              for m in model.modules() if isinstance(m, (GemvLinear, Int8Linear))}
+    out = {}
+    for M in rows:
+        for N, K, int8, device in sorted(shapes):
+            if only_missing and (M, N, K, int8) in CONFIGS:
+                continue
+            times = autotune(M, N, K, int8, device=device)
+            if times:
+                best = CONFIGS[M, N, K, int8]
+                out[f"{M},{N},{K},{int8}"] = {"us": min(times.values()) * 1e6, "config": best.__dict__}
+    return out

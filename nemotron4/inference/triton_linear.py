@@ -318,21 +318,3 @@ def autotune(M: int, N: int, K: int, int8: bool, candidates: list[KernelConfig] 
     if times:
         CONFIGS[key] = min(times, key=times.get)
     return times
-
-
-def autotune_model(model: torch.nn.Module, rows: tuple[int, ...] = (1,), only_missing: bool = True) -> dict:
-    """`autotune` every (rows, out, in, int8) shape of the model's decode linears (GemvLinear, Int8Linear) that has
-    no installed config yet (only_missing). Returns {"M,N,K,int8": {"us", "config"}} for the shapes tuned."""
-    from nemotron4.inference.quantize import GemvLinear, Int8Linear
-
-    shapes = {(m.weight.shape[0], m.weight.shape[1], m.weight.dtype == torch.int8, str(m.weight.device))
-              for m in model.modules() if isinstance(m, (GemvLinear, Int8Linear))}
-    out = {}
-    for M in rows:
-        for N, K, int8, device in sorted(shapes):
-            if only_missing and (M, N, K, int8) in CONFIGS:
-                continue
-            times = autotune(M, N, K, int8, device=device)
-            if times:
-                out[f"{M},{N},{K},{int8}"] = {"us": min(times.values()) * 1e6, "config": CONFIGS[M, N, K, int8].__dict__}
-    return out
