@@ -144,6 +144,64 @@ def profile_kernels(model: Nemotron4, prompt: list[int], steps: int = 16, top: i
             "note": "includes the prefill and the first step of one generate call, spread over the steps"}
 
 
+def kernel_table(models: list[Nemotron4], read_bw: float, cache_len: int) -> dict:
+    """Batch-1 microbenchmarks on this GPU: every decode-linear shape of the models with its installed config
+    (CUDA graphs over weight copies, so none sits in L2), and one layer's attention over a cache_len-slot KV cache
+    as the model calls it (SDPA, GQA, boolean mask) against two other forms of the same maths."""
+    import torch.nn.functional as F
+
+    from nemotron4.inference.quantize import GemvLinear, Int8Linear
+    from nemotron4.inference.triton_linear import config_for, graph_time, triton_linear
+
+    rows = []
+    shapes = {(m.weight.shape[0], m.weight.shape[1], m.weight.dtype == torch.int8)
+              for model in models for m in model.modules() if isinstance(m, (GemvLinear, Int8Linear))}
+    g = torch.Generator(device=DEVICE).manual_seed(0)
+    for N, K, int8 in sorted(shapes):
+        x = torch.randn(1, K, device=DEVICE, dtype=torch.bfloat16, generator=g)
+        if int8:
+            w = torch.randint(-127, 128, (N, K), device=DEVICE, dtype=torch.int8, generator=g)
+            s = torch.rand(N, device=DEVICE, generator=g).to(torch.bfloat16) * 0.01
+        else:
+            w, s = torch.randn(N, K, device=DEVICE, dtype=torch.bfloat16, generator=g), None
+        ws = [w] + [w.clone() for _ in range(max(1, min(16, -(-(400 << 20) // w.nbytes))) - 1)]
+        t = graph_time(lambda i, x=x, ws=ws, s=s: triton_linear(x, ws[i], s), len(ws))
+        nbytes = w.nbytes + (s.nbytes if s is not None else 0)
+        rows.append({"N": N, "K": K, "int8": int8, "us": t * 1e6, "of_read_bw": nbytes / t / read_bw,
+                     "config": config_for(1, N, K, int8).__dict__})
+        del ws, w
+    torch.cuda.empty_cache()
+    H, KVH, D = 48, 8, 128
+    q = torch.randn(1, H, 1, D, device=DEVICE, dtype=torch.bfloat16)
+    kv = [torch.randn(2, 1, KVH, cache_len, D, device=DEVICE, dtype=torch.bfloat16) for _ in range(32)]
+    mask = torch.ones(1, 1, 1, cache_len, dtype=torch.bool, device=DEVICE)
+    mask[..., cache_len // 2:] = False
+    fmask = torch.zeros(1, 1, 1, cache_len, dtype=torch.bfloat16, device=DEVICE).masked_fill(~mask, float("-inf"))
+
+    def as_model(i):
+        return F.scaled_dot_product_attention(q, kv[i][0], kv[i][1], attn_mask=mask, enable_gqa=True)
+
+    def grouped(i):  # the 6 query heads of a KV head as 6 query rows: no GQA expansion
+        y = F.scaled_dot_product_attention(q.view(1, KVH, H // KVH, D), kv[i][0], kv[i][1], attn_mask=fmask)
+        return y.view(1, H, 1, D)
+
+    def manual(i):
+        qg = q.view(1, KVH, H // KVH, D)
+        a = (qg @ kv[i][0].transpose(-1, -2)).float() * D ** -0.5 + fmask.float()
+        return (a.softmax(-1).to(q.dtype) @ kv[i][1]).view(1, H, 1, D)
+
+    attn = {}
+    ref = as_model(0)
+    for name, fn in (("sdpa_gqa_bool_mask (the model's call)", as_model), ("sdpa_grouped_rows_float_mask", grouped),
+                     ("matmul_softmax_matmul", manual)):
+        try:
+            err = ((fn(0).float() - ref.float()).norm() / ref.float().norm()).item()
+            attn[name] = {"us": graph_time(fn, len(kv)) * 1e6, "rel_err_vs_model_call": err}
+        except Exception as e:
+            attn[name] = {"error": f"{type(e).__name__}: {e}"[:200]}
+    return {"linears_batch_1": rows, "attention_one_layer": {"cache_len": cache_len, **attn}}
+
+
 def time_ours(model: Nemotron4, prompt: list[int], new: int, batch: int = 1, reps: int = 3) -> dict:
     """Decode tokens/s: batch x (new - 1) tokens over time(new tokens) - time(1 token), medians after a warm-up."""
     prompts = [prompt] * batch
@@ -374,7 +432,7 @@ def main() -> None:
     from nemotron4.inference import triton_linear
 
     res["pdl"] = triton_linear.PDL  # False if this Triton/driver refused programmatic dependent launch
-    if DEVICE == "cuda" and triton_linear.PDL and fits("nopdl", 20):  # the same int8 model with plain launches: what PDL buys
+    if DEVICE == "cuda" and triton_linear.PDL and fits("nopdl", 20):  # plain launches: what PDL buys
         triton_linear.PDL = False
         try:
             run_variant("ours_int8_no_pdl", int8)
@@ -446,11 +504,17 @@ def main() -> None:
             f"weights and buffers + {m['peak_rise_GiB']:.2f} rise), fits 20 GiB: {m['fits_20GiB']}")
         save()
     if DEVICE == "cuda" and fits("profile", 15):
-        res["int8_kernel_profile"] = prof = profile_kernels(int8, prompt)
+        res["int8_kernel_profile"] = prof = profile_kernels(int8, prompt, steps=args.new_tokens)
         log(f"int8 step kernels: {prof['gpu_us_per_token_total']:.0f} us GPU time per token; top: "
             + "; ".join(f"{r['kernel'][:40]} {r['us_per_token']:.0f} us x{r['calls_per_token']:.0f}"
                         for r in prof["top"][:8]))
         free(int8)
+        save()
+    if DEVICE == "cuda" and fits("kernels", 20):
+        try:
+            res["kernels"] = kernel_table([ours, int8], read_bw, args.prompt_len + args.new_tokens)
+        except Exception as e:
+            res["kernels"] = {"error": f"{type(e).__name__}: {e}"[:500]}
         save()
     if fits("cublas", 35):
         plain = ours_sharing(hf, cfg)
@@ -460,6 +524,7 @@ def main() -> None:
     if fits("prefill", 15):
         res["prefill"] = prefill_tflops(ours, cfg, args.prefill_len)
         log(f"bf16 prefill {args.prefill_len}: {res['prefill']['tflops']:.0f} TFLOP/s")
+
 
     for v in res.values():
         if isinstance(v, dict):
@@ -492,6 +557,18 @@ def main() -> None:
     for row in rows.values():
         log(f"| {row['batch']} | {cell(row.get('bf16'))} | {cell(row.get('int8'))} | {cell(row.get('hf_bf16'))} | "
             f"{cell(row.get('bf16_over_hf'), '{:.2f}x')} | {cell(row.get('int8_over_hf'), '{:.2f}x')} |")
+    if "linears_batch_1" in res.get("kernels", {}):
+        log("\n| decode linear (batch 1) | weights | us | of read BW | config |\n|---|---|---|---|---|")
+        for r in res["kernels"]["linears_batch_1"]:
+            c = r["config"]
+            log(f"| {r['N']} x {r['K']} | {'int8' if r['int8'] else 'bf16'} | {r['us']:.1f} | {r['of_read_bw']:.1%} "
+                f"| {c['block_n']}x{c['block_k']} s{c['split_k']} w{c['num_warps']} st{c['num_stages']} "
+                f"c{c['convert']} |")
+        log("\n| attention, one layer, batch 1 | us |\n|---|---|")
+        for name, r in res["kernels"]["attention_one_layer"].items():
+            if isinstance(r, dict):
+                log(f"| {name} | " + (f"{r['us']:.1f} (rel err {r['rel_err_vs_model_call']:.1e})" if "us" in r
+                                      else r["error"]) + " |")
     if res["skipped"]:
         log(f"skipped: {res['skipped']}")
 
