@@ -409,15 +409,17 @@ def main() -> None:
     tune(int8, "ours_int8")
     run_variant("ours_int8", int8)
     free(int8)
-    for key, (package, make) in PEERS.items():
+    def run_peer(key: str) -> None:
+        package, make = PEERS[key]
         if not fits(package, 90 if package == "torchao" else 60):
-            continue
+            res[key] = {"skipped": res["skipped"][package]}
+            return
         try:
             __import__(package)
         except ImportError:
             res[key] = {"skipped": f"{package} is not installed (pip install {package})"}
             log(f"{key}: skipped, {package} is not installed")
-            continue
+            return
         peer = None
         try:  # the same decode loop and the same fused QKV projection: only the linears' kernels differ
             peer = make(fuse_qkv(ours_sharing(hf, cfg)))
@@ -429,21 +431,19 @@ def main() -> None:
         free(peer)
         del peer
         free()
-    from nemotron4.inference import triton_linear
 
-    res["pdl"] = triton_linear.PDL  # False if this Triton/driver refused programmatic dependent launch
-    if DEVICE == "cuda" and triton_linear.PDL and fits("nopdl", 20):  # plain launches: what PDL buys
-        triton_linear.PDL = False
-        try:
-            run_variant("ours_int8_no_pdl", int8)
-        finally:
-            triton_linear.PDL = True
-            free(int8)
-    for key, ratio in (("torchao_int8wo", "ours_int8_over_torchao"), ("gemlite_a16w8", "ours_int8_over_gemlite")):
-        if "tokens_per_s" in res.get(key, {}):
-            res[ratio] = res["ours_int8"]["tokens_per_s"] / res[key]["tokens_per_s"]
-            log(f"{ratio}: {res[ratio]:.3f}")
-    save()
+    def ratios() -> None:
+        for key, ratio in (("torchao_int8wo", "ours_int8_over_torchao"), ("gemlite_a16w8", "ours_int8_over_gemlite")):
+            if "tokens_per_s" in res.get(key, {}):
+                res[ratio] = res["ours_int8"]["tokens_per_s"] / res[key]["tokens_per_s"]
+                log(f"{ratio}: {res[ratio]:.3f}")
+            else:
+                res[ratio] = None
+        save()
+
+    # the peers: gemlite here, torchao (its first run compiles for about 70 s) after the batched table
+    run_peer("gemlite_a16w8")
+    ratios()
 
     # --- batched decode: ours bf16 and int8, then HF at the same batch sizes ---------------------------------------
     res["batched"] = {"new_tokens": args.batch_new_tokens, "prompt_len": args.prompt_len, "hf": args.hf,
@@ -468,7 +468,7 @@ def main() -> None:
     if args.hf != "none":
         if args.hf == "layers":
             for layer in hf.model.layers:
-                layer.compile(dynamic=False)
+                layer.compile()  # static at batch 1; the first new batch size recompiles with a dynamic batch
         for b in batches:
             if not fits(f"hf_{b}", 45 if b == 1 else 30):
                 continue
@@ -496,6 +496,19 @@ def main() -> None:
     if "tokens_per_s" in res.get("hf", {}):
         res["ratio_ours_to_hf"] = res["ours"]["tokens_per_s"] / res["hf"]["tokens_per_s"]
     save()
+
+    run_peer("torchao_int8wo")
+    ratios()
+    from nemotron4.inference import triton_linear
+
+    res["pdl"] = triton_linear.PDL  # False if this Triton/driver refused programmatic dependent launch
+    if DEVICE == "cuda" and triton_linear.PDL and fits("nopdl", 20):  # plain launches: what PDL buys
+        triton_linear.PDL = False
+        try:
+            run_variant("ours_int8_no_pdl", int8)
+        finally:
+            triton_linear.PDL = True
+            free(int8)
 
     # --- the rest, as time allows: memory, the plain (cuBLAS) bf16 model, prefill, a kernel profile ----------------
     if DEVICE == "cuda" and fits("memory", 25):
