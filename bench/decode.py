@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nemotron4 import ModelConfig, Nemotron4  # noqa: E402
 from nemotron4.inference import generate_tokens, quantize_int8, remove_caches, setup_caches  # noqa: E402
 from nemotron4.inference.generation import prefill, release_decode_graphs  # noqa: E402
-from nemotron4.inference.quantize import use_triton_linears  # noqa: E402
+from nemotron4.inference.quantize import fuse_qkv, prepare_decode  # noqa: E402
 from nemotron4.interop.hf import config_to_hf, our_name  # noqa: E402
 
 DEVICE = "cuda"
@@ -121,7 +121,85 @@ def gemlite_a16w8(model: Nemotron4) -> Nemotron4:
     return model
 
 
-PEERS = {"torchao_int8wo": ("torchao", torchao_int8), "gemlite_a16w8": ("gemlite", gemlite_a16w8)}
+PEERS = {"gemlite_a16w8": ("gemlite", gemlite_a16w8), "torchao_int8wo": ("torchao", torchao_int8)}
+
+
+def profile_kernels(model: Nemotron4, prompt: list[int], steps: int = 16, top: int = 25) -> dict:
+    """GPU time of `steps` compiled decode steps (after a warm run of the same length) by kernel name: where the
+    step's time goes, per token."""
+    from torch.profiler import ProfilerActivity, profile
+
+    generate_tokens(model, [prompt], steps, compile=True)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        generate_tokens(model, [prompt], steps, compile=True)
+        sync()
+    rows = []
+    for e in prof.key_averages():
+        t = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
+        if t > 0:
+            rows.append({"kernel": e.key[:120], "us_per_token": t / steps, "calls_per_token": e.count / steps})
+    rows.sort(key=lambda r: -r["us_per_token"])
+    total = sum(r["us_per_token"] for r in rows)
+    return {"steps": steps, "gpu_us_per_token_total": total, "top": rows[:top],
+            "note": "includes the prefill and the first step of one generate call, spread over the steps"}
+
+
+def kernel_table(models: list[Nemotron4], read_bw: float, cache_len: int) -> dict:
+    """Batch-1 microbenchmarks on this GPU: every decode-linear shape of the models with its installed config
+    (CUDA graphs over weight copies, so none sits in L2), and one layer's attention over a cache_len-slot KV cache
+    as the model calls it (SDPA, GQA, boolean mask) against two other forms of the same maths."""
+    import torch.nn.functional as F
+
+    from nemotron4.inference.quantize import GemvLinear, Int8Linear
+    from nemotron4.inference.triton_linear import config_for, graph_time, triton_linear
+
+    rows = []
+    shapes = {(m.weight.shape[0], m.weight.shape[1], m.weight.dtype == torch.int8)
+              for model in models for m in model.modules() if isinstance(m, (GemvLinear, Int8Linear))}
+    g = torch.Generator(device=DEVICE).manual_seed(0)
+    for N, K, int8 in sorted(shapes):
+        x = torch.randn(1, K, device=DEVICE, dtype=torch.bfloat16, generator=g)
+        if int8:
+            w = torch.randint(-127, 128, (N, K), device=DEVICE, dtype=torch.int8, generator=g)
+            s = torch.rand(N, device=DEVICE, generator=g).to(torch.bfloat16) * 0.01
+        else:
+            w, s = torch.randn(N, K, device=DEVICE, dtype=torch.bfloat16, generator=g), None
+        ws = [w] + [w.clone() for _ in range(max(1, min(16, -(-(400 << 20) // w.nbytes))) - 1)]
+        t = graph_time(lambda i, x=x, ws=ws, s=s: triton_linear(x, ws[i], s), len(ws))
+        nbytes = w.nbytes + (s.nbytes if s is not None else 0)
+        rows.append({"N": N, "K": K, "int8": int8, "us": t * 1e6, "of_read_bw": nbytes / t / read_bw,
+                     "config": config_for(1, N, K, int8).__dict__})
+        del ws, w
+    torch.cuda.empty_cache()
+    H, KVH, D = 48, 8, 128
+    q = torch.randn(1, H, 1, D, device=DEVICE, dtype=torch.bfloat16)
+    kv = [torch.randn(2, 1, KVH, cache_len, D, device=DEVICE, dtype=torch.bfloat16) for _ in range(32)]
+    mask = torch.ones(1, 1, 1, cache_len, dtype=torch.bool, device=DEVICE)
+    mask[..., cache_len // 2:] = False
+    fmask = torch.zeros(1, 1, 1, cache_len, dtype=torch.bfloat16, device=DEVICE).masked_fill(~mask, float("-inf"))
+
+    def as_model(i):
+        return F.scaled_dot_product_attention(q, kv[i][0], kv[i][1], attn_mask=mask, enable_gqa=True)
+
+    def grouped(i):  # the 6 query heads of a KV head as 6 query rows: no GQA expansion
+        y = F.scaled_dot_product_attention(q.view(1, KVH, H // KVH, D), kv[i][0], kv[i][1], attn_mask=fmask)
+        return y.view(1, H, 1, D)
+
+    def manual(i):
+        qg = q.view(1, KVH, H // KVH, D)
+        a = (qg @ kv[i][0].transpose(-1, -2)).float() * D ** -0.5 + fmask.float()
+        return (a.softmax(-1).to(q.dtype) @ kv[i][1]).view(1, H, 1, D)
+
+    attn = {}
+    ref = as_model(0)
+    for name, fn in (("sdpa_gqa_bool_mask (the model's call)", as_model), ("sdpa_grouped_rows_float_mask", grouped),
+                     ("matmul_softmax_matmul", manual)):
+        try:
+            err = ((fn(0).float() - ref.float()).norm() / ref.float().norm()).item()
+            attn[name] = {"us": graph_time(fn, len(kv)) * 1e6, "rel_err_vs_model_call": err}
+        except Exception as e:
+            attn[name] = {"error": f"{type(e).__name__}: {e}"[:200]}
+    return {"linears_batch_1": rows, "attention_one_layer": {"cache_len": cache_len, **attn}}
 
 
 def time_ours(model: Nemotron4, prompt: list[int], new: int, batch: int = 1, reps: int = 3) -> dict:
@@ -211,20 +289,24 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="15b")
     ap.add_argument("--prompt-len", type=int, default=128)
-    ap.add_argument("--new-tokens", type=int, default=256)
+    ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--batches", default="1,8,32,64", help="batch sizes of the batched table")
-    ap.add_argument("--batch-new-tokens", type=int, default=64, help="new tokens per row in the batched table")
+    ap.add_argument("--batch-new-tokens", type=int, default=32, help="new tokens per row in the batched table")
     ap.add_argument("--prefill-len", type=int, default=4096)
     ap.add_argument("--kv-len", type=int, default=4096, help="cache length of the int8 memory measurement")
     ap.add_argument("--hf", choices=("layers", "full", "none"), default="layers",
                     help="HF static-cache generate with each decoder layer compiled (default), with HF's own "
                     "whole-model compile (minutes per batch size), or not at all")
-    ap.add_argument("--skip", default="", help="comma list of: gemv, torchao, gemlite, batched, memory, prefill")
+    ap.add_argument("--skip", default="", help="comma list of: gemlite, torchao, batched, memory, cublas, prefill, "
+                    "profile, autotune")
+    ap.add_argument("--budget-s", type=float, default=1e9, help="wall-clock budget: a section that would not fit "
+                    "in what is left is skipped (and says so in the JSON)")
     ap.add_argument("--tuned", help="comma list of bench/profile_decode.py --kernels JSON files: use their best "
                     "kernel configs")
     ap.add_argument("--device", default="cuda", help="cpu only to smoke-test this script with --model tiny")
     ap.add_argument("--out", default="bench/results/decode_h200.json")
     args = ap.parse_args()
+    t_start = time.perf_counter()
     skip = set(filter(None, args.skip.split(",")))
     batches = [int(b) for b in args.batches.split(",") if b]
     global DEVICE
@@ -247,78 +329,100 @@ def main() -> None:
         "gpu": torch.cuda.get_device_name() if DEVICE == "cuda" else "none (cpu)",
         "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
         "model": args.model, "batch": 1, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
-        "dtype": "bfloat16", "weights": "random (same tensors for all)",
+        "dtype": "bfloat16", "weights": "random (same tensors for all)", "skipped": {},
     }
+    try:
+        import triton
+
+        res["triton"] = triton.__version__
+    except ImportError:
+        pass
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:
-        out.write_text(json.dumps(res, indent=2) + "\n")
+        out.write_text(json.dumps(res, indent=2, default=str) + "\n")
+
+    def fits(section: str, estimate_s: float) -> bool:
+        """Whether to run a section: not --skip'ped and (by its rough cost) inside the budget."""
+        if section in skip:
+            res["skipped"][section] = "--skip"
+            return False
+        left = args.budget_s - (time.perf_counter() - t_start)
+        if left < estimate_s:
+            res["skipped"][section] = f"budget: {left:.0f} s left, needs about {estimate_s:.0f} s"
+            log(f"{section}: skipped, {res['skipped'][section]}")
+            return False
+        return True
 
     res["bandwidth"] = read_bandwidth()
     read_bw = res["bandwidth"]["read_GBps"] * 1e9
     log(f"HBM read {read_bw / 1e9:.0f} GB/s, copy {res['bandwidth']['copy_rw_GBps']:.0f} GB/s")
     cfg = ModelConfig.from_name(args.model)
     hf = hf_model(cfg)
-    ours = ours_sharing(hf, cfg)
-    bytes_per_token = bytes_read_per_token(ours)
+    plain = ours_sharing(hf, cfg)
+    bytes_per_token = bytes_read_per_token(plain)
     roofline = read_bw / bytes_per_token
     res.update(bytes_per_token=bytes_per_token, roofline_tokens_per_s=roofline)
-    log(f"{args.model}: {ours.param_counts()['total'] / 1e9:.2f}B params, {bytes_per_token / 1e9:.2f} GB read per "
+    log(f"{args.model}: {plain.param_counts()['total'] / 1e9:.2f}B params, {bytes_per_token / 1e9:.2f} GB read per "
         f"token, roofline {roofline:.1f} tok/s")
     g = torch.Generator().manual_seed(1)
     prompt = torch.randint(0, cfg.vocab_size, (args.prompt_len,), generator=g).tolist()
     with torch.no_grad():  # the same weights give the same next-token logits
         ids = torch.tensor([prompt], device=DEVICE)
         ref = hf(ids).logits[0, -1].float()
-        mine = ours(ids)[0, -1].float()
+        mine = plain(ids)[0, -1].float()
     res["logits_rel_err_vs_hf"] = ((mine - ref).norm() / ref.norm()).item()
     log(f"last-position logits vs HF: rel err {res['logits_rel_err_vs_hf']:.2e}")
+    del plain
 
-    # --- batch 1: ours bf16 (cuBLAS), ours bf16 through the Triton GEMV, ours int8, the int8 peers ---------------
+    # --- batch 1: ours bf16 and int8 (the decode form: prepare_decode), the int8 peers ----------------------------
     def run_variant(key: str, model: Nemotron4, bytes_model: Nemotron4 | None = None) -> None:
         r = time_ours(model, prompt, args.new_tokens)
         r["bytes_per_token"] = bytes_read_per_token(bytes_model or model)
         r["roofline_fraction"] = r["tokens_per_s"] / (read_bw / r["bytes_per_token"])
-        if key != "ours":
+        if key != "ours" and "tokens" in res.get("ours", {}):
             r["greedy_tokens_equal_ours_bf16"] = sum(a == b for a, b in zip(r["tokens"], res["ours"]["tokens"],
                                                                            strict=False))
         res[key] = r
         log(f"{key}: {r['tokens_per_s']:.1f} tok/s ({r['roofline_fraction']:.1%} of its roofline, first run "
-            f"{r['first_run_s']:.0f} s)")
+            f"{r['first_run_s']:.0f} s, at {time.perf_counter() - t_start:.0f} s)")
         save()
 
+    def tune(model: Nemotron4, key: str) -> None:
+        if "autotune" in skip or DEVICE != "cuda":
+            return
+        from nemotron4.inference.quantize import autotune_model
+
+        t0 = time.perf_counter()
+        tuned = autotune_model(model)
+        res.setdefault("autotuned", {}).update(tuned)
+        log(f"{key}: autotuned {len(tuned)} shapes in {time.perf_counter() - t0:.1f} s: "
+            + ", ".join(f"{k} {v['us']:.1f} us" for k, v in tuned.items()))
+
+    ours = prepare_decode(ours_sharing(hf, cfg))  # fused QKV + the Triton GEMV on the bf16 weights
+    tune(ours, "ours")
     run_variant("ours", ours)
-    if "prefill" not in skip:
-        res["prefill"] = prefill_tflops(ours, cfg, args.prefill_len)
-        log(f"prefill {args.prefill_len}: {res['prefill']['tflops']:.0f} TFLOP/s")
     free(ours)
-    gemv = None
-    if "gemv" not in skip:
-        gemv = use_triton_linears(ours_sharing(hf, cfg))
-        run_variant("ours_gemv", gemv)
-        free(gemv)
-    int8 = quantize_int8(ours_sharing(hf, cfg))
+    int8 = prepare_decode(ours_sharing(hf, cfg), int8=True)
     free(int8)
+    tune(int8, "ours_int8")
     run_variant("ours_int8", int8)
     free(int8)
-    if "memory" not in skip and DEVICE == "cuda":
-        res["int8_memory"] = m = memory_peak(int8, cfg, args.kv_len, 32)
-        log(f"int8 + {args.kv_len}-token cache: peak {m['peak_GiB']:.2f} GiB ({m['weights_and_buffers_GiB']:.2f} "
-            f"weights and buffers + {m['peak_rise_GiB']:.2f} rise), fits 20 GiB: {m['fits_20GiB']}")
-        save()
-    for key, (package, make) in PEERS.items():
-        if package in skip:
-            continue
+    def run_peer(key: str) -> None:
+        package, make = PEERS[key]
+        if not fits(package, 90 if package == "torchao" else 60):
+            res[key] = {"skipped": res["skipped"][package]}
+            return
         try:
             __import__(package)
         except ImportError:
             res[key] = {"skipped": f"{package} is not installed (pip install {package})"}
             log(f"{key}: skipped, {package} is not installed")
-            continue
+            return
         peer = None
-        try:
-            peer = make(ours_sharing(hf, cfg))
+        try:  # the same decode loop and the same fused QKV projection: only the linears' kernels differ
+            peer = make(fuse_qkv(ours_sharing(hf, cfg)))
             free()
             run_variant(key, peer, bytes_model=int8)  # roofline: the same int8 weight bytes as ours
         except Exception as e:  # report and go on: one peer failing should not lose the rest
@@ -327,81 +431,161 @@ def main() -> None:
         free(peer)
         del peer
         free()
-    for key, ratio in (("torchao_int8wo", "ours_int8_over_torchao"), ("gemlite_a16w8", "ours_int8_over_gemlite")):
-        if "tokens_per_s" in res.get(key, {}):
-            res[ratio] = res["ours_int8"]["tokens_per_s"] / res[key]["tokens_per_s"]
-    save()
 
-    # --- batched decode: ours (the faster bf16 variant) and int8, against HF ---------------------------------------
-    best_bf16 = "ours_gemv" if res.get("ours_gemv", {}).get("tokens_per_s", 0) > res["ours"]["tokens_per_s"] else "ours"
-    res["batched"] = {"new_tokens": args.batch_new_tokens, "prompt_len": args.prompt_len, "bf16_variant": best_bf16,
-                      "hf": args.hf, "rows": []}
-    if "batched" not in skip:
-        bf16 = gemv if best_bf16 == "ours_gemv" else ours
-        for b in batches:
-            row = {"batch": b}
-            for name, model, key in (("bf16", bf16, best_bf16), ("int8", int8, "ours_int8")):
-                if b == 1:  # the batch-1 runs above (with --new-tokens)
-                    row[name] = res[key]["tokens_per_s"]
-                    continue
-                row[name] = time_ours(model, prompt, args.batch_new_tokens, batch=b)["tokens_per_s"]
-                free(model)
-            res["batched"]["rows"].append(row)
-            log(f"batch {b}: ours bf16 {row['bf16']:.0f} tok/s, int8 {row['int8']:.0f} tok/s")
-            save()
-    # --- HF at the same batch sizes (batch 1 with the full 256 tokens) ----------------------------------------------
+    def ratios() -> None:
+        for key, ratio in (("torchao_int8wo", "ours_int8_over_torchao"), ("gemlite_a16w8", "ours_int8_over_gemlite")):
+            if "tokens_per_s" in res.get(key, {}):
+                res[ratio] = res["ours_int8"]["tokens_per_s"] / res[key]["tokens_per_s"]
+                log(f"{ratio}: {res[ratio]:.3f}")
+            else:
+                res[ratio] = None
+        save()
+
+    # the peers: gemlite here, torchao (its first run compiles for about 70 s) after the batched table
+    run_peer("gemlite_a16w8")
+    ratios()
+
+    # --- batched decode: ours bf16 and int8, then HF at the same batch sizes ---------------------------------------
+    res["batched"] = {"new_tokens": args.batch_new_tokens, "prompt_len": args.prompt_len, "hf": args.hf,
+                      "batch_1": f"the batch-1 runs above ({args.new_tokens} new tokens)", "rows": []}
+    rows = {b: {"batch": b} for b in batches}
+    res["batched"]["rows"] = list(rows.values())
+    for b in batches:
+        if b == 1:
+            rows[b].update(bf16=res["ours"]["tokens_per_s"], int8=res["ours_int8"]["tokens_per_s"])
+            continue
+        if not fits(f"batched_{b}", 30):
+            continue
+        for name, model in (("bf16", ours), ("int8", int8)):
+            try:
+                rows[b][name] = time_ours(model, prompt, args.batch_new_tokens, batch=b, reps=2)["tokens_per_s"]
+            except Exception as e:
+                rows[b][name + "_error"] = f"{type(e).__name__}: {e}"[:300]
+            free(model)
+        log(f"batch {b}: ours bf16 {rows[b].get('bf16', 0):.0f} tok/s, int8 {rows[b].get('int8', 0):.0f} tok/s "
+            f"(at {time.perf_counter() - t_start:.0f} s)")
+        save()
     if args.hf != "none":
         if args.hf == "layers":
             for layer in hf.model.layers:
+                # static shapes: automatic dynamic (compile()) made HF's batch-1 decode 36 tok/s on the H200
+                # (session 4) against 103 with dynamic=False; each batch size recompiles (about 30 s)
                 layer.compile(dynamic=False)
-        for b in batches if "batched" not in skip else [1]:
+        for b in batches:
+            if not fits(f"hf_{b}", 45 if b == 1 else 30):
+                continue
             new = args.new_tokens if b == 1 else args.batch_new_tokens
             try:
-                r = time_hf(hf, prompt, new, args.hf, batch=b)
+                r = time_hf(hf, prompt, new, args.hf, batch=b, reps=3 if b == 1 else 2)
             except Exception as e:  # report and go on: HF's compiled paths have crashed on this GPU before
                 r = {"error": f"{type(e).__name__}: {e}"[:500]}
             if b == 1:
-                res["hf"] = {**r, "mode": args.hf}
                 if "tokens" in r:
                     r["greedy_tokens_equal_ours"] = sum(a == c for a, c in zip(r["tokens"], res["ours"]["tokens"],
                                                                                strict=False))
-            rows = [row for row in res["batched"]["rows"] if row["batch"] == b]
-            if rows:
-                rows[0]["hf_bf16"] = r.get("tokens_per_s")
+                res["hf"] = {**r, "mode": args.hf}
+            rows[b]["hf_bf16"] = r.get("tokens_per_s")
             log(f"HF ({args.hf}) batch {b}: " + (f"{r['tokens_per_s']:.0f} tok/s" if "tokens_per_s" in r
-                                                  else r["error"]))
+                                                  else r["error"]) + f" (at {time.perf_counter() - t_start:.0f} s)")
             gc.collect()
             torch.cuda.empty_cache()
             save()
+    for row in rows.values():
+        if row.get("hf_bf16"):
+            for name in ("bf16", "int8"):
+                if name in row:
+                    row[f"{name}_over_hf"] = row[name] / row["hf_bf16"]
     if "tokens_per_s" in res.get("hf", {}):
         res["ratio_ours_to_hf"] = res["ours"]["tokens_per_s"] / res["hf"]["tokens_per_s"]
+    save()
+
+    run_peer("torchao_int8wo")
+    ratios()
+    from nemotron4.inference import triton_linear
+
+    res["pdl"] = triton_linear.PDL  # False if this Triton/driver refused programmatic dependent launch
+    if DEVICE == "cuda" and triton_linear.PDL and fits("nopdl", 20):  # plain launches: what PDL buys
+        triton_linear.PDL = False
+        try:
+            run_variant("ours_int8_no_pdl", int8)
+        finally:
+            triton_linear.PDL = True
+            free(int8)
+
+    # --- the rest, as time allows: memory, the plain (cuBLAS) bf16 model, prefill, a kernel profile ----------------
+    if DEVICE == "cuda" and fits("memory", 25):
+        res["int8_memory"] = m = memory_peak(int8, cfg, args.kv_len, 32)
+        log(f"int8 + {args.kv_len}-token cache: peak {m['peak_GiB']:.2f} GiB ({m['weights_and_buffers_GiB']:.2f} "
+            f"weights and buffers + {m['peak_rise_GiB']:.2f} rise), fits 20 GiB: {m['fits_20GiB']}")
+        save()
+    if DEVICE == "cuda" and fits("profile", 15):
+        res["int8_kernel_profile"] = prof = profile_kernels(int8, prompt, steps=args.new_tokens)
+        log(f"int8 step kernels: {prof['gpu_us_per_token_total']:.0f} us GPU time per token; top: "
+            + "; ".join(f"{r['kernel'][:40]} {r['us_per_token']:.0f} us x{r['calls_per_token']:.0f}"
+                        for r in prof["top"][:8]))
+        free(int8)
+        save()
+    if DEVICE == "cuda" and fits("kernels", 20):
+        try:
+            res["kernels"] = kernel_table([ours, int8], read_bw, args.prompt_len + args.new_tokens)
+        except Exception as e:
+            res["kernels"] = {"error": f"{type(e).__name__}: {e}"[:500]}
+        save()
+    if fits("cublas", 35):
+        plain = ours_sharing(hf, cfg)
+        run_variant("ours_cublas", plain)
+        free(plain)
+        del plain
+    if fits("prefill", 15):
+        res["prefill"] = prefill_tflops(ours, cfg, args.prefill_len)
+        log(f"bf16 prefill {args.prefill_len}: {res['prefill']['tflops']:.0f} TFLOP/s")
 
 
     for v in res.values():
         if isinstance(v, dict):
             v.pop("tokens", None)
+    res["wall_s"] = time.perf_counter() - t_start
     res["notes"] = (
-        "tokens_per_s = batch x (new - 1) / (time(new) - time(1 new)), median of 3 after a warm-up run; roofline = "
+        "ours = prepare_decode (fused QKV projection, squared ReLU inside w2's kernel, every linear through the "
+        "Triton GEMV / int8 kernels, launched with programmatic dependent launch when pdl is true); ours_cublas "
+        "= the plain model (cuBLAS linears). tokens_per_s = batch x "
+        "(new - 1) / (time(new) - time(1 new)), median of 3 (batched rows: 2) after a warm-up run; roofline = "
         "measured HBM read bandwidth (sum over 8 GiB bf16) / bytes read per token (the peers: our int8 bytes). "
-        "Peers run in our decode loop (per-block compile + one CUDA graph per step). "
+        "Peers run in our decode loop (per-block compile + one CUDA graph per step) on the same fused QKV "
+        "projection, so only the linears' kernels differ. "
         + ("HF: static cache, each decoder layer torch.compile'd, no CUDA graphs (HF's whole-model compile costs "
            "minutes per batch size). " if args.hf == "layers" else ""))
     save()
-    log("\n| run (batch 1) | tokens/s | roofline | int8 vs it |\n|---|---|---|---|")
-    for k in ("ours", "ours_gemv", "ours_int8", "torchao_int8wo", "gemlite_a16w8", "hf"):
+    log("\n| run (batch 1) | tokens/s | roofline | ours int8 vs it |\n|---|---|---|---|")
+    for k in ("ours", "ours_cublas", "ours_int8", "ours_int8_no_pdl", "gemlite_a16w8", "torchao_int8wo", "hf"):
         r = res.get(k, {})
         if "tokens_per_s" in r:
             frac = r.get("roofline_fraction", r["tokens_per_s"] / roofline)
             vs = res["ours_int8"]["tokens_per_s"] / r["tokens_per_s"]
             log(f"| {k} | {r['tokens_per_s']:.1f} | {frac:.1%} | {vs:.2f}x |")
-    if res["batched"]["rows"]:
-        log("\n| batch | ours bf16 | ours int8 | HF bf16 |\n|---|---|---|---|")
-        for row in res["batched"]["rows"]:
-            hf_v = row.get("hf_bf16")
-            log(f"| {row['batch']} | {row['bf16']:.0f} | {row['int8']:.0f} | "
-                + (f"{hf_v:.0f} |" if hf_v else "- |"))
-    if "prefill" in res:
-        log(f"prefill {args.prefill_len} tokens: {res['prefill']['tflops']:.0f} TFLOP/s")
+    log("\n| batch | ours bf16 | ours int8 | HF bf16 (static cache, compiled) | bf16 / HF | int8 / HF |\n"
+        "|---|---|---|---|---|---|")
+
+    def cell(v, fmt="{:.0f}"):
+        return fmt.format(v) if isinstance(v, (int, float)) else "-"
+
+    for row in rows.values():
+        log(f"| {row['batch']} | {cell(row.get('bf16'))} | {cell(row.get('int8'))} | {cell(row.get('hf_bf16'))} | "
+            f"{cell(row.get('bf16_over_hf'), '{:.2f}x')} | {cell(row.get('int8_over_hf'), '{:.2f}x')} |")
+    if "linears_batch_1" in res.get("kernels", {}):
+        log("\n| decode linear (batch 1) | weights | us | of read BW | config |\n|---|---|---|---|---|")
+        for r in res["kernels"]["linears_batch_1"]:
+            c = r["config"]
+            log(f"| {r['N']} x {r['K']} | {'int8' if r['int8'] else 'bf16'} | {r['us']:.1f} | {r['of_read_bw']:.1%} "
+                f"| {c['block_n']}x{c['block_k']} s{c['split_k']} w{c['num_warps']} st{c['num_stages']} "
+                f"c{c['convert']} |")
+        log("\n| attention, one layer, batch 1 | us |\n|---|---|")
+        for name, r in res["kernels"]["attention_one_layer"].items():
+            if isinstance(r, dict):
+                log(f"| {name} | " + (f"{r['us']:.1f} (rel err {r['rel_err_vs_model_call']:.1e})" if "us" in r
+                                      else r["error"]) + " |")
+    if res["skipped"]:
+        log(f"skipped: {res['skipped']}")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from bench.decode import read_bandwidth  # noqa: E402
 from nemotron4 import ModelConfig, build_model  # noqa: E402
 from nemotron4.inference import generate_tokens, remove_caches  # noqa: E402
 from nemotron4.inference.quantize import quantize_int8, torch_weight_linear, use_triton_linears  # noqa: E402
-from nemotron4.inference.triton_linear import KernelConfig, triton_linear  # noqa: E402
+from nemotron4.inference.triton_linear import KernelConfig, graph_time, triton_linear  # noqa: E402
 
 SHAPES_15B = {"wq/wo": (6144, 6144), "wk/wv": (1024, 6144), "w1": (24576, 6144), "w2": (6144, 24576),
               "output": (256000, 6144)}
@@ -50,28 +50,6 @@ CANDIDATES = {  # (M, int8) -> configs
 }
 M_SHAPES = {1: list(SHAPES_15B), 8: ["wq/wo", "w1", "w2", "wk/wv"], 32: ["wq/wo", "w1", "w2"],
             64: ["wq/wo", "w1", "w2"]}
-
-
-def graph_time(fn, copies: int, reps: int = 5) -> float:
-    """Seconds per fn(i) call, i cycling over copies, replayed from one CUDA graph (median of reps replays)."""
-    calls = max(copies, 16)
-    fn(0)
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for i in range(calls):
-            fn(i % copies)
-    g.replay()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        g.replay()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) / 1e3 / calls)
-    return sorted(times)[len(times) // 2]
 
 
 def sweep_shape(name: str, N: int, Kd: int, bw: float, rows: list, best: dict, deadline: float,

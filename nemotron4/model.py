@@ -86,6 +86,16 @@ class Attention(nn.Module):
         self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
         self.kv_cache: nn.Module | None = None
 
+    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries (B, T, n_heads, head_dim), keys and values (B, T, n_kv_heads, head_dim). Inference overrides
+        this with one fused projection (nemotron4.inference.quantize.fuse_qkv)."""
+        B, T, _ = x.shape
+        # -1 instead of n_heads: under tensor parallelism each rank holds a slice of the heads.
+        q = self.wq(x).view(B, T, -1, self.head_dim)
+        k = self.wk(x).view(B, T, -1, self.head_dim)
+        v = self.wv(x).view(B, T, -1, self.head_dim)
+        return q, k, v
+
     def forward(
         self,
         x: torch.Tensor,
@@ -95,10 +105,7 @@ class Attention(nn.Module):
         input_pos: torch.Tensor | None = None,
     ) -> torch.Tensor:
         B, T, _ = x.shape
-        # -1 instead of n_heads: under tensor parallelism each rank holds a slice of the heads.
-        q = self.wq(x).view(B, T, -1, self.head_dim)  # (B, T, n_heads, head_dim)
-        k = self.wk(x).view(B, T, -1, self.head_dim)  # (B, T, n_kv_heads, head_dim)
-        v = self.wv(x).view(B, T, -1, self.head_dim)
+        q, k, v = self.project_qkv(x)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, heads, T, head_dim)
         gqa = q.shape[1] != k.shape[1]

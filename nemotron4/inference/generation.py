@@ -100,16 +100,28 @@ class DecodeGraph:
         self.token = torch.zeros(batch, 1, dtype=torch.long, device=device)
         self.pos = torch.zeros(1, dtype=torch.long, device=device)
         self.valid = torch.ones(batch, cache_len, dtype=torch.bool, device=device)
+        from nemotron4.inference import triton_linear
+
         with _compiled_layers(model):
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                for _ in range(2):  # compile, then one run outside the graph (lazy inits, autotuners)
-                    decode_one_token(model, self.token, self.pos, self.valid)
-            torch.cuda.current_stream().wait_stream(stream)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.logits = decode_one_token(model, self.token, self.pos, self.valid)
+            try:
+                self._capture(model)
+            except RuntimeError:
+                if not triton_linear.PDL:
+                    raise
+                # a driver that cannot capture programmatic launches: capture the plain launches instead
+                triton_linear.PDL = False
+                self._capture(model)
+
+    def _capture(self, model: Nemotron4) -> None:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):  # compile, then one run outside the graph (lazy inits, autotuners)
+                decode_one_token(model, self.token, self.pos, self.valid)
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.logits = decode_one_token(model, self.token, self.pos, self.valid)
 
     def __call__(self, model: Nemotron4, token: torch.Tensor, input_pos: torch.Tensor, valid: torch.Tensor):
         self.token.copy_(token)

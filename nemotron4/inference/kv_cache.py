@@ -42,9 +42,11 @@ def setup_caches(model: Nemotron4, batch: int, max_len: int, dtype: torch.dtype 
         if cache is not None and cache.k.shape[0] == batch and cache.k.shape[2] >= max_len and cache.k.dtype == dtype:
             continue
         # local heads, also under tensor parallelism (the weight's rows); a module with no `weight` (another
-        # library's quantized linear) gives its out_features
-        wk = getattr(attn.wk, "weight", None)
-        n_kv_heads = (wk.shape[0] if wk is not None else attn.wk.out_features) // attn.head_dim
+        # library's quantized linear) gives its out_features; a fused QKV projection keeps the count
+        n_kv_heads = getattr(attn, "n_local_kv_heads", None)
+        if n_kv_heads is None:
+            wk = getattr(attn.wk, "weight", None)
+            n_kv_heads = (wk.shape[0] if wk is not None else attn.wk.out_features) // attn.head_dim
         attn.kv_cache = KVCache(batch, n_kv_heads, max_len, attn.head_dim, dtype, weight.device)
 
 

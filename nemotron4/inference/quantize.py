@@ -16,15 +16,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nemotron4.model import Nemotron4
+from nemotron4.model import Attention, FeedForward, Nemotron4
 
 TRITON_MAX_ROWS = 64
 DEQUANT_CHUNK_BYTES = 1 << 28  # prefill: dequantise at most this many bytes of bf16 weight at a time
 
 
-def torch_weight_linear(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None) -> torch.Tensor:
-    """The reference maths: (x @ weight.T) * scales, weight int8 or floating. int8 weights are dequantised in row
-    slices, so a prefill over the 256k-row output projection never holds a full bf16 copy of it."""
+X_ACT_NONE, X_ACT_SQUARED_RELU = 0, 1  # nemotron4.inference.triton_linear.X_ACTS
+
+
+def torch_weight_linear(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None,
+                        x_act: int = X_ACT_NONE) -> torch.Tensor:
+    """The reference maths: (act(x) @ weight.T) * scales, weight int8 or floating, act the identity or (x_act=1)
+    the squared ReLU of the model's FeedForward. int8 weights are dequantised in row slices, so a prefill over the
+    256k-row output projection never holds a full bf16 copy of it."""
+    if x_act == X_ACT_SQUARED_RELU:
+        x = F.relu(x).square()
+    elif x_act != X_ACT_NONE:
+        raise ValueError(f"weight_linear: unknown x_act {x_act}")
     if weight.dtype != torch.int8:
         y = F.linear(x, weight)
         return y if scales is None else y * scales.to(y.dtype)
@@ -49,18 +58,19 @@ def _use_triton(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 @torch.library.custom_op("nemotron4::weight_linear", mutates_args=())
-def weight_linear(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None) -> torch.Tensor:
-    """(x @ weight.T) * scales for x (..., in), weight (out, in) int8 or floating, scales (out,) or None."""
+def weight_linear(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None, x_act: int = 0) -> torch.Tensor:
+    """(act(x) @ weight.T) * scales for x (..., in), weight (out, in) int8 or floating, scales (out,) or None;
+    x_act: 0 none, 1 squared ReLU (fused into the kernel's load of x)."""
     if not _use_triton(x, weight):
-        return torch_weight_linear(x, weight, scales)
+        return torch_weight_linear(x, weight, scales, x_act)
     from nemotron4.inference.triton_linear import triton_linear
 
-    y = triton_linear(x.reshape(-1, x.shape[-1]), weight, scales)
+    y = triton_linear(x.reshape(-1, x.shape[-1]), weight, scales, x_act=x_act)
     return y.view(*x.shape[:-1], weight.shape[0])
 
 
 @weight_linear.register_fake
-def _(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None) -> torch.Tensor:
+def _(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None, x_act: int = 0) -> torch.Tensor:
     return x.new_empty(*x.shape[:-1], weight.shape[0])
 
 
@@ -71,8 +81,8 @@ class Int8Linear(nn.Module):
         self.register_buffer("weight", torch.empty(out_features, in_features, dtype=torch.int8, device=device))
         self.register_buffer("scales", torch.empty(out_features, dtype=dtype, device=device))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return weight_linear(x, self.weight, self.scales)
+    def forward(self, x: torch.Tensor, x_act: int = X_ACT_NONE) -> torch.Tensor:
+        return weight_linear(x, self.weight, self.scales, x_act)
 
     def dequantize(self) -> torch.Tensor:
         """The weight this layer computes with, (out, in), in the scales' dtype."""
@@ -92,8 +102,8 @@ class GemvLinear(nn.Linear):
     """A bias-free nn.Linear (same parameters, same state dict) whose forward goes through `weight_linear`: the
     Triton GEMV for decode-sized inputs on CUDA, F.linear otherwise. Installed by `use_triton_linears`."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return weight_linear(x, self.weight, None)
+    def forward(self, x: torch.Tensor, x_act: int = X_ACT_NONE) -> torch.Tensor:
+        return weight_linear(x, self.weight, None, x_act)
 
 
 def _replace_linears(model: nn.Module, make) -> None:
@@ -119,3 +129,96 @@ def use_triton_linears(model: Nemotron4) -> Nemotron4:
 
     _replace_linears(model, swap)
     return model
+
+
+class FusedQKVAttention(Attention):
+    """Attention whose queries, keys and values come from one projection `wqkv` (the rows of wq, wk and wv stacked):
+    one decode GEMV reads the three weights instead of three launches, two of them too small to reach bandwidth.
+    Installed by `fuse_qkv`; per-row int8 scales stack with their rows, so the maths is the parts' maths."""
+
+    qkv_sizes: tuple[int, int, int]
+
+    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        B, T, _ = x.shape
+        q, k, v = self.wqkv(x).split(self.qkv_sizes, dim=-1)
+        return (q.view(B, T, -1, self.head_dim), k.view(B, T, -1, self.head_dim), v.view(B, T, -1, self.head_dim))
+
+
+def _stack_linears(parts: list[nn.Module]) -> nn.Module:
+    """One module computing the concatenation of the parts' outputs (all Int8Linear, or all bias-free nn.Linear)."""
+    first = parts[0]
+    if isinstance(first, Int8Linear):
+        fused = Int8Linear(first.in_features, sum(p.out_features for p in parts), first.scales.dtype,
+                           first.weight.device)
+        fused.weight.copy_(torch.cat([p.weight for p in parts]))
+        fused.scales.copy_(torch.cat([p.scales for p in parts]))
+        return fused
+    w = torch.cat([p.weight.detach() for p in parts])
+    fused = nn.Linear(w.shape[1], w.shape[0], bias=False, device="meta")
+    fused.weight = nn.Parameter(w, requires_grad=False)
+    fused.__class__ = first.__class__  # GemvLinear stays GemvLinear
+    return fused
+
+
+@torch.no_grad()
+def fuse_qkv(model: Nemotron4) -> Nemotron4:
+    """Stack every attention's wq, wk and wv into one `wqkv` (in place; the parts are dropped, so the state dict
+    changes: for inference only). Apply after `quantize_int8` / `use_triton_linears` or before, either works."""
+    for layer in model.layers:
+        attn = layer.attention
+        if isinstance(attn, FusedQKVAttention):
+            continue
+        parts = [attn.wq, attn.wk, attn.wv]
+        kinds = {type(p) for p in parts}
+        if len(kinds) != 1 or not (issubclass(kinds.pop(), (Int8Linear, nn.Linear))) or any(
+                getattr(p, "bias", None) is not None for p in parts):
+            raise ValueError("fuse_qkv: wq, wk and wv must be bias-free linears of one kind")
+        attn.wqkv = _stack_linears(parts)
+        attn.qkv_sizes = tuple(p.out_features for p in parts)
+        attn.n_local_kv_heads = attn.wk.out_features // attn.head_dim
+        del attn.wq, attn.wk, attn.wv
+        attn.__class__ = FusedQKVAttention
+    return model
+
+
+class FusedActFeedForward(FeedForward):
+    """FeedForward whose squared ReLU runs inside w2's kernel, as it loads its input: one kernel fewer per layer.
+    Installed by `fuse_mlp_activation` on w2 modules that take `x_act` (Int8Linear, GemvLinear)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(self.w1(x), x_act=X_ACT_SQUARED_RELU)
+
+
+def fuse_mlp_activation(model: Nemotron4) -> Nemotron4:
+    """Move every FeedForward's squared ReLU into its w2 call (in place; parameters untouched)."""
+    for layer in model.layers:
+        ff = layer.feed_forward
+        if type(ff) is FeedForward and isinstance(ff.w2, (Int8Linear, GemvLinear)):
+            ff.__class__ = FusedActFeedForward
+    return model
+
+
+def prepare_decode(model: Nemotron4, int8: bool = False) -> Nemotron4:
+    """The fast decode form of a model, in place: int8 weight-only (if asked) or the floating-point linears through
+    the Triton GEMV, fused QKV projections, and the MLP's squared ReLU inside w2's kernel."""
+    (quantize_int8 if int8 else use_triton_linears)(model)
+    return fuse_mlp_activation(fuse_qkv(model))
+
+
+def autotune_model(model: torch.nn.Module, rows: tuple[int, ...] = (1,), only_missing: bool = True) -> dict:
+    """`autotune` every (rows, out, in, int8) shape of the model's decode linears (GemvLinear, Int8Linear) that has
+    no installed config yet (only_missing). Returns {"M,N,K,int8": {"us", "config"}} for the shapes tuned."""
+    from nemotron4.inference.triton_linear import CONFIGS, autotune
+
+    shapes = {(m.weight.shape[0], m.weight.shape[1], m.weight.dtype == torch.int8, str(m.weight.device))
+              for m in model.modules() if isinstance(m, (GemvLinear, Int8Linear))}
+    out = {}
+    for M in rows:
+        for N, K, int8, device in sorted(shapes):
+            if only_missing and (M, N, K, int8) in CONFIGS:
+                continue
+            times = autotune(M, N, K, int8, device=device)
+            if times:
+                best = CONFIGS[M, N, K, int8]
+                out[f"{M},{N},{K},{int8}"] = {"us": min(times.values()) * 1e6, "config": best.__dict__}
+    return out

@@ -33,15 +33,40 @@ class KernelConfig:
     convert: int = 1  # gemv only, int8: 0 = plain cast, 1 = exponent trick, 2 = the trick in PTX (GPU only)
 
 
+# Programmatic dependent launch (Hopper and later): a kernel's grid is launched while the kernel before it in the
+# stream is still running, and waits (griddepcontrol.wait, before its first load) for that kernel's results, so the
+# launch latency between a decode step's small kernels overlaps work. Set False to launch plainly; `_launch` turns it
+# off by itself if this Triton or driver refuses it.
+PDL = True
+
+
+def pdl_enabled(device: torch.device) -> bool:
+    import os
+
+    return (PDL and os.environ.get("NEMOTRON4_PDL", "1") != "0" and device.type == "cuda"
+            and os.environ.get("TRITON_INTERPRET", "0") != "1" and torch.cuda.get_device_capability(device)[0] >= 9)
+
+
 @functools.cache
 def _kernels():
     import triton
     import triton.language as tl
 
+    try:
+        from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+    except ImportError:  # an older Triton: PDL stays off (see _launch)
+        @triton.jit
+        def gdc_wait():
+            pass
+
+        @triton.jit
+        def gdc_launch_dependents():
+            pass
+
     @triton.jit
     def gemv_kernel(x_ptr, w_ptr, s_ptr, y_ptr, N, K, stride_wn, K_SPLIT: tl.constexpr,
                     HAS_SCALE: tl.constexpr, CONVERT: tl.constexpr, PARTIAL: tl.constexpr, EVEN_N: tl.constexpr,
-                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr, X_ACT: tl.constexpr):
         pid_n = tl.program_id(0)
         pid_k = tl.program_id(1)
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -50,10 +75,17 @@ def _kernels():
         rows = offs_n if EVEN_N else tl.minimum(offs_n, N - 1)  # clamp instead of masking: loads stay vectors
         w_ptrs = w_ptr + rows.to(tl.int64)[:, None] * stride_wn + (k0 + offs_k)[None, :]
         x_ptrs = x_ptr + k0 + offs_k
+        if USE_PDL:  # wait for the kernel before (x, and the memory y may reuse); let the next one launch
+            gdc_wait()
+            gdc_launch_dependents()
         acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
         for _ in range(0, K_SPLIT, BLOCK_K):
             w = tl.load(w_ptrs, eviction_policy="evict_first")
-            x = tl.load(x_ptrs, eviction_policy="evict_last").to(tl.float32)
+            x = tl.load(x_ptrs, eviction_policy="evict_last")
+            if X_ACT == 1:  # squared ReLU of the input, rounded to its dtype as the unfused ops would
+                xr = tl.maximum(x.to(tl.float32), 0.0)
+                x = (xr * xr).to(x_ptr.dtype.element_ty)
+            x = x.to(tl.float32)
             if CONVERT == 1:
                 wf = (w.to(tl.int32) + 0x4B000080).to(tl.float32, bitcast=True) - 8388736.0
             elif CONVERT == 2:  # the same trick on 4 packed bytes: one xor, then one byte permute per element
@@ -79,10 +111,14 @@ def _kernels():
     @triton.jit
     def small_m_kernel(x_ptr, w_ptr, s_ptr, y_ptr, M, N, K, stride_xm, stride_wn, stride_ym, K_SPLIT: tl.constexpr,
                        HAS_SCALE: tl.constexpr, PARTIAL: tl.constexpr, EVEN_N: tl.constexpr,
-                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr,
+                       X_ACT: tl.constexpr):
         pid_n = tl.program_id(0)
         pid_k = tl.program_id(1)
         pid_m = tl.program_id(2)
+        if USE_PDL:
+            gdc_wait()
+            gdc_launch_dependents()
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         offs_k = tl.arange(0, BLOCK_K)
@@ -94,6 +130,9 @@ def _kernels():
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for _ in range(0, K_SPLIT, BLOCK_K):
             x = tl.load(x_ptrs, mask=m_mask[:, None], other=0.0)
+            if X_ACT == 1:
+                xr = tl.maximum(x.to(tl.float32), 0.0)
+                x = (xr * xr).to(x_ptr.dtype.element_ty)
             w = tl.load(w_ptrs, eviction_policy="evict_first")
             acc = tl.dot(x, w.to(x.dtype), acc)
             x_ptrs += BLOCK_K
@@ -167,9 +206,13 @@ def fits(cfg: KernelConfig, K: int) -> bool:
     return K % (cfg.block_k * cfg.split_k) == 0
 
 
+X_ACTS = {"none": 0, "squared_relu": 1}  # an elementwise function applied to x as it is loaded
+
+
 def triton_linear(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor | None,
-                  cfg: KernelConfig | None = None) -> torch.Tensor:
-    """y = (x @ w.T) * scales for x (M, K) with M <= 64, w (N, K) int8 or floating, scales (N,) or None."""
+                  cfg: KernelConfig | None = None, x_act: int = 0) -> torch.Tensor:
+    """y = (act(x) @ w.T) * scales for x (M, K) with M <= 64, w (N, K) int8 or floating, scales (N,) or None;
+    act per X_ACTS (0: none; 1: relu(x)^2, rounded to x's dtype)."""
     M, K = x.shape
     N = w.shape[0]
     int8 = w.dtype == torch.int8
@@ -185,14 +228,93 @@ def triton_linear(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor | None,
     k_split = K // cfg.split_k
     if M == 1:
         grid = (_cdiv(N, cfg.block_n), cfg.split_k)
-        gemv_kernel[grid](x, w, s, y, N, K, w.stride(0), k_split, HAS_SCALE=scales is not None,
-                          CONVERT=cfg.convert if int8 else 0, PARTIAL=partial, EVEN_N=N % cfg.block_n == 0,
-                          BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, num_warps=cfg.num_warps,
-                          num_stages=cfg.num_stages)
+        _launch(gemv_kernel, grid, x.device, x, w, s, y, N, K, w.stride(0), k_split, HAS_SCALE=scales is not None,
+                CONVERT=cfg.convert if int8 else 0, PARTIAL=partial, EVEN_N=N % cfg.block_n == 0,
+                BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+                X_ACT=x_act)
     else:
         grid = (_cdiv(N, cfg.block_n), cfg.split_k, _cdiv(M, cfg.block_m))
-        small_m_kernel[grid](x, w, s, y, M, N, K, x.stride(0), w.stride(0), N, k_split,
-                             HAS_SCALE=scales is not None, PARTIAL=partial, EVEN_N=N % cfg.block_n == 0,
-                             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
-                             num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        _launch(small_m_kernel, grid, x.device, x, w, s, y, M, N, K, x.stride(0), w.stride(0), N, k_split,
+                HAS_SCALE=scales is not None, PARTIAL=partial, EVEN_N=N % cfg.block_n == 0, BLOCK_M=cfg.block_m,
+                BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+                X_ACT=x_act)
     return y.sum(0).to(x.dtype) if partial else y
+
+
+def _launch(kernel, grid, device: torch.device, *args, **kwargs) -> None:
+    """Launch with programmatic dependent launch where it is on; a Triton that refuses it (an unknown launch
+    option, no griddepcontrol) turns PDL off for the process and the kernel launches plainly."""
+    global PDL
+    if not pdl_enabled(device):
+        kernel[grid](*args, **kwargs, USE_PDL=False)
+        return
+    try:
+        kernel[grid](*args, **kwargs, USE_PDL=True, launch_pdl=True)
+        return
+    except Exception as e:
+        if torch.cuda.is_current_stream_capturing():
+            raise
+        pdl_error = e
+    kernel[grid](*args, **kwargs, USE_PDL=False)  # raises if the config itself is the problem
+    import warnings
+
+    warnings.warn(f"triton_linear: programmatic dependent launch refused ({type(pdl_error).__name__}: "
+                  f"{str(pdl_error)[:200]}); launching without it", stacklevel=2)
+    PDL = False
+
+
+# Candidates for `autotune` at batch 1 (the winners' neighbourhood in bench/results/decode_kernels_h200.json).
+TUNE_CANDIDATES = {
+    True: [KernelConfig(8, 512, convert=2), KernelConfig(4, 1024, convert=2),
+           KernelConfig(4, 1024, num_stages=3, convert=2), KernelConfig(2, 2048, convert=2),
+           KernelConfig(4, 2048, convert=2)],
+    False: [KernelConfig(8, 256), KernelConfig(4, 512), KernelConfig(8, 512)],
+}
+
+
+def graph_time(fn, copies: int, reps: int = 5) -> float:
+    """Seconds per fn(i) call, i cycling over `copies` weight copies (so that none sits in L2), replayed from one
+    CUDA graph; the median of `reps` replays."""
+    calls = max(copies, 16)
+    fn(0)
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for i in range(calls):
+            fn(i % copies)
+    g.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        g.replay()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) / 1e3 / calls)
+    return sorted(times)[len(times) // 2]
+
+
+def autotune(M: int, N: int, K: int, int8: bool, candidates: list[KernelConfig] | None = None,
+             device: str = "cuda") -> dict[KernelConfig, float]:
+    """Time the candidate configs on random weights of this shape (CUDA graphs over ~400 MB of weight copies),
+    install the fastest in CONFIGS (kept for the process: a shape is tuned once) and return seconds per config."""
+    key = (M, N, K, int8)
+    candidates = [c for c in (candidates or TUNE_CANDIDATES[int8]) if fits(c, K)]
+    g = torch.Generator(device=device).manual_seed(N * 31 + K)
+    x = torch.randn(M, K, device=device, dtype=torch.bfloat16, generator=g)
+    if int8:
+        w = torch.randint(-127, 128, (N, K), device=device, dtype=torch.int8, generator=g)
+        s = torch.rand(N, device=device, generator=g).to(torch.bfloat16) * 0.01
+    else:
+        w, s = torch.randn(N, K, device=device, dtype=torch.bfloat16, generator=g), None
+    copies = [w] + [w.clone() for _ in range(max(1, min(16, -(-(400 << 20) // w.nbytes))) - 1)]
+    times = {}
+    for cfg in candidates:
+        try:
+            times[cfg] = graph_time(lambda i, cfg=cfg: triton_linear(x, copies[i], s, cfg), len(copies))
+        except Exception:  # a config that does not compile on this GPU is not a candidate
+            continue
+    if times:
+        CONFIGS[key] = min(times, key=times.get)
+    return times

@@ -111,7 +111,15 @@ def test_int8_greedy_equals_dequantised_bf16_reference():
 
 
 def test_int8_compiled_batch_equals_eager():
-    q = quantize_int8(_model())
+    """Exact token equality needs clear decisions: on plain random weights the compiled step (inductor's fused norms
+    and RoPE) and eager differ by bf16 rounding, and a near-tie parted them at step 12 on the H200 (session 4). So
+    the output projection is a permutation of the scaled-up embedding, as in tests/gpu/test_decode_greedy.py."""
+    model = _model()
+    with torch.no_grad():
+        model.tok_embeddings.weight.mul_(10.0)
+        perm = torch.randperm(model.cfg.vocab_size, device="cuda", generator=torch.Generator("cuda").manual_seed(1))
+        model.output.weight.copy_(model.tok_embeddings.weight[perm] * 0.5)
+    q = quantize_int8(model)
     prompts = [[5, 17, 33, 2], [9, 9, 101], [1, 2, 3, 4, 5, 6, 7]]
     assert generate_tokens(q, prompts, 16, compile=True) == generate_tokens(q, prompts, 16)
 

@@ -14,7 +14,8 @@ from torch import nn
 from nemotron4 import ModelConfig, build_model
 from nemotron4.inference import generate_tokens, quantize_int8
 from nemotron4.inference import quantize as qmod
-from nemotron4.inference.quantize import GemvLinear, Int8Linear, torch_weight_linear, use_triton_linears, weight_linear
+from nemotron4.inference.quantize import (FusedQKVAttention, GemvLinear, Int8Linear, fuse_qkv, prepare_decode,
+                                          torch_weight_linear, use_triton_linears, weight_linear)
 
 
 def _int8(N, K, seed=0):
@@ -86,6 +87,53 @@ def test_caches_for_a_linear_without_a_weight_attribute():
     assert attn.kv_cache.k.shape == (2, want, 16, attn.head_dim)
 
 
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_fused_qkv_is_the_parts_maths(int8):
+    """One stacked projection (rows of wq, wk, wv; int8 scales stacked with their rows): the same logits and the
+    same greedy tokens as the three parts, and the caches still size from the KV heads."""
+    cfg = ModelConfig.from_name("tiny", vocab_size=97, max_seq_len=64)
+    model = build_model(cfg, seed=0).eval()
+    ref = quantize_int8(copy.deepcopy(model)) if int8 else copy.deepcopy(model)
+    prepare_decode(model, int8=int8)
+    attn = model.layers[0].attention
+    assert isinstance(attn, FusedQKVAttention) and not hasattr(attn, "wq")
+    assert isinstance(attn.wqkv, Int8Linear if int8 else GemvLinear)
+    assert attn.wqkv.weight.shape[0] == cfg.n_heads * cfg.head_dim + 2 * cfg.n_kv_heads * cfg.head_dim
+    x = torch.randint(0, 97, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref(x), rtol=1e-5, atol=1e-5)
+    prompts = [[3, 4, 5], [9, 1]]
+    assert generate_tokens(model, prompts, 8) == generate_tokens(ref, prompts, 8)
+    assert attn.kv_cache.k.shape[1] == cfg.n_kv_heads
+    assert fuse_qkv(model) is model  # a second call leaves fused layers alone
+
+
+def test_squared_relu_fused_into_w2_is_the_feed_forward_maths():
+    from nemotron4.inference.quantize import FusedActFeedForward
+
+    w, s = _int8(24, 32)
+    x = torch.randn(2, 3, 32)
+    torch.testing.assert_close(weight_linear(x, w, s, 1), torch_weight_linear(torch.relu(x).square(), w, s))
+    with pytest.raises(ValueError, match="x_act"):
+        torch_weight_linear(x, w, s, 7)
+    model = build_model(ModelConfig.from_name("tiny", vocab_size=97, max_seq_len=64), seed=0).eval()
+    ff = copy.deepcopy(model.layers[0].feed_forward)
+    prepare_decode(model)
+    assert isinstance(model.layers[0].feed_forward, FusedActFeedForward)
+    h = torch.randn(2, 5, model.cfg.dim)
+    with torch.no_grad():
+        torch.testing.assert_close(model.layers[0].feed_forward(h), ff(h))
+
+
+def test_fuse_qkv_refuses_mixed_parts():
+    model = build_model(ModelConfig.from_name("tiny", vocab_size=97, max_seq_len=64), seed=0).eval()
+    attn = model.layers[0].attention
+    attn.wk = Int8Linear.from_linear(attn.wk)
+    with pytest.raises(ValueError, match="one kind"):
+        fuse_qkv(model)
+
+
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
 
 # Each case: M, N, K, KernelConfig fields. Ragged N (clamped rows) with split-K partials; the plain int-to-float
@@ -113,6 +161,10 @@ for M, N, K, cfg in json.loads(sys.argv[1]):
             y = torch.full((M, N), float("nan"), dtype=dtype)
             y.copy_(triton_linear(x, weight, scale, KernelConfig(**cfg)))
             out.append([M, N, K, str(dtype), scale is not None, ((y.double() - ref).norm() / ref.norm()).item()])
+        xa = torch.relu(x).square()  # the fused squared ReLU of w2's input (x_act=1), rounded to x's dtype
+        ref = xa.double() @ w.double().T * s.double()
+        y = triton_linear(x, w, s.to(dtype), KernelConfig(**cfg), x_act=1)
+        out.append([M, N, K, str(dtype), "x_act", ((y.double() - ref).norm() / ref.norm()).item()])
 try:
     triton_linear(torch.randn(1, 96), w[:8, :96].contiguous(), s[:8], KernelConfig(block_n=8, block_k=64))
 except ValueError as e:
@@ -135,7 +187,7 @@ def test_triton_kernels_in_the_interpreter():
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     *rows, error = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert len(rows) == 4 * len(INTERPRETER_CASES)
+    assert len(rows) == 6 * len(INTERPRETER_CASES)
     for M, N, K, dtype, int8, rel in rows:
         assert rel < (1e-6 if dtype == "torch.float32" else 1e-3), (M, N, K, dtype, int8, rel)
     assert "multiple of block_k" in error
