@@ -21,9 +21,9 @@ per-block compile, which torchao needs for speed: its amax, scale and cast kerne
 fused loss (under "+output" it casts the output's fp32 master to e4m3 once per micro-batch, not per chunk).
 `cast_weights_once` still applies: the blocks' fp8 casts then read the step's bf16 copies instead of the fp32
 masters (same speed on one H200, bench/results/train_fp8_h200.json, so the trainer keeps one rule for it).
-Under tensor / data parallelism it is refused for now: the conversion must come before FSDP2's `fully_shard` (with `enable_fsdp_float8_all_gather` for tensorwise, and
-`torchao.float8.precompute_float8_dynamic_scale_for_fsdp` after each optimizer step), which the parallel build
-does not yet do; untested there.
+Under tensor / data parallelism it is refused for now: the conversion must come before FSDP2's `fully_shard`
+(with `enable_fsdp_float8_all_gather` for tensorwise, and `torchao.float8.precompute_float8_dynamic_scale_for_fsdp`
+after each optimizer step), which the parallel build does not yet do; untested there.
 
 Needs CUDA on a GPU of compute capability 8.9 or more (Ada, Hopper) and `pip install 'nemotron4[fp8]'`.
 """
