@@ -7,12 +7,14 @@ made of micro-batches with gradient accumulation. Ours runs `nemotron4.train.ste
 989e12 peak), ours / HF and peak memory; writes JSON.
 
     python bench/train.py --out bench/results/train_h200.json
-    python bench/train.py --peers ours --micro 4 --fp8 tensorwise,rowwise --fp8-curve 100 --curve-layers 4 \
-        --out bench/results/train_fp8_h200.json     # FP8 (train.fp8) against the bf16 step, same run
+    python bench/train.py --peers ours --micro 4 --fp8 tensorwise,tensorwise+output --fp8-curve 100 \
+        --curve-layers 2 --profile --out bench/results/train_fp8_h200.json  # FP8 against the bf16 step, same run
 
-With `--fp8`, ours also runs with the blocks' linear layers in FP8 (`nemotron4.train.fp8`, torchao float8) for each
-recipe named; `fp8_over_bf16` is the best FP8 tokens/s over the best bf16 tokens/s of ours. MFU stays in the bf16-
-peak convention under FP8 (989e12; the FP8 peak is twice that): it is tokens/s times the same FLOPs per token.
+With `--fp8`, ours also runs with the blocks' linear layers in FP8 (`nemotron4.train.fp8`, torchao float8; with
+"tensorwise+output" the fused loss's output-projection GEMMs too) for each train.fp8 recipe named (RECIPE:nocast
+turns cast_weights_once off); `fp8_over_bf16` is the best FP8 tokens/s over the best bf16 tokens/s of ours. MFU
+stays in the bf16-peak convention under FP8 (989e12; the FP8 peak is twice that): it is tokens/s times the same
+FLOPs per token.
 `--fp8-curve N` trains bf16 and each FP8 recipe N steps from the same initial weights on the same batches (a model
 of `--curve-layers` layers and a `--curve-vocab` vocabulary: cheap, same block shapes).
     python bench/train.py --device cpu --model tiny --seq-len 64 --layers 2     # smoke test of this script
@@ -279,6 +281,10 @@ def main() -> None:
                           f"{H100_BF16_PEAK:.4g} FLOP/s peak (the bf16 peak, also for the FP8 runs)",
         "runs": [],
     }
+    if args.fp8:
+        from importlib.metadata import version
+
+        res["torchao"] = version("torchao")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
@@ -348,9 +354,9 @@ def main() -> None:
         res["fp8_over_bf16"] = res["fp8_over_bf16_by_recipe"][res["fp8_best_recipe"]]
         out.write_text(json.dumps(res, indent=2) + "\n")
     if args.fp8_curve and fp8_modes:
-        recipes = list(dict.fromkeys(m.partition(":")[0] for m in fp8_modes))  # :nocast gives the same numbers
+        recipes = list(dict.fromkeys(m.removesuffix(":nocast") for m in fp8_modes))  # same numbers with cast-once
         res["fp8_loss_curves"] = fp8_loss_curves(cfg, args, device, recipes)
-        chosen = res.get("fp8_best_recipe", recipes[0]).partition(":")[0]
+        chosen = res.get("fp8_best_recipe", recipes[0]).removesuffix(":nocast")
         res["fp8_final_loss_rel_diff"] = res["fp8_loss_curves"][f"{chosen}_final_rel_diff"]
         res["fp8_max_loss_rel_diff_after_10"] = res["fp8_loss_curves"][f"{chosen}_max_rel_diff_after_10"]
         out.write_text(json.dumps(res, indent=2) + "\n")

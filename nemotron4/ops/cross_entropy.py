@@ -6,6 +6,15 @@ their gradient). This computes the projection, the loss and both gradients chunk
 Extra memory: one chunk of fp32 logits, the gradient of the output weight (fp32, vocab x dim: 6.3 GB at 15B)
 and a compute-dtype copy of the weight, held from forward to backward; no logits are recomputed. Without grad
 mode (evaluation) only the loss is computed.
+
+`fp8=True` (`train.fp8` on, nemotron4.train.fp8) runs the three GEMMs of each chunk in FP8 on tensor cores
+(`torch._scaled_mm`, fp32 accumulation): the hidden states and the output weight in e4m3 with one scale per tensor
+from its absolute maximum (torchao's tensorwise recipe; the weight is cast once per call, not per chunk), the
+logits' gradient softmax - onehot in e5m2 with a fixed scale (its magnitude is at most 1, so no amax pass: the
+scaled cast fuses into the softmax kernel). The weight gradient is one GEMM per call over all its tokens (K = tokens,
+not a chunk), run in backward with the loss scale folded into its scale and written once in fp32, instead of an
+fp32 accumulator read and written per chunk. It needs the dimension, vocabulary and token count divisible by 16
+(otherwise the bf16 path runs); evaluation stays in the compute dtype.
 """
 
 from __future__ import annotations
@@ -13,6 +22,8 @@ from __future__ import annotations
 import torch
 
 IGNORE_INDEX = -100
+E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
+GRAD_SCALE = 2.0**15  # |softmax - onehot| <= 1: e5m2 (max 57344) keeps it, and p ~ 1/vocab stays a normal number
 
 
 def _chunk_eager(
@@ -41,6 +52,66 @@ def _chunk(hc, w, tc, vc, acc):
     return _compiled_chunk(hc, w, tc, vc, acc)
 
 
+_compiled_fns: dict = {}
+
+
+def _on_device(fn, x: torch.Tensor, *args):
+    """fn(x, *args), compiled (static shapes) when x is on a GPU, eager elsewhere."""
+    if not x.is_cuda:
+        return fn(x, *args)
+    if fn not in _compiled_fns:
+        _compiled_fns[fn] = torch.compile(fn, dynamic=False)
+    return _compiled_fns[fn](x, *args)
+
+
+def _to_e4m3(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x in e4m3 scaled by max / amax (one scale for the tensor), row-major and transposed (fp8 GEMMs on Hopper
+    read both operands K-major), and the inverse scale that `_scaled_mm` multiplies back."""
+    fmax = torch.finfo(E4M3).max
+    scale = fmax / x.abs().amax().float().clamp(min=1e-12)
+    x8 = (x.float() * scale).clamp(-fmax, fmax).to(E4M3)
+    return x8, x8.t().contiguous(), scale.reciprocal()
+
+
+def _chunk_fp8(logits: torch.Tensor, tc: torch.Tensor, vc: torch.Tensor):
+    """Summed loss of one chunk from its logits, and GRAD_SCALE x (softmax - onehot) in e5m2, row-major and
+    transposed (zero where ignored)."""
+    x = logits.float()
+    lse = torch.logsumexp(x, dim=-1)
+    loss = ((lse - x.gather(1, tc[:, None]).squeeze(1)) * vc).sum()
+    grad = (x - lse[:, None]).exp() - torch.nn.functional.one_hot(tc, x.shape[-1]).float()
+    g8 = (grad * (vc[:, None] * GRAD_SCALE)).to(E5M2)
+    return loss, g8, g8.t().contiguous()
+
+
+def fp8_applies(h: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether the FP8 path's GEMM shapes are legal: dim, vocabulary and tokens divisible by 16."""
+    return h.shape[-1] % 16 == 0 and weight.shape[0] % 16 == 0 and h.reshape(-1, h.shape[-1]).shape[0] % 16 == 0
+
+
+def _forward_fp8(ctx, h, weight, targets, valid, chunk_size):
+    """The chunk loop of `_LinearCrossEntropy.forward` with fp8 GEMMs; returns the summed loss, saves what
+    backward needs (the scaled hidden-state gradient, the e5m2 logits' gradient for the weight's GEMM)."""
+    h8, h8t, sh = _on_device(_to_e4m3, h)
+    w8, w8t, sw = _on_device(_to_e4m3, weight)  # once per call (micro-batch), not per chunk
+    inv_g = torch.tensor(1.0 / GRAD_SCALE, device=h.device)
+    n = h.shape[0]
+    loss = torch.zeros((), dtype=torch.float32, device=h.device)
+    grad_h = torch.empty(h.shape, dtype=torch.bfloat16, device=h.device)
+    gt = torch.empty((weight.shape[0], n), dtype=E5M2, device=h.device) if ctx.needs_input_grad[1] else None
+    for start in range(0, n, chunk_size):
+        sl = slice(start, start + chunk_size)
+        logits = torch._scaled_mm(h8[sl], w8.t(), sh, sw, out_dtype=torch.bfloat16, use_fast_accum=True)
+        loss_sum, g8, g8t = _on_device(_chunk_fp8, logits, targets[sl], valid[sl])
+        del logits
+        loss += loss_sum
+        grad_h[sl] = torch._scaled_mm(g8, w8t.t(), inv_g, sw, out_dtype=torch.bfloat16)
+        if gt is not None:
+            gt[:, sl] = g8t
+    ctx.fp8_saved = (gt, h8t, sh)
+    return loss, grad_h
+
+
 def _add_weight_grad(grad_w: torch.Tensor, grad: torch.Tensor, hc: torch.Tensor) -> torch.Tensor:
     """grad_w + grad.T @ hc, accumulated in grad_w's dtype. On CUDA with bf16/fp16 inputs and an fp32 accumulator,
     one GEMM reads the accumulator and writes the sum in fp32 (cuBLAS's epilogue) instead of a half-precision
@@ -53,15 +124,23 @@ def _add_weight_grad(grad_w: torch.Tensor, grad: torch.Tensor, hc: torch.Tensor)
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_size: int, compute_dtype
+        ctx, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_size: int, compute_dtype,
+        fp8: bool = False,
     ) -> torch.Tensor:
         # h (N, dim) in its dtype, weight (vocab, dim) fp32 master or bf16, targets (N,)
         cdt = compute_dtype or h.dtype
         acc = torch.promote_types(cdt, torch.float32)  # softmax / loss / weight-grad accumulation: >= fp32
-        hc_all, w = h.to(cdt), weight.to(cdt)
         valid = targets != IGNORE_INDEX
         n_valid = valid.sum().clamp(min=1)
         safe_targets = targets.masked_fill(~valid, 0)
+        ctx.h_dtype, ctx.w_dtype, ctx.fp8 = h.dtype, weight.dtype, fp8
+        if fp8:
+            loss, grad_h = _forward_fp8(ctx, h, weight, safe_targets, valid, chunk_size)
+            scale = 1.0 / n_valid.to(torch.float32)
+            ctx.save_for_backward(grad_h, scale)
+            ctx.has_grad_w = ctx.needs_input_grad[1]
+            return loss * scale
+        hc_all, w = h.to(cdt), weight.to(cdt)
         loss = torch.zeros((), dtype=acc, device=h.device)
         grad_h = torch.empty_like(hc_all)
         grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if ctx.needs_input_grad[1] else None
@@ -76,16 +155,26 @@ class _LinearCrossEntropy(torch.autograd.Function):
         scale = 1.0 / n_valid.to(acc)
         ctx.save_for_backward(grad_h, grad_w if grad_w is not None else torch.empty(0), scale)
         ctx.has_grad_w = grad_w is not None
-        ctx.h_dtype, ctx.w_dtype = h.dtype, weight.dtype
         return loss * scale
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        if ctx.fp8:
+            grad_h, scale = ctx.saved_tensors
+            gt, h8t, sh = ctx.fp8_saved
+            ctx.fp8_saved = None
+            g = grad_out.float() * scale
+            dh = (grad_h.float() * g).to(ctx.h_dtype)
+            dw = None
+            if ctx.has_grad_w:  # all tokens at once: (vocab, tokens) x (tokens, dim), the loss scale folded in
+                dw = torch._scaled_mm(gt, h8t.t(), (g / GRAD_SCALE).reshape(()), sh, out_dtype=torch.float32)
+                dw = dw.to(ctx.w_dtype)
+            return dh, dw, None, None, None, None
         grad_h, grad_w, scale = ctx.saved_tensors
         g = grad_out * scale
         dh = (grad_h.to(g.dtype) * g).to(ctx.h_dtype)
         dw = (grad_w * g).to(ctx.w_dtype) if ctx.has_grad_w else None
-        return dh, dw, None, None, None
+        return dh, dw, None, None, None, None
 
 
 def linear_cross_entropy(
@@ -94,18 +183,21 @@ def linear_cross_entropy(
     targets: torch.Tensor,
     chunk_size: int = 1024,
     compute_dtype: torch.dtype | None = None,
+    fp8: bool = False,
 ) -> torch.Tensor:
     """Mean cross-entropy of `h @ weight.T` against `targets` (positions equal to -100 ignored).
 
     h: (..., dim); weight: (vocab, dim); targets: (...). compute_dtype: the matmul dtype (e.g. bf16 over fp32
-    master weights; default h's dtype); log-softmax is always fp32.
+    master weights; default h's dtype); log-softmax is always fp32. fp8: the training GEMMs in FP8 (module
+    docstring; where `fp8_applies`); evaluation (no grad) is unaffected.
     """
     if h.is_cuda and torch.is_autocast_enabled("cuda") and compute_dtype is None:
         compute_dtype = torch.get_autocast_dtype("cuda")
     h2, t1 = h.reshape(-1, h.shape[-1]), targets.reshape(-1)
     with torch.autocast(h.device.type, enabled=False):
         if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
-            return _LinearCrossEntropy.apply(h2, weight, t1, chunk_size, compute_dtype)
+            fp8 = fp8 and fp8_applies(h2, weight)
+            return _LinearCrossEntropy.apply(h2, weight, t1, chunk_size, compute_dtype, fp8)
         return _loss_only(h2, weight, t1, chunk_size, compute_dtype)  # evaluation: no gradient buffers
 
 

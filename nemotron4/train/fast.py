@@ -74,11 +74,13 @@ def _checkpointed(forward):
     return run
 
 
-def fused_cross_entropy_loss(model: Nemotron4, batch: torch.Tensor, chunk_size: int = 4096) -> torch.Tensor:
-    """`nemotron4.train.step.cross_entropy_loss` without the (tokens x vocab) logits: same value and gradients."""
+def fused_cross_entropy_loss(model: Nemotron4, batch: torch.Tensor, chunk_size: int = 4096,
+                             fp8: bool = False) -> torch.Tensor:
+    """`nemotron4.train.step.cross_entropy_loss` without the (tokens x vocab) logits: same value and gradients
+    (fp8: the output projection's GEMMs in FP8, `train.fp8`'s choice; nemotron4.ops.cross_entropy)."""
     inputs, targets = batch[:, :-1], batch[:, 1:]
     h = model.hidden_states(inputs)  # (B, T, dim)
-    return linear_cross_entropy(h, model.output.weight, targets, chunk_size=chunk_size)
+    return linear_cross_entropy(h, model.output.weight, targets, chunk_size=chunk_size, fp8=fp8)
 
 
 class CastWeightsOnce:

@@ -3,19 +3,27 @@
 `apply_fp8(model, mode)` swaps every `nn.Linear` inside the transformer blocks (attention q/k/v/o, MLP up/down)
 for torchao's `Float8Linear`: forward and both backward GEMMs run in fp8 (e4m3) with scales computed from each
 tensor's current absolute maximum ("tensorwise": one scale per tensor; "rowwise": one per row, more accurate,
-slower), accumulating in fp32 and returning bf16. The embedding and the output projection stay in bf16: the fused
-loss reads the output weight directly, and its 256k-vocabulary logits are what the loss is most sensitive to.
+slower), accumulating in fp32 and returning bf16. The embedding (a lookup) and the output projection stay as they
+are, except under "tensorwise+output": the blocks as "tensorwise", and with the fused loss (`train.fused_loss`,
+the default) the output projection's three GEMMs in FP8 too, inside `nemotron4.ops.cross_entropy` (the module stays
+an `nn.Linear` with its fp32 weight; the recipe passes `fp8=True` to the fused loss: e4m3 hidden states and weight
+with tensorwise scales, e5m2 logits' gradient). Measured on one H200 at Minitron-4B, seq 4096, global batch 8, in
+one run (bench/results/train_fp8_h200_s4.json): bf16 1.361 s/step, blocks in FP8 1.140 s (1.19x), blocks and
+output 1.056 s (1.29x). The output projection is about a fifth of the linear FLOPs at a 256k vocabulary. But over
+100 steps (2 layers, 256k vocabulary) the output in FP8 raises the loss by a drift that grows to 1.05% at step 100
+(at most 1.31% after step 10), where the blocks alone stay within 0.25% (bench/results/train_fp8_h200.json).
+Hence opt-in, and off in "tensorwise" and "rowwise".
 
 FP8 is a compute format only: the swapped modules keep the same fp32 `weight` parameters under the same names, so
 the optimizer, its state and checkpoints do not see it, and a run may turn it on or off across a resume. It
 composes with the other fast paths of `nemotron4.train.fast` (convert first, then activation checkpointing, then
 per-block compile, which torchao needs for speed: its amax, scale and cast kernels fuse there) and with the
-fused loss (the output weight it reads is untouched). `cast_weights_once` still applies: the fp8 casts then read
-the step's bf16 copies instead of the fp32 masters (same speed on one H200, bench/results/train_fp8_h200.json,
-so the trainer keeps one rule for it). Under tensor / data parallelism it is refused for now: the conversion
-must come before FSDP2's `fully_shard` (with `enable_fsdp_float8_all_gather` for tensorwise, and
-`torchao.float8.precompute_float8_dynamic_scale_for_fsdp` after each optimizer step), which the parallel build
-does not yet do; untested there.
+fused loss (under "+output" it casts the output's fp32 master to e4m3 once per micro-batch, not per chunk).
+`cast_weights_once` still applies: the blocks' fp8 casts then read the step's bf16 copies instead of the fp32
+masters (same speed on one H200, bench/results/train_fp8_h200.json, so the trainer keeps one rule for it).
+Under tensor / data parallelism it is refused for now: the conversion must come before FSDP2's `fully_shard`
+(with `enable_fsdp_float8_all_gather` for tensorwise, and `torchao.float8.precompute_float8_dynamic_scale_for_fsdp`
+after each optimizer step), which the parallel build does not yet do; untested there.
 
 Needs CUDA on a GPU of compute capability 8.9 or more (Ada, Hopper) and `pip install 'nemotron4[fp8]'`.
 """
@@ -30,15 +38,28 @@ from torch import nn
 
 from nemotron4.errors import ConfigError
 
-__all__ = ["FP8_MODES", "apply_fp8", "check_fp8", "fp8_filter"]
+__all__ = ["FP8_MODES", "apply_fp8", "check_fp8", "fp8_filter", "fp8_paths", "output_fp8"]
 
-FP8_MODES = ("off", "tensorwise", "rowwise")
+FP8_MODES = ("off", "tensorwise", "rowwise", "tensorwise+output")
+OUTPUT_SUFFIX = "+output"  # the output projection (fused loss) in FP8 too
 MIN_CAPABILITY = (8, 9)  # fp8 tensor cores: Ada (8.9) and Hopper (9.0) onwards
 
 
 def check_mode(mode: str) -> None:
     if mode not in FP8_MODES:
         raise ConfigError(f"train.fp8 must be one of: {', '.join(FP8_MODES)}; got {mode!r}")
+
+
+def output_fp8(mode: str) -> bool:
+    """Whether `mode` runs the output projection's GEMMs in FP8 (through the fused loss)."""
+    return mode.endswith(OUTPUT_SUFFIX)
+
+
+def fp8_paths(mode: str) -> str:
+    """What runs in FP8 under `mode` (the recipe's `paths["fp8"]`): "off", or the blocks' recipe and where."""
+    if mode == "off":
+        return "off"
+    return f"{mode.removesuffix(OUTPUT_SUFFIX)}: blocks" + (" + output (fused loss)" if output_fp8(mode) else "")
 
 
 def check_fp8(mode: str, device: torch.device | str) -> None:
@@ -78,13 +99,18 @@ def fp8_filter(module: nn.Module, fqn: str) -> bool:
     return isinstance(module, nn.Linear) and fqn.startswith("layers.")
 
 
-def apply_fp8(model: nn.Module, mode: str, parallel: bool = False, device: torch.device | None = None) -> nn.Module:
+def apply_fp8(model: nn.Module, mode: str, parallel: bool = False, device: torch.device | None = None,
+              fused_loss: bool = True) -> nn.Module:
     """Swap the blocks' linear layers of a single-process `model` for torchao's Float8Linear (in place; parameter
     names and values unchanged; `model` may be on meta, then `device` is where it will run). Call before
-    activation checkpointing and compile; "off" returns the model as is."""
+    activation checkpointing and compile; "off" returns the model as is. A "+output" mode needs the fused loss
+    (`fused_loss`), which runs the output projection's FP8 GEMMs."""
     check_mode(mode)
     if mode == "off":
         return model
+    if output_fp8(mode) and not fused_loss:
+        raise ConfigError(f"train.fp8 = {mode!r} runs the output projection in FP8 inside the fused loss; set "
+                          f"train.fused_loss = true, or train.fp8 = {mode.removesuffix(OUTPUT_SUFFIX)!r}")
     if parallel:
         raise ConfigError(f"train.fp8 = {mode!r} runs in a single process only for now (tensor / data parallelism "
                           "would need the conversion before sharding); set train.fp8 = \"off\" under torchrun")
@@ -100,5 +126,5 @@ def convert(model: nn.Module, mode: str) -> nn.Module:
         if fp8_filter(m, fqn) and (m.in_features % 16 or m.out_features % 16):
             raise ConfigError(f"train.fp8: fp8 GEMMs need dimensions divisible by 16; {fqn} is {m.in_features} -> "
                               f"{m.out_features}; set train.fp8 = \"off\"")
-    config = float8.Float8LinearConfig.from_recipe_name(mode)
+    config = float8.Float8LinearConfig.from_recipe_name(mode.removesuffix(OUTPUT_SUFFIX))
     return float8.convert_to_float8_training(model, module_filter_fn=fp8_filter, config=config)

@@ -17,11 +17,12 @@ the hooks. Fast paths per layout (`check_run` refuses what is not in this table,
     fused_loss   tp = 1: fused (FSDP2 too: `hidden_states` runs through FSDP2's forward hooks); tp > 1 (x dp):
                  vocab-parallel fused (nemotron4.distributed.vocab_loss: each rank its vocabulary shard, chunked)
     cast_weights dp = 1 (one process, TP, a one-rank mesh); dp > 1: FSDP2 all-gathers the bf16 copies itself
-    fp8          one process only
+    fp8          one process only; the blocks' linears (torchao); "+output" modes: the fused loss's GEMMs too
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -42,7 +43,7 @@ from nemotron4.train.fast import (
     fused_cross_entropy_loss,
     set_attention_backend,
 )
-from nemotron4.train.fp8 import apply_fp8
+from nemotron4.train.fp8 import apply_fp8, fp8_paths, output_fp8
 from nemotron4.train.step import autocast_context, cross_entropy_loss
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ def recipe_paths(train: TrainSection, dtype: torch.dtype, tp: int = 1, dp: int =
         "cast_weights": ("fsdp2 bf16 all-gather" if dp > 1 else "once per step")
                         if train.cast_weights_once and low else "autocast",
         "activation_checkpointing": "blocks" if train.activation_checkpointing else "off",
-        "fp8": train.fp8,
+        "fp8": fp8_paths(train.fp8),
         "tensor_parallel": "dtensor" if tp > 1 else "none",
         "fsdp2": "fully_shard" if dp > 1 else "none",
     }
@@ -96,7 +97,7 @@ def build_recipe(cfg: ModelConfig, train: TrainSection, device: torch.device, dt
     if tp > 1:
         apply_tp(model, parallel.mesh["tp"])
     set_attention_backend(train.attention_backend)
-    apply_fp8(model, train.fp8, parallel=parallel is not None, device=device)
+    apply_fp8(model, train.fp8, parallel=parallel is not None, device=device, fused_loss=train.fused_loss)
     if train.activation_checkpointing:
         apply_activation_checkpointing(model)  # inside the TP / FSDP2 hooks of a parallel model
     if train.compile:
@@ -110,6 +111,8 @@ def build_recipe(cfg: ModelConfig, train: TrainSection, device: torch.device, dt
         load_full_weights(model, weights, device)
     loss_fn = {"fused": fused_cross_entropy_loss,
                "vocab-parallel fused": vocab_parallel_cross_entropy_loss}.get(paths["loss"], cross_entropy_loss)
+    if loss_fn is fused_cross_entropy_loss and output_fp8(train.fp8):
+        loss_fn = functools.partial(fused_cross_entropy_loss, fp8=True)  # the output projection in FP8 too
     hooks = None
     if parallel is not None:
         from nemotron4.distributed.step import local_loss

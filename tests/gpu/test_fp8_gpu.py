@@ -12,25 +12,26 @@ import torch
 
 from nemotron4 import ModelConfig, build_model
 from nemotron4.train.fast import CastWeightsOnce, compile_blocks, fused_cross_entropy_loss, set_attention_backend
-from nemotron4.train.fp8 import apply_fp8
+from nemotron4.train.fp8 import apply_fp8, output_fp8
 
 pytestmark = pytest.mark.gpu
 
 
-def _step(model, micro):
-    """Loss and fp32 master gradients of one step's micro-batches, under bf16 autocast and cast-once weights."""
+def _step(model, micro, fp8=False):
+    """Loss and fp32 master gradients of one step's micro-batches, under bf16 autocast and cast-once weights
+    (fp8: the fused loss's output-projection GEMMs in FP8, as the recipe runs them under train.fp8)."""
     model.zero_grad(set_to_none=True)
     losses = []
     with CastWeightsOnce(model)():
         for b in micro:
             with torch.autocast("cuda", dtype=torch.bfloat16):
-                loss = fused_cross_entropy_loss(model, b, chunk_size=64)
+                loss = fused_cross_entropy_loss(model, b, chunk_size=64, fp8=fp8)
             (loss / len(micro)).backward()
             losses.append(loss.detach())
     return torch.stack(losses), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("recipe", ["tensorwise", "rowwise"])
+@pytest.mark.parametrize("recipe", ["tensorwise", "rowwise", "tensorwise+output"])
 def test_compiled_fp8_step_close_to_bf16(recipe):
     if torch.cuda.get_device_capability() < (8, 9):
         pytest.skip("fp8 needs compute capability 8.9 or more")
@@ -44,7 +45,7 @@ def test_compiled_fp8_step_close_to_bf16(recipe):
         bf16 = compile_blocks(copy.deepcopy(model))
         ref_loss, ref_grads = _step(bf16, micro)
         fp8 = compile_blocks(apply_fp8(copy.deepcopy(model), recipe))
-        loss, grads = _step(fp8, micro)
+        loss, grads = _step(fp8, micro, fp8=output_fp8(recipe))
     finally:
         set_attention_backend("auto")
     converted = [n for n, m in fp8.named_modules() if type(m).__name__ == "Float8Linear"]
@@ -57,5 +58,32 @@ def test_compiled_fp8_step_close_to_bf16(recipe):
         rel = ((grads[name] - g).norm() / g.norm().clamp(min=1e-12)).item()
         assert rel < 0.25, f"{recipe} {name}: relative gradient difference {rel:.3g} from bf16"
     blocks = [n for n in ref_grads if n.startswith("layers.") and n.endswith(".weight") and ref_grads[n].ndim == 2]
+    blocks += ["output.weight"] if output_fp8(recipe) else []
     differs = [((grads[n] - ref_grads[n]).norm() / ref_grads[n].norm()).item() for n in blocks]
     assert max(differs) > 1e-4, "the FP8 gradients equal bf16's: the fp8 GEMMs did not run"
+
+
+def test_fused_loss_fp8_gemms_close_to_bf16():
+    """The fused loss alone at a 32k vocabulary (the output projection's path under train.fp8): _scaled_mm with
+    e4m3 / e5m2 operands, the compiled chunk, the weight GEMM in backward; loss and both gradients close to bf16's."""
+    if torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("fp8 needs compute capability 8.9 or more")
+    from nemotron4.ops.cross_entropy import linear_cross_entropy
+
+    g = torch.Generator("cuda").manual_seed(0)
+    h = torch.randn(2, 1024, 512, device="cuda", generator=g)
+    w = torch.randn(32768, 512, device="cuda", generator=g) * 0.02
+    t = torch.randint(0, 32768, (2, 1024), device="cuda", generator=g)
+    out = {}
+    for fp8 in (False, True):
+        hh, ww = h.clone().requires_grad_(), w.clone().requires_grad_()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = linear_cross_entropy(hh, ww, t, chunk_size=512, fp8=fp8)
+        loss.backward()
+        out[fp8] = (loss.detach(), hh.grad, ww.grad)
+    assert torch.isfinite(out[True][0])
+    torch.testing.assert_close(out[True][0], out[False][0], rtol=5e-3, atol=0.0)
+    for a, b in zip(out[True][1:], out[False][1:], strict=True):
+        assert a.dtype == torch.float32 and torch.isfinite(a).all()
+        rel = ((a - b).norm() / b.norm()).item()
+        assert 1e-4 < rel < 0.1, rel

@@ -76,3 +76,46 @@ def test_weight_grad_fp32_output_gemm_on_cuda():
     out = _add_weight_grad(acc.clone(), grad, hc)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-3)
+
+
+def _fp8_case(seed: int, n: int = 128, dim: int = 64, vocab: int = 256):
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(n, dim, generator=g)
+    w = torch.randn(vocab, dim, generator=g) * 0.1
+    t = torch.randint(0, vocab, (n,), generator=g)
+    t[::7] = -100
+    return h, w, t
+
+
+def _loss_and_grads(h, w, t, **kw):
+    hh, ww = h.clone().requires_grad_(), w.clone().requires_grad_()
+    loss = linear_cross_entropy(hh, ww, t, **kw)
+    (loss * 1.7).backward()
+    return loss.detach(), hh.grad, ww.grad
+
+
+def test_fp8_gemms_close_to_fp32_and_not_equal():
+    """fp8=True (train.fp8's output projection): e4m3 hidden states and weight, e5m2 logits' gradient, one weight
+    GEMM over all tokens in backward. Close to the exact loss and gradients, not equal to them (fp8 ran); ignored
+    positions get no gradient; chunking does not change the result (the weight's scale is per call)."""
+    h, w, t = _fp8_case(0)
+    ref = _loss_and_grads(h, w, t, chunk_size=32)
+    got = _loss_and_grads(h, w, t, chunk_size=32, fp8=True)
+    torch.testing.assert_close(got[0], ref[0], rtol=1e-2, atol=0)
+    assert got[0] != ref[0]
+    for a, b in zip(got[1:], ref[1:], strict=True):
+        assert a.dtype == torch.float32
+        rel = ((a - b).norm() / b.norm()).item()
+        assert 1e-4 < rel < 0.08, rel
+    assert torch.all(got[1][::7] == 0)
+    whole = _loss_and_grads(h, w, t, chunk_size=128, fp8=True)
+    torch.testing.assert_close(whole[0], got[0], rtol=1e-6, atol=0)
+    torch.testing.assert_close(whole[2], got[2], rtol=1e-5, atol=1e-7)
+
+
+def test_fp8_falls_back_where_shapes_are_not_multiples_of_16():
+    h, w, t = _fp8_case(1, n=120)  # 120 tokens: the weight GEMM's K must be a multiple of 16
+    ref = _loss_and_grads(h, w, t, chunk_size=32)
+    got = _loss_and_grads(h, w, t, chunk_size=32, fp8=True)
+    for a, b in zip(got, ref, strict=True):
+        assert torch.equal(a, b)

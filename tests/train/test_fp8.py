@@ -100,7 +100,8 @@ def test_refused_without_torchao(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_bad_name_uneven_dims_and_parallel_are_refused(corpus_dir: Path) -> None:
-    with pytest.raises(ConfigError, match=r"train.fp8 must be one of: off, tensorwise, rowwise; got 'e4m3'"):
+    modes = r"off, tensorwise, rowwise, tensorwise\+output"
+    with pytest.raises(ConfigError, match=rf"train.fp8 must be one of: {modes}; got 'e4m3'"):
         tiny_job(corpus_dir, "--train.fp8", "e4m3").validate()
     model = build_model(ModelConfig.from_name("tiny", ffn_dim=200), seed=0)
     with pytest.raises(ConfigError, match=r"divisible by 16; layers.0.feed_forward.w1 is 64 -> 200"):
@@ -152,3 +153,39 @@ def test_checkpoint_with_fp8_on_resumes_with_fp8_off_and_back(corpus_dir: Path, 
     assert back.state.step == 10
     saved = load_model_from_checkpoint(run)  # a plain model reads what the FP8 run wrote
     assert all(torch.equal(saved.state_dict()[k], v) for k, v in _weights(back.model).items())
+
+
+def test_recipe_runs_the_output_projection_in_fp8_only_under_plus_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which modules run in FP8: the blocks' linears (Float8Linear, above) and, only under "tensorwise+output",
+    the output projection's GEMMs through the fused loss (the module stays an nn.Linear with its fp32 weight);
+    "+output" without the fused loss is refused with one line."""
+    import functools
+
+    from nemotron4.train.config import TrainSection
+    from nemotron4.train.recipe import build_recipe
+
+    monkeypatch.setattr(fp8, "check_fp8", lambda mode, device: None)
+    cfg, cpu = ModelConfig.from_name("tiny"), torch.device("cpu")
+    blocks = build_recipe(cfg, TrainSection(fp8="tensorwise"), cpu, torch.float32, seed=0)
+    assert blocks.loss_fn is fused_cross_entropy_loss and blocks.paths["fp8"] == "tensorwise: blocks"
+    recipe = build_recipe(cfg, TrainSection(fp8="tensorwise+output"), cpu, torch.float32, seed=0)
+    assert isinstance(recipe.loss_fn, functools.partial) and recipe.loss_fn.func is fused_cross_entropy_loss
+    assert recipe.loss_fn.keywords == {"fp8": True}
+    assert recipe.paths["fp8"] == "tensorwise: blocks + output (fused loss)"
+    converted = {n for n, m in recipe.model.named_modules() if isinstance(m, Float8Linear)}
+    assert converted == {f"layers.{i}.{name}" for i in range(cfg.n_layers) for name in BLOCK_LINEARS}
+    assert type(recipe.model.output) is nn.Linear and recipe.model.output.weight.dtype == torch.float32
+    with pytest.raises(ConfigError, match=r"inside the fused loss; set train.fused_loss = true, or train.fp8 = "
+                                          r"'tensorwise'$") as e:
+        build_recipe(cfg, TrainSection(fp8="tensorwise+output", fused_loss=False), cpu, torch.float32, seed=0)
+    assert "\n" not in str(e.value)
+    off = build_recipe(cfg, TrainSection(), cpu, torch.float32, seed=0)
+    assert off.loss_fn is fused_cross_entropy_loss and off.paths["fp8"] == "off"
+    batch = torch.randint(0, cfg.vocab_size, (2, 33), generator=torch.Generator().manual_seed(0))
+    losses = {}
+    for name, r in (("off", off), ("blocks", blocks), ("output", recipe)):
+        losses[name] = r.loss_fn(r.step_model, batch)
+        losses[name].backward()
+    assert losses["output"].item() != losses["blocks"].item()  # the output GEMMs ran in fp8
+    assert losses["output"].item() == pytest.approx(losses["off"].item(), rel=2e-2)
+    assert torch.isfinite(recipe.model.output.weight.grad).all()
