@@ -53,7 +53,7 @@ def main(argv: list[str]) -> None:
         out.mkdir(exist_ok=True)
         record = {"rank": rank, "dp": trainer.dp_size, "world": trainer.world_size,
                   "fsdp_param_dtype": fsdp_param_dtype(trainer.model),
-                  "compiled_parts": "forward" in vars(trainer.model.layers[0].attention),  # compile_block_parts
+                  "compiled_blocks": getattr(trainer.model.layers[0], "_compiled_call_impl", None) is not None,
                   "checkpointed": "forward" in vars(trainer.model.layers[0]),  # apply_activation_checkpointing
                   "paths": trainer.paths,  # which fast path the training recipe gave each train.* field
                   "step_context": getattr(trainer.step_context, "__name__", type(trainer.step_context).__name__),
