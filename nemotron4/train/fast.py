@@ -29,10 +29,27 @@ from nemotron4.ops.cross_entropy import linear_cross_entropy
 ATTENTION_BACKENDS = ("auto", "cudnn", "flash", "efficient", "math")
 
 
-def compile_blocks(model: Nemotron4, fullgraph: bool = True) -> Nemotron4:
+def compile_blocks(model: Nemotron4, fullgraph: bool = True, checkpoint_outside: bool = False) -> Nemotron4:
+    """Compile each block (static shapes: a new micro-batch size recompiles). A checkpointed block
+    (`apply_activation_checkpointing`) is compiled with its checkpoint inside the graph, unless
+    `checkpoint_outside`: then the block's own forward is compiled and the checkpoint recomputes the compiled
+    function. The recipe asks for that under DTensor TP, where AOTAutograd cannot trace the checkpoint around
+    DTensor code (it saves the DeviceMesh as a tensor: "expected all tensors_saved_with_vc_check to be Tensors",
+    torch 2.13)."""
     for block in model.layers:
-        block.compile(fullgraph=fullgraph, dynamic=False)  # static shapes: a new micro-batch size recompiles
+        checkpointed = vars(block).get("forward")
+        if checkpoint_outside and checkpointed is not None:
+            inner = torch.compile(checkpointed.__wrapped__, fullgraph=fullgraph, dynamic=False)
+            block.forward = _checkpointed(inner)
+        else:
+            block.compile(fullgraph=fullgraph, dynamic=False)
     return model
+
+
+def is_compiled(block: nn.Module) -> bool:
+    """`compile_blocks` ran on this block (either way)."""
+    inner = getattr(vars(block).get("forward"), "__wrapped__", None)
+    return getattr(block, "_compiled_call_impl", None) is not None or hasattr(inner, "_torchdynamo_orig_callable")
 
 
 def set_attention_backend(name: str) -> None:

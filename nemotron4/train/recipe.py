@@ -16,7 +16,8 @@ mesh dimension of size 1 applies nothing (plain parameters, only the hooks' over
 parameters, FSDP2 all-gathers and reduce-scatters, every hook). Fast paths per layout (`check_run` refuses what is
 not in this table, one line naming the key):
 
-    compile      each whole block, on every layout (after TP + activation checkpointing, before FSDP2)
+    compile      each whole block, on every layout (after TP + activation checkpointing, before FSDP2; under
+                 DTensor TP a checkpointed block's checkpoint runs around the compiled block, not inside it)
     fused_loss   tp = 1: fused (FSDP2 too: `hidden_states` runs through FSDP2's forward hooks; a wrapped size-1 tp
                  mesh runs it on the whole local tensors); tp > 1 (x dp): vocab-parallel fused
                  (nemotron4.distributed.vocab_loss: each rank its vocabulary shard, chunked)
@@ -109,7 +110,7 @@ def build_recipe(cfg: ModelConfig, train: TrainSection, device: torch.device, dt
     if train.activation_checkpointing:
         apply_activation_checkpointing(model)  # inside the TP / FSDP2 hooks of a parallel model
     if train.compile:
-        compile_blocks(model)
+        compile_blocks(model, checkpoint_outside=paths["tensor_parallel"] == "dtensor")
     if paths["fsdp2"] == "fully_shard":
         apply_fsdp(model, parallel.mesh["dp"], dtype, forward_methods=("hidden_states",) if train.fused_loss else (),
                    keep_unsharded=keep_unsharded)
