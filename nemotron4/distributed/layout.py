@@ -41,12 +41,19 @@ class ParallelSection:
     """Process-group backend: "auto" (nccl on CUDA, gloo on CPU), "nccl" or "gloo"."""
     force_mesh: bool = False
     """In a single process, run the parallel code path anyway on a one-rank mesh (process group, mesh, parallel
-    step hooks; a size-1 dimension adds no DTensor or FSDP2 wrapping): measures that path's overhead on one GPU."""
+    step hooks; a size-1 dimension adds no DTensor or FSDP2 wrapping unless `force_wrap`): measures that path's
+    overhead on one GPU."""
+    force_wrap: bool = False
+    """With `force_mesh`: apply the DTensor TP plan and FSDP2 on size-1 mesh dimensions too, so that the whole
+    parallel code path (DTensor parameters, FSDP2 all-gathers / reduce-scatters, every hook) runs on one rank."""
 
     def validate(self) -> None:
         """What can be checked without knowing the world size."""
         check_sizes(self.tp, self.dp)
         check_backend(self.backend)
+        if self.force_wrap and not self.force_mesh:
+            raise ConfigError("parallel.force_wrap = true needs parallel.force_mesh = true (it wraps the size-1 "
+                              "dimensions of the mesh that force_mesh builds)")
 
     def resolve(self, world_size: int) -> ParallelDims:
         return ParallelDims.resolve(world_size, self.tp, self.dp)

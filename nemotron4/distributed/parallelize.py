@@ -30,6 +30,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.distributed._functional_collectives import AsyncCollectiveTensor
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
@@ -82,8 +83,20 @@ def apply_tp(model: Nemotron4, tp_mesh: DeviceMesh) -> None:
     """Swap the parameters for DTensors sharded over `tp_mesh` per ROOT_PLAN and BLOCK_PLAN (in place)."""
     check_tp(model.cfg, tp_mesh.size())
     parallelize_module(model, tp_mesh, ROOT_PLAN)
+    model.tok_embeddings.register_forward_hook(_wait_async_output)
     for block in model.layers:
         parallelize_module(block, tp_mesh, BLOCK_PLAN)
+
+
+def _wait_async_output(module: nn.Module, args: object, output: torch.Tensor) -> torch.Tensor:
+    """The embedding's RowwiseParallel reduce-scatters asynchronously (`async_op=True`) and hands the first block an
+    `AsyncCollectiveTensor`. A compiled block takes that wrapper subclass as a graph input, and AOTAutograd returns
+    no gradient for it: in backward the embedding's Redistribute then gets a plain tensor (`'Tensor' object has no
+    attribute '_local_tensor'`; torch 2.11 and 2.13 alike). Waiting here (a differentiable copy of the
+    (B, T / tp, dim) residual, once per forward) gives the blocks a plain tensor, compiled or not."""
+    if isinstance(output, AsyncCollectiveTensor):
+        return output.clone()
+    return output
 
 
 def mixed_precision(param_dtype: torch.dtype, output_dtype: torch.dtype | None = None) -> MixedPrecisionPolicy:
@@ -97,19 +110,24 @@ def mixed_precision(param_dtype: torch.dtype, output_dtype: torch.dtype | None =
 
 
 def apply_fsdp(model: Nemotron4, dp_mesh: DeviceMesh, param_dtype: torch.dtype = torch.float32,
-               forward_methods: tuple[str, ...] = ()) -> None:
+               forward_methods: tuple[str, ...] = (), keep_unsharded: bool = False) -> None:
     """FSDP2 over `dp_mesh`: one unit per block (its all-gather / reduce-scatter overlaps the neighbouring block's
     compute), the embedding, and the root (final norm + output projection). Under bf16 the all-gathers carry bf16
     (half the bytes of fp32) and the gradients are reduced in fp32 (`mixed_precision`); the embedding's output is
     cast back to fp32, where the residual stream starts. `forward_methods`: the root's other entry points that
     must run FSDP2's forward hooks like `forward` (the fused loss calls `hidden_states`, then reads the gathered
-    output weight)."""
+    output weight). `keep_unsharded` (train.cast_weights_once under FSDP2): every unit keeps its unsharded
+    parameters after forward, and the step hooks keep them after every backward but the step's last
+    (`ParallelStepHooks`), so each bf16 weight is all-gathered (cast) once per optimizer step instead of twice per
+    micro-batch, for the memory of one process's cast-once copies (2 bytes x parameters / tp)."""
     # FSDP2 warns that the embedding returns a view (an in-place op on it would skip its backward hook); the model's
     # residual adds are out-of-place (`h = x + ...`), so the warning is noise on every step.
     warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module \(FSDPEmbedding\) returned a view tensor")
-    fully_shard(model.tok_embeddings, mesh=dp_mesh, mp_policy=mixed_precision(param_dtype, torch.float32))
+    reshard = not keep_unsharded
+    fully_shard(model.tok_embeddings, mesh=dp_mesh, reshard_after_forward=reshard,
+                mp_policy=mixed_precision(param_dtype, torch.float32))
     for block in model.layers:
-        fully_shard(block, mesh=dp_mesh, mp_policy=mixed_precision(param_dtype))
+        fully_shard(block, mesh=dp_mesh, reshard_after_forward=reshard, mp_policy=mixed_precision(param_dtype))
     # The root's parameters are the last used in forward and the first in backward: no point freeing them between.
     fully_shard(model, mesh=dp_mesh, reshard_after_forward=False, mp_policy=mixed_precision(param_dtype))
     for name in forward_methods:

@@ -21,18 +21,24 @@ smaller K/V makes it a slight over-estimate. Pipeline parallelism's extra in-fli
 `layout="nemotron4"` is this package's own layout instead (what `nemotron4 train` holds; checked against the H200
 measurements in bench/results/train_h200.json at tp = dp = 1, within 1%, tests/distributed/test_plan.py):
 
-    weights      4 p / dp + 2 P_blocks / t    fp32 masters (FSDP2 shards them over dp) + the bf16 copies of the
-                                              blocks' matrices, cast once per step (dp = 1); with dp > 1 FSDP2
-                                              holds only two blocks' all-gathered bf16 matrices instead, plus
-                                              the output projection (2 V h / t) from forward to backward
-    gradients    4 p / dp                     fp32; with dp > 1 and accumulation > 1, FSDP2 holds unsharded
-                                              gradients between micro-batches: 4 p more
+    weights      4 p / dp                     fp32 masters (FSDP2 shards them over dp), plus the compute copies:
+                 + 2 P_blocks / t             without FSDP2: the blocks' bf16 matrices, cast once per step
+                 + 2 p                        FSDP2 with cast-once (`apply_fsdp(keep_unsharded=True)`): every unit's
+                                              all-gathered bf16 parameters, kept for the whole step
+                 + 4 P_blocks / (L t) + 2 V h / t   FSDP2 without it: two blocks' gathered bf16 matrices in
+                                              flight and the root's output projection (forward to backward)
+    gradients    4 p / dp                     fp32; with FSDP2 and accumulation > 1, FSDP2 accumulates unsharded fp32
+                 (FSDP2, accumulation > 1: 4 p)  gradients between micro-batches and makes the sharded ones only in
+                                              the last backward's reduce-scatter (zero_grad frees them between
+                                              steps), so at the peak (end of a later micro-batch's forward) 4 p
+                                              (4 p / dp + 4 p without cast-once, as first planned: not re-measured)
     optimizer    8 p / dp                     Adam m and v
     activations  per layer and token, bytes: 4h/t + 2h + 2(q + 2kv)/t + 2q/t   (attention: fp32 residual, the normed
                  input gathered whole for the column-parallel weight gradient, q/k/v, attention output)
                  + 4h/t + 2h + 4f/t   (MLP: fp32 residual, gathered normed input, pre-activation and its square)
-    logits       tp = 1: the fused loss's bf16 output weight + fp32 weight gradient (6 V h) and one chunk of
-                 bf16 logits and their gradient (4 c V); tp > 1: the vocabulary-parallel loss, 6 s b V / t
+    logits       tp = 1: the fused loss's fp32 weight gradient, made in forward (4 V h), its bf16 copy of the output
+                 weight (2 V h; already counted under FSDP2 with cast-once, whose gathered weight is bf16) and one
+                 chunk of bf16 logits and their gradient (4 c V); tp > 1: the vocabulary-parallel loss, 6 s b V / t
 
 Time uses the FLOPs convention of `nemotron4.flops` (docs/paper.md section 4, 6N + 12 L T d per token): a stage of
 `tokens` on `gpus` GPUs at MFU m takes tokens x flops/token / (gpus x peak x m). The report's three stages (Table 2)
@@ -88,13 +94,17 @@ class Memory:
 def memory_per_gpu(
     cfg: ModelConfig, tp: int, dp: int, seq_len: int, micro_batch: int = 1, recompute: str = "selective",
     grad_bytes: int = 2, layout: str = "megatron", accumulation: int = 1, loss_chunk: int = 4096,
+    fsdp: bool | None = None, cast_once: bool = True,
 ) -> Memory:
     """Model state and activation bytes on one GPU (see the module docstring for the formulas). `layout`:
-    "megatron" (the paper's) or "nemotron4" (this package's; `recompute` and `grad_bytes` do not apply)."""
+    "megatron" (the paper's) or "nemotron4" (this package's; `recompute` and `grad_bytes` do not apply; `fsdp`:
+    FSDP2 wraps the model, default dp > 1, True for a wrapped one-rank mesh (parallel.force_wrap); `cast_once`:
+    train.cast_weights_once)."""
     if layout not in LAYOUTS:
         raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     if layout == "nemotron4":
-        return _memory_nemotron4(cfg, tp, dp, seq_len, micro_batch, accumulation, loss_chunk)
+        return _memory_nemotron4(cfg, tp, dp, seq_len, micro_batch, accumulation, loss_chunk,
+                                 dp > 1 if fsdp is None else fsdp, cast_once)
     if recompute not in RECOMPUTE:
         raise ConfigError(f"recompute must be one of {', '.join(RECOMPUTE)}, got {recompute!r}")
     p = params_per_gpu(cfg, tp)
@@ -109,19 +119,23 @@ def memory_per_gpu(
 
 
 def _memory_nemotron4(cfg: ModelConfig, tp: int, dp: int, seq_len: int, micro_batch: int, accumulation: int,
-                      loss_chunk: int) -> Memory:
+                      loss_chunk: int, fsdp: bool, cast_once: bool) -> Memory:
     p, t, h, f, V = params_per_gpu(cfg, tp), tp, cfg.dim, cfg.ffn_dim, cfg.vocab_size
     q, kv = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
     blocks = cfg.n_layers * (2 * h * q + 2 * h * kv + 2 * h * f) / t  # the blocks' matrices on this GPU
-    # dp > 1: two blocks' all-gathered bf16 matrices in flight, and the root unit's output projection, which stays
-    # gathered from its forward to its backward (reshard_after_forward=False)
-    weights = 4 * p / dp + (2 * 2 * blocks / cfg.n_layers + 2 * V * h / t if dp > 1 else 2 * blocks)
-    gradients = 4 * p / dp + (4 * p if dp > 1 and accumulation > 1 else 0)
+    if not fsdp:
+        weights, gradients = 4 * p / dp + 2 * blocks, 4 * p / dp
+    elif cast_once:  # every unit's gathered bf16 parameters kept for the step; unsharded fp32 grads accumulated
+        weights, gradients = 4 * p / dp + 2 * p, 4 * p if accumulation > 1 else 4 * p / dp
+    else:  # two blocks' gathered bf16 matrices in flight, the root's output projection from forward to backward
+        weights = 4 * p / dp + 2 * 2 * blocks / cfg.n_layers + 2 * V * h / t
+        gradients = 4 * p / dp + (4 * p if accumulation > 1 else 0)
     normed = 2 * h  # under TP gathered whole (bf16) for the column-parallel weight gradient
     per_token = (4 * h / t + normed + 2 * (q + 2 * kv) / t + 2 * q / t) + (4 * h / t + normed + 4 * f / t)
     tokens = seq_len * micro_batch
     fused = t == 1  # tp = 1 (one process, FSDP2): the fused loss; tp > 1: the vocabulary-parallel one
-    logits = 6 * V * h + 4 * min(loss_chunk, tokens) * V if fused else 6 * tokens * V / t
+    weight_copy = 0 if fsdp and cast_once else 2 * V * h  # under FSDP2 + cast-once the gathered weight is bf16
+    logits = 4 * V * h + weight_copy + 4 * min(loss_chunk, tokens) * V if fused else 6 * tokens * V / t
     return Memory(weights=weights, gradients=gradients, optimizer=8 * p / dp,
                   activations=cfg.n_layers * per_token * tokens, logits=logits)
 

@@ -33,6 +33,17 @@ class Parallel:
     mesh: DeviceMesh
     dims: ParallelDims
     device: torch.device
+    wrap_size_one: bool = False  # parallel.force_wrap: DTensor TP and FSDP2 on size-1 dimensions too
+
+    @property
+    def tp_applied(self) -> bool:
+        """The model's parameters are DTensors of the TP plan (tp > 1, or a size-1 tp dimension wrapped anyway)."""
+        return self.dims.tp > 1 or self.wrap_size_one
+
+    @property
+    def fsdp_applied(self) -> bool:
+        """The model is wrapped by FSDP2 over the dp dimension (dp > 1, or a size-1 dp dimension wrapped anyway)."""
+        return self.dims.dp > 1 or self.wrap_size_one
 
     @property
     def rank(self) -> int:
@@ -56,8 +67,8 @@ class Parallel:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
-    def step_hooks(self, model: Nemotron4) -> ParallelStepHooks:
-        return ParallelStepHooks(model, self.mesh)
+    def step_hooks(self, model: Nemotron4, keep_unsharded: bool = False) -> ParallelStepHooks:
+        return ParallelStepHooks(model, self.mesh, self.tp_applied, keep_unsharded)
 
 
 def load_full_weights(model: Nemotron4, weights: Mapping[str, torch.Tensor], device: torch.device) -> None:
@@ -74,10 +85,12 @@ def load_full_weights(model: Nemotron4, weights: Mapping[str, torch.Tensor], dev
     model.init_buffers()
 
 
-def setup_parallel(dims: ParallelDims, device: torch.device, backend: str = "auto") -> Parallel:
+def setup_parallel(dims: ParallelDims, device: torch.device, backend: str = "auto",
+                   wrap_size_one: bool = False) -> Parallel:
     """Join the process group (torchrun's environment) and build the (dp, tp) mesh; `device` is this process's
-    (on CUDA, the GPU of its LOCAL_RANK). Leave the group with `shutdown`, or run inside `process_group()`."""
-    return Parallel(setup_mesh(dims, device, resolve_backend(backend, device)), dims, device)
+    (on CUDA, the GPU of its LOCAL_RANK). `wrap_size_one` (parallel.force_wrap): the recipe applies DTensor TP and
+    FSDP2 on size-1 dimensions too. Leave the group with `shutdown`, or run inside `process_group()`."""
+    return Parallel(setup_mesh(dims, device, resolve_backend(backend, device)), dims, device, wrap_size_one)
 
 
 @contextmanager

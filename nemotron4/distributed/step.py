@@ -33,9 +33,16 @@ def local_loss(loss_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor]) -> Ca
 class ParallelStepHooks:
     """`StepHooks` for a model parallelized by `nemotron4.distributed.parallelize` over `mesh` ("dp", "tp")."""
 
-    def __init__(self, model: nn.Module, mesh: DeviceMesh) -> None:
+    def __init__(self, model: nn.Module, mesh: DeviceMesh, tp_applied: bool | None = None,
+                 keep_unsharded: bool = False) -> None:
+        """`tp_applied`: the parameters are TP DTensors (default: tp > 1; a one-rank mesh may wrap a size-1 tp
+        dimension too). `keep_unsharded`: FSDP2 keeps each unit's unsharded (bf16) parameters from the first
+        micro-batch's all-gather to the last one's backward (`apply_fsdp(keep_unsharded=True)`), so the weights
+        are cast once per optimizer step, as `CastWeightsOnce` does without FSDP2."""
         self.model, self.mesh = model, mesh
         self.tp, self.dp = mesh["tp"].size(), mesh["dp"].size()
+        self.tp_applied = self.tp > 1 if tp_applied is None else tp_applied
+        self.keep_unsharded = keep_unsharded
 
     @contextlib.contextmanager
     def micro_batch(self, last: bool) -> Iterator[None]:
@@ -45,7 +52,9 @@ class ParallelStepHooks:
         by all-reduces of (B x T) numbers, never the (B, T, vocab) logits."""
         if isinstance(self.model, FSDPModule):
             self.model.set_requires_gradient_sync(last)
-        with loss_parallel() if self.tp > 1 else contextlib.nullcontext():
+            if self.keep_unsharded:
+                self.model.set_reshard_after_backward(last)
+        with loss_parallel() if self.tp_applied else contextlib.nullcontext():
             yield
 
     @contextlib.contextmanager
@@ -53,7 +62,7 @@ class ParallelStepHooks:
         """Around held-out forwards (no backward). Afterwards FSDP2 units that keep their parameters gathered after
         forward (the root, see `apply_fsdp`) are resharded, since no backward will: the optimizer and checkpoints
         must see the sharded parameters."""
-        with loss_parallel() if self.tp > 1 else contextlib.nullcontext():
+        with loss_parallel() if self.tp_applied else contextlib.nullcontext():
             yield
         for module in self.model.modules():
             if isinstance(module, FSDPModule):

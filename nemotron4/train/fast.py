@@ -2,9 +2,9 @@
 model). Each computes the same function as the plain model (tests/train/test_fast_paths.py checks loss and grads).
 
 - `compile_blocks`: `torch.compile` each transformer block in place (torchtitan's per-block compile: one graph,
-  reused by every layer; parameter names unchanged, so checkpoints do not see it); under tp > 1 or dp > 1,
-  `compile_block_parts` compiles each block's attention and MLP inside the parallelism's hooks (which one runs is
-  `nemotron4.train.recipe`'s choice; a one-rank mesh compiles whole blocks).
+  reused by every layer; parameter names unchanged, so checkpoints do not see it), on every layout: after the TP
+  plan (whose hooks on the block's submodules are traced into the graph) and activation checkpointing, before
+  FSDP2 (whose hooks on the block run around it), as torchtitan does.
 - `set_attention_backend`: pick the SDPA kernel explicitly (cuDNN is the fastest on H100/H200 at 4k).
 - `apply_activation_checkpointing`: recompute each block in backward (memory for speed).
 - `fused_cross_entropy_loss`: the loss through the output projection without materialising logits.
@@ -29,22 +29,27 @@ from nemotron4.ops.cross_entropy import linear_cross_entropy
 ATTENTION_BACKENDS = ("auto", "cudnn", "flash", "efficient", "math")
 
 
-def compile_blocks(model: Nemotron4, fullgraph: bool = True) -> Nemotron4:
+def compile_blocks(model: Nemotron4, fullgraph: bool = True, checkpoint_outside: bool = False) -> Nemotron4:
+    """Compile each block (static shapes: a new micro-batch size recompiles). A checkpointed block
+    (`apply_activation_checkpointing`) is compiled with its checkpoint inside the graph, unless
+    `checkpoint_outside`: then the block's own forward is compiled and the checkpoint recomputes the compiled
+    function. The recipe asks for that under DTensor TP, where AOTAutograd cannot trace the checkpoint around
+    DTensor code (it saves the DeviceMesh as a tensor: "expected all tensors_saved_with_vc_check to be Tensors",
+    torch 2.13)."""
     for block in model.layers:
-        block.compile(fullgraph=fullgraph, dynamic=False)  # static shapes: a new micro-batch size recompiles
+        checkpointed = vars(block).get("forward")
+        if checkpoint_outside and checkpointed is not None:
+            inner = torch.compile(checkpointed.__wrapped__, fullgraph=fullgraph, dynamic=False)
+            block.forward = _checkpointed(inner)
+        else:
+            block.compile(fullgraph=fullgraph, dynamic=False)
     return model
 
 
-def compile_block_parts(model: Nemotron4, fullgraph: bool = True) -> Nemotron4:
-    """`torch.compile` each block's attention and MLP `forward`, leaving the modules' hooks eager around them: the
-    TP plan's input/output redistributions and FSDP2's all-gathers run outside the graphs, which see DTensor
-    inputs and parameters. Per-block compile (`compile_blocks`) fails in backward under TP (DTensor's redistribute
-    gets a plain gradient); this is what `train.compile` does under tp > 1 or dp > 1. The norms and residual adds
-    stay eager."""
-    for block in model.layers:
-        for part in (block.attention, block.feed_forward):
-            part.forward = torch.compile(part.forward, fullgraph=fullgraph, dynamic=False)
-    return model
+def is_compiled(block: nn.Module) -> bool:
+    """`compile_blocks` ran on this block (either way)."""
+    inner = getattr(vars(block).get("forward"), "__wrapped__", None)
+    return getattr(block, "_compiled_call_impl", None) is not None or hasattr(inner, "_torchdynamo_orig_callable")
 
 
 def set_attention_backend(name: str) -> None:
@@ -77,10 +82,15 @@ def _checkpointed(forward):
 def fused_cross_entropy_loss(model: Nemotron4, batch: torch.Tensor, chunk_size: int = 4096,
                              fp8: bool = False) -> torch.Tensor:
     """`nemotron4.train.step.cross_entropy_loss` without the (tokens x vocab) logits: same value and gradients
-    (fp8: the output projection's GEMMs in FP8, `train.fp8`'s choice; nemotron4.ops.cross_entropy)."""
+    (fp8: the output projection's GEMMs in FP8, `train.fp8`'s choice; nemotron4.ops.cross_entropy).
+    On a size-1 tensor-parallel mesh (parallel.force_wrap) the hidden states and the output weight are DTensors
+    whose local tensors are whole: the loss runs on those (`to_local` is differentiable; no collective needed)."""
     inputs, targets = batch[:, :-1], batch[:, 1:]
     h = model.hidden_states(inputs)  # (B, T, dim)
-    return linear_cross_entropy(h, model.output.weight, targets, chunk_size=chunk_size, fp8=fp8)
+    weight = model.output.weight
+    if hasattr(h, "to_local"):  # a DTensor: only ever on a one-rank tp mesh here (tp > 1 takes vocab_loss)
+        h, weight = h.to_local(), weight.to_local()
+    return linear_cross_entropy(h, weight, targets, chunk_size=chunk_size, fp8=fp8)
 
 
 class CastWeightsOnce:
@@ -94,7 +104,8 @@ class CastWeightsOnce:
     Call it around a step's micro-batches (`train_step(..., step_context=CastWeightsOnce(model))`). Norm weights
     stay fp32 (autocast runs LayerNorm in fp32), and so do the embedding and output matrices (the embedding keeps
     the residual stream fp32 as under autocast; the fused loss casts the output weight itself). Works on tensor-
-    parallel DTensor parameters too; not under FSDP2 (dp > 1), which swaps parameters itself.
+    parallel DTensor parameters too; not under FSDP2, which swaps parameters itself (and keeps its bf16 copies
+    once per step instead, `nemotron4.distributed.parallelize.apply_fsdp`).
     """
 
     def __init__(self, model: Nemotron4, dtype: torch.dtype = torch.bfloat16) -> None:
@@ -119,12 +130,13 @@ class CastWeightsOnce:
                 handle.remove()
 
 
-def cast_weights_context(model: Nemotron4, dtype: torch.dtype, dp: int = 1,
+def cast_weights_context(model: Nemotron4, dtype: torch.dtype, fsdp: bool = False,
                          enabled: bool = True) -> Callable[[], contextlib.AbstractContextManager]:
     """The `step_context` a training step runs under: `CastWeightsOnce` for a low-precision compute dtype without
-    FSDP2 (one process, or tensor parallelism alone; with dp > 1 FSDP2 owns the parameters and casts them itself),
-    else a no-op. The training recipe's choice (nemotron4.train.recipe)."""
-    if enabled and dp == 1 and dtype != torch.float32:
+    FSDP2 (one process, or tensor parallelism alone); under FSDP2 (`fsdp`), which owns the parameters, FSDP2 casts
+    them in its all-gather, kept once per step (`apply_fsdp(keep_unsharded=True)`): a no-op here. The training
+    recipe's choice (nemotron4.train.recipe)."""
+    if enabled and not fsdp and dtype != torch.float32:
         return CastWeightsOnce(model, dtype)
     return contextlib.nullcontext
 

@@ -1,22 +1,28 @@
 """The training recipe: the one place that turns (model config, train section, parallel layout, device) into what
 a training step runs. The trainer and every script in bench/ call `build_recipe`; nothing else builds a model for
 training, picks its loss, or its cast context. One process is the same recipe on the trivial layout
-(`parallel=None`); `parallel.force_mesh` runs the parallel path (process group, mesh, step hooks) on one rank.
+(`parallel=None`); `parallel.force_mesh` runs the parallel path (process group, mesh, step hooks) on one rank, and
+`parallel.force_wrap` adds DTensor TP and FSDP2 on its size-1 dimensions.
 
     recipe = build_recipe(cfg, job.train, device, dtype, parallel, seed=1234)
     train_step(recipe.step_model, optimizer, micro, lr, clip, recipe.autocast, recipe.loss_fn, recipe.hooks,
                recipe.step_context)
     print(recipe.paths)     # which fast paths ran, e.g. {"compile": "blocks", "loss": "fused", ...}
 
-Order (torchtitan's): build on meta -> tensor parallel (tp > 1) -> fp8 (one process for now) -> activation
-checkpointing -> compile -> FSDP2 (dp > 1) -> materialise + init (or load full weights). A mesh dimension of size
-1 applies nothing: a one-rank mesh has plain parameters, no DTensor and no FSDP2 wrapping, so its only overhead is
-the hooks. Fast paths per layout (`check_run` refuses what is not in this table, one line naming the key):
+Order (torchtitan's): build on meta -> tensor parallel -> fp8 (one process for now) -> activation checkpointing ->
+compile -> FSDP2 -> materialise + init (or load full weights). TP applies where tp > 1 and FSDP2 where dp > 1; a
+mesh dimension of size 1 applies nothing (plain parameters, only the hooks' overhead) unless `parallel.force_wrap`
+(`Parallel.wrap_size_one`) wraps it anyway: then a one-rank mesh runs the whole parallel code path (DTensor
+parameters, FSDP2 all-gathers and reduce-scatters, every hook). Fast paths per layout (`check_run` refuses what is
+not in this table, one line naming the key):
 
-    compile      tp = dp = 1: each whole block; otherwise each block's attention and MLP inside the TP / FSDP2 hooks
-    fused_loss   tp = 1: fused (FSDP2 too: `hidden_states` runs through FSDP2's forward hooks); tp > 1 (x dp):
-                 vocab-parallel fused (nemotron4.distributed.vocab_loss: each rank its vocabulary shard, chunked)
-    cast_weights dp = 1 (one process, TP, a one-rank mesh); dp > 1: FSDP2 all-gathers the bf16 copies itself
+    compile      each whole block, on every layout (after TP + activation checkpointing, before FSDP2; under
+                 DTensor TP a checkpointed block's checkpoint runs around the compiled block, not inside it)
+    fused_loss   tp = 1: fused (FSDP2 too: `hidden_states` runs through FSDP2's forward hooks; a wrapped size-1 tp
+                 mesh runs it on the whole local tensors); tp > 1 (x dp): vocab-parallel fused
+                 (nemotron4.distributed.vocab_loss: each rank its vocabulary shard, chunked)
+    cast_weights without FSDP2: bf16 copies once per step (CastWeightsOnce; DTensor parameters too); under FSDP2:
+                 its bf16 all-gather, kept from the step's first forward to its last backward (once per step)
     fp8          one process only; the blocks' linears (torchao); "+output" modes: the fused loss's GEMMs too
 """
 
@@ -38,7 +44,6 @@ from nemotron4.train.config import TrainSection
 from nemotron4.train.fast import (
     apply_activation_checkpointing,
     cast_weights_context,
-    compile_block_parts,
     compile_blocks,
     fused_cross_entropy_loss,
     set_attention_backend,
@@ -66,21 +71,24 @@ class Recipe:
 
 
 def recipe_paths(train: TrainSection, dtype: torch.dtype, tp: int = 1, dp: int = 1,
-                 meshed: bool = False) -> dict[str, str]:
+                 meshed: bool = False, wrapped: bool = False) -> dict[str, str]:
     """Which implementation each train.* fast path gets on a (tp, dp) layout ("off" where the field is off); the
-    one table `build_recipe` follows and `check_run` refuses against."""
+    one table `build_recipe` follows and `check_run` refuses against. `wrapped`: size-1 dimensions get DTensor TP
+    and FSDP2 too (parallel.force_wrap)."""
     low = dtype != torch.float32
+    tp_on, dp_on = tp > 1 or wrapped, dp > 1 or wrapped
     return {
-        "layout": f"tp{tp} x dp{dp}" + (" mesh" if meshed else " single process"),
-        "compile": "off" if not train.compile else ("blocks" if tp == 1 and dp == 1 else "block parts"),
-        "loss": ("vocab-parallel fused" if tp > 1 else "fused") if train.fused_loss else
-                ("vocab-parallel (loss_parallel)" if tp > 1 else "full logits"),
-        "cast_weights": ("fsdp2 bf16 all-gather" if dp > 1 else "once per step")
+        "layout": f"tp{tp} x dp{dp}" + (" mesh" if meshed else " single process") + (" wrapped" if wrapped else ""),
+        "compile": "blocks" if train.compile else "off",
+        "loss": ("vocab-parallel fused" if tp > 1 else "fused (local shard)" if tp_on else "fused")
+                if train.fused_loss else
+                ("vocab-parallel (loss_parallel)" if tp_on else "full logits"),
+        "cast_weights": ("fsdp2 bf16 all-gather once per step" if dp_on else "once per step")
                         if train.cast_weights_once and low else "autocast",
         "activation_checkpointing": "blocks" if train.activation_checkpointing else "off",
         "fp8": fp8_paths(train.fp8),
-        "tensor_parallel": "dtensor" if tp > 1 else "none",
-        "fsdp2": "fully_shard" if dp > 1 else "none",
+        "tensor_parallel": "dtensor" if tp_on else "none",
+        "fsdp2": "fully_shard" if dp_on else "none",
     }
 
 
@@ -91,25 +99,28 @@ def build_recipe(cfg: ModelConfig, train: TrainSection, device: torch.device, dt
     the module docstring, its weights the single-process init of `seed` (any layout gives the same values) or the
     full `weights` (e.g. init_from), and choose the loss and the step contexts."""
     tp, dp = (parallel.dims.tp, parallel.dims.dp) if parallel is not None else (1, 1)
-    paths = recipe_paths(train, dtype, tp, dp, meshed=parallel is not None)
+    wrapped = parallel is not None and parallel.wrap_size_one
+    paths = recipe_paths(train, dtype, tp, dp, meshed=parallel is not None, wrapped=wrapped)
+    keep_unsharded = paths["cast_weights"] == "fsdp2 bf16 all-gather once per step"
     with torch.device("meta"):
         model = Nemotron4(cfg)
-    if tp > 1:
+    if paths["tensor_parallel"] == "dtensor":
         apply_tp(model, parallel.mesh["tp"])
     set_attention_backend(train.attention_backend)
     apply_fp8(model, train.fp8, parallel=parallel is not None, device=device, fused_loss=train.fused_loss)
     if train.activation_checkpointing:
         apply_activation_checkpointing(model)  # inside the TP / FSDP2 hooks of a parallel model
     if train.compile:
-        (compile_blocks if paths["compile"] == "blocks" else compile_block_parts)(model)
-    if dp > 1:
-        apply_fsdp(model, parallel.mesh["dp"], dtype, forward_methods=("hidden_states",) if train.fused_loss else ())
+        compile_blocks(model, checkpoint_outside=paths["tensor_parallel"] == "dtensor")
+    if paths["fsdp2"] == "fully_shard":
+        apply_fsdp(model, parallel.mesh["dp"], dtype, forward_methods=("hidden_states",) if train.fused_loss else (),
+                   keep_unsharded=keep_unsharded)
     model.to_empty(device=device)
     if weights is None:
         init_weights_sharded(model, seed if seed is not None else 0, device)
     else:
         load_full_weights(model, weights, device)
-    loss_fn = {"fused": fused_cross_entropy_loss,
+    loss_fn = {"fused": fused_cross_entropy_loss, "fused (local shard)": fused_cross_entropy_loss,
                "vocab-parallel fused": vocab_parallel_cross_entropy_loss}.get(paths["loss"], cross_entropy_loss)
     if loss_fn is fused_cross_entropy_loss and output_fp8(train.fp8):
         loss_fn = functools.partial(fused_cross_entropy_loss, fp8=True)  # the output projection in FP8 too
@@ -117,7 +128,7 @@ def build_recipe(cfg: ModelConfig, train: TrainSection, device: torch.device, dt
     if parallel is not None:
         from nemotron4.distributed.step import local_loss
 
-        loss_fn, hooks = local_loss(loss_fn), parallel.step_hooks(model)
-    step_context = cast_weights_context(model, dtype, dp, train.cast_weights_once)
+        loss_fn, hooks = local_loss(loss_fn), parallel.step_hooks(model, keep_unsharded)
+    step_context = cast_weights_context(model, dtype, paths["fsdp2"] == "fully_shard", train.cast_weights_once)
     return Recipe(model=model, step_model=model, loss_fn=loss_fn, step_context=step_context, hooks=hooks,
                   autocast=autocast_context(device, dtype), paths=paths)

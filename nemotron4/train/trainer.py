@@ -105,7 +105,8 @@ class Trainer:
         if plan.meshed:
             from nemotron4.distributed.runtime import setup_parallel
 
-            self.parallel = p = setup_parallel(plan.dims, plan.device, job.parallel.backend)
+            self.parallel = p = setup_parallel(plan.dims, plan.device, job.parallel.backend,
+                                                 wrap_size_one=job.parallel.force_wrap)
             self.dp_rank, self.primary = p.dp_rank, p.primary
             checkpoint_sync = {"primary": p.primary, "barrier": p.barrier}
         self.checkpoints = CheckpointManager(self.run_dir, job.checkpoint.keep_last, on_write=self.faults.in_checkpoint,

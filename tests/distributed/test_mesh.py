@@ -50,6 +50,14 @@ def test_backend() -> None:
         load_job(TINY_TOML, ["--parallel.backend", "mpi"])
 
 
+def test_force_wrap_needs_the_one_rank_mesh() -> None:
+    """parallel.force_wrap wraps the size-1 dimensions of force_mesh's mesh: refused at config time without it."""
+    with pytest.raises(ConfigError, match="parallel.force_wrap = true needs parallel.force_mesh = true"):
+        load_job(TINY_TOML, ["--parallel.force_wrap", "true"])
+    job = load_job(TINY_TOML, ["--parallel.force_mesh", "true", "--parallel.force_wrap", "true"])
+    assert job.parallel.force_wrap and job.parallel.force_mesh
+
+
 def test_trainer_refuses_a_layout_that_does_not_fit_the_launch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("WORLD_SIZE", "4")  # as torchrun --nproc-per-node 4 would; fails before joining a group
     job = load_job(TINY_TOML, ["--parallel.tp", "3"])

@@ -64,9 +64,9 @@ def test_losses_equal_one_process(runs: dict[str, dict[str, Any]], layout: str) 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_every_fast_path_follows_one_process(runs: dict[str, dict[str, Any]], layout: str, dist_corpus: Path,
                                              tmp_path: Path) -> None:
-    """compile, activation checkpointing and the fused loss (under tp > 1 the vocabulary-parallel one, tp x dp
-    included), all on together: the recipe reports those paths on every rank, and the losses follow one process
-    step for step."""
+    """compile (whole blocks, under DTensor TP and FSDP2 too), activation checkpointing and the fused loss (under
+    tp > 1 the vocabulary-parallel one, tp x dp included), all on together: the recipe reports those paths on every
+    rank, and the losses follow one process step for step."""
     nproc, *overrides = LAYOUTS[layout]
     fast = launch(dist_corpus, tmp_path / layout, nproc, *overrides, "--train.compile", "true",
                   "--train.activation_checkpointing", "true", "--train.fused_loss", "true")
@@ -74,7 +74,8 @@ def test_every_fast_path_follows_one_process(runs: dict[str, dict[str, Any]], la
     for rank in fast["ranks"]:
         paths = rank["paths"]
         assert paths["layout"] == f"tp{tp} x dp{dp} mesh"
-        assert (paths["compile"], paths["activation_checkpointing"]) == ("block parts", "blocks")
+        assert (paths["compile"], paths["activation_checkpointing"]) == ("blocks", "blocks")
+        assert rank["compiled_blocks"] and rank["checkpointed"]
         assert paths["loss"] == ("vocab-parallel fused" if tp > 1 else "fused")
         assert paths["tensor_parallel"] == ("dtensor" if tp > 1 else "none")
         assert paths["fsdp2"] == ("fully_shard" if dp > 1 else "none")
@@ -87,6 +88,19 @@ def test_one_rank_mesh_equals_one_process(runs: dict[str, dict[str, Any]], dist_
     assert meshed["ranks"][0]["paths"]["layout"] == "tp1 x dp1 mesh"
     assert runs["single"]["ranks"][0]["paths"]["layout"] == "tp1 x dp1 single process"
     assert_same_steps(runs["single"]["records"], meshed["records"])
+
+
+def test_wrapped_one_rank_mesh_equals_one_process(runs: dict[str, dict[str, Any]], dist_corpus: Path,
+                                                  tmp_path: Path) -> None:
+    """parallel.force_wrap: the whole parallel code path on one rank (DTensor TP plan on the size-1 tp dimension,
+    FSDP2 on the size-1 dp one) with whole-block compile and the fused loss follows one process."""
+    wrapped = launch(dist_corpus, tmp_path / "wrapped", 1, "--parallel.force_mesh", "true", "--parallel.force_wrap",
+                     "true", "--train.compile", "true")
+    paths = wrapped["ranks"][0]["paths"]
+    assert (paths["layout"], paths["tensor_parallel"], paths["fsdp2"], paths["compile"], paths["loss"]) == (
+        "tp1 x dp1 mesh wrapped", "dtensor", "fully_shard", "blocks", "fused (local shard)")
+    assert wrapped["ranks"][0]["compiled_blocks"]
+    assert_same_steps(runs["single"]["records"], wrapped["records"])
 
 
 @pytest.mark.parametrize("layout", ["resumed_tp1_dp1", "resumed_tp1_dp4"])
@@ -144,11 +158,13 @@ def test_dp2_bf16_all_gathers_bf16_and_tracks_one_process(dist_corpus: Path, tmp
 @pytest.mark.parametrize("layout", ["tp2", "dp2"])
 def test_compile_under_parallelism_equals_eager(runs: dict[str, dict[str, Any]], layout: str, dist_corpus: Path,
                                                 tmp_path: Path) -> None:
-    """train.compile under tp/dp compiles each block's attention and MLP inside the parallel hooks: same losses."""
+    """train.compile under tp/dp compiles each whole block (the TP plan's hooks on its submodules inside the graph,
+    FSDP2's around it): same losses as eager."""
     nproc, *overrides = LAYOUTS[layout]
     compiled = launch(dist_corpus, tmp_path / layout, nproc, *overrides, "--train.compile", "true")
-    assert {r["compiled_parts"] for r in compiled["ranks"]} == {True}
-    assert {r["compiled_parts"] for r in runs[layout]["ranks"]} == {False}
+    assert {r["compiled_blocks"] for r in compiled["ranks"]} == {True}
+    assert {r["paths"]["compile"] for r in compiled["ranks"]} == {"blocks"}
+    assert {r["compiled_blocks"] for r in runs[layout]["ranks"]} == {False}
     assert_same_steps(runs[layout]["records"], compiled["records"])
 
 

@@ -16,6 +16,7 @@ from torch.distributed.tensor import DTensor
 
 from nemotron4.distributed.runtime import shutdown
 from nemotron4.train.config_io import load_job
+from nemotron4.train.fast import is_compiled
 from nemotron4.train.trainer import Trainer
 
 
@@ -53,7 +54,7 @@ def main(argv: list[str]) -> None:
         out.mkdir(exist_ok=True)
         record = {"rank": rank, "dp": trainer.dp_size, "world": trainer.world_size,
                   "fsdp_param_dtype": fsdp_param_dtype(trainer.model),
-                  "compiled_parts": "forward" in vars(trainer.model.layers[0].attention),  # compile_block_parts
+                  "compiled_blocks": is_compiled(trainer.model.layers[0]),  # compile_blocks
                   "checkpointed": "forward" in vars(trainer.model.layers[0]),  # apply_activation_checkpointing
                   "paths": trainer.paths,  # which fast path the training recipe gave each train.* field
                   "step_context": getattr(trainer.step_context, "__name__", type(trainer.step_context).__name__),

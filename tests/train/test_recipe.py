@@ -58,7 +58,13 @@ def test_paths_per_layout() -> None:
         "blocks", "fused", "once per step", "none", "none")
     dp = recipe_paths(train, torch.bfloat16, 1, 2, meshed=True)
     assert (dp["compile"], dp["loss"], dp["cast_weights"], dp["fsdp2"]) == (
-        "block parts", "fused", "fsdp2 bf16 all-gather", "fully_shard")
+        "blocks", "fused", "fsdp2 bf16 all-gather once per step", "fully_shard")
+    wrapped = recipe_paths(train, torch.bfloat16, 1, 1, meshed=True, wrapped=True)
+    assert (wrapped["layout"], wrapped["compile"], wrapped["loss"], wrapped["cast_weights"], wrapped["fsdp2"],
+            wrapped["tensor_parallel"]) == ("tp1 x dp1 mesh wrapped", "blocks", "fused (local shard)",
+                                            "fsdp2 bf16 all-gather once per step", "fully_shard", "dtensor")
+    assert recipe_paths(TrainSection(fused_loss=False), torch.float32, 1, 1, True, True)["loss"] == \
+        "vocab-parallel (loss_parallel)"
     tp = recipe_paths(TrainSection(fused_loss=False), torch.float32, 2, 1, meshed=True)
     assert (tp["loss"], tp["cast_weights"], tp["tensor_parallel"]) == (
         "vocab-parallel (loss_parallel)", "autocast", "dtensor")
@@ -84,6 +90,35 @@ def test_one_rank_mesh_equals_single_process(one_rank) -> None:
     assert torch.equal(loss_a, loss_b)
     for name, g in grads_a.items():
         assert torch.equal(grads_b[name], g), name
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_wrapped_one_rank_mesh_follows_single_process(one_rank, dtype: torch.dtype) -> None:
+    """parallel.force_wrap: the TP plan on the size-1 tp dimension (DTensor parameters) and FSDP2 on the size-1 dp
+    one, with the fused loss on the whole local shards and FSDP2's bf16 all-gather kept for the step (one cast per
+    step): over two steps of two micro-batches the losses follow one process (fp32: to reduction order; bf16:
+    FSDP2's embedding is bf16 where autocast keeps it fp32)."""
+    import dataclasses
+
+    from torch.distributed.fsdp import FSDPModule
+    from torch.distributed.tensor import DTensor
+
+    from nemotron4.train.step import train_step
+
+    train = TrainSection(fused_loss=True, cast_weights_once=True, dtype="bf16" if dtype == torch.bfloat16 else "fp32")
+    wrapped = dataclasses.replace(one_rank, wrap_size_one=True)
+    batches = torch.randint(0, CFG.vocab_size, (2, 4, 17), generator=torch.Generator().manual_seed(1))
+    curves = []
+    for parallel in (None, wrapped):
+        recipe = build_recipe(CFG, train, CPU, dtype, parallel, seed=3)
+        optimizer = torch.optim.AdamW(recipe.model.parameters(), lr=1e-3)
+        curves.append([train_step(recipe.step_model, optimizer, list(b.split(2)), 1e-3, 1.0, recipe.autocast,
+                                  recipe.loss_fn, recipe.hooks, recipe.step_context) for b in batches])
+    assert isinstance(recipe.model, FSDPModule) and isinstance(recipe.model.layers[0].attention.wq.weight, DTensor)
+    assert recipe.paths["loss"] == "fused (local shard)" and recipe.hooks.keep_unsharded == (dtype != torch.float32)
+    rel = 1e-5 if dtype == torch.float32 else 5e-4
+    for a, b in zip(*curves, strict=True):
+        assert b.loss == pytest.approx(a.loss, rel=rel) and b.grad_norm == pytest.approx(a.grad_norm, rel=10 * rel)
 
 
 def test_init_from_weights_load_on_any_layout(one_rank) -> None:
