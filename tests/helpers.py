@@ -474,3 +474,25 @@ def removed_positions(docs: dict[str, list[str]], out: Path) -> set[tuple[str, i
                 gone.add((source, i))
         assert nxt is None, f"{source}: the output holds a document that is not in the input, or out of order"
     return gone
+
+
+def teacher_forced_logits(model: Any, prompt: list[int], tokens: list[int]) -> Any:
+    """Decode logits (len(tokens), vocab) on CUDA predicting each of `tokens` after the prompt and the tokens before
+    it, one decode step at a time through the KV cache (eager unless the model's steps are compiled)."""
+    import torch
+
+    from nemotron4.inference import remove_caches
+    from nemotron4.inference.generation import decode_one_token, prefill
+    from nemotron4.inference.kv_cache import setup_caches
+
+    with torch.no_grad():
+        remove_caches(model)
+        S = len(prompt) + len(tokens)
+        setup_caches(model, 1, S)
+        valid = torch.ones(1, S, dtype=torch.bool, device="cuda")
+        rows = [prefill(model, torch.tensor([prompt], device="cuda"))]
+        for i, tok in enumerate(tokens[:-1]):
+            pos = torch.tensor([len(prompt) + i], device="cuda")
+            rows.append(decode_one_token(model, torch.tensor([[tok]], device="cuda"), pos, valid))
+        remove_caches(model)
+        return torch.cat(rows).float()

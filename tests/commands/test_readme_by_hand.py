@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from commands.readme import argv, block
 
+from commands.readme import argv, block
 from nemotron4.train.config_io import load_job
 
 pytestmark = pytest.mark.slow

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from commands.readme import bash_blocks
 
+from commands.readme import bash_blocks
 from nemotron4.commands.eval import _EPILOG
 
 pytestmark = pytest.mark.slow

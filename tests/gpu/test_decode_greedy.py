@@ -16,12 +16,11 @@ import copy
 
 import pytest
 import torch
+from helpers import teacher_forced_logits
 from torch import nn
 
 from nemotron4 import ModelConfig, build_model
-from nemotron4.inference import generate_tokens, quantize_int8, remove_caches
-from nemotron4.inference.generation import decode_one_token, prefill
-from nemotron4.inference.kv_cache import setup_caches
+from nemotron4.inference import generate_tokens, quantize_int8
 from nemotron4.inference.quantize import FusedActFeedForward, FusedQKVAttention, Int8Linear, prepare_decode
 
 pytestmark = pytest.mark.gpu
@@ -57,21 +56,6 @@ def _models():
     return fast, ref
 
 
-@torch.no_grad()
-def _teacher_forced_logits(model, prompt: list[int], tokens: list[int]) -> torch.Tensor:
-    """Logits (len(tokens), vocab) predicting each of `tokens` after the prompt and the tokens before it."""
-    remove_caches(model)
-    S = len(prompt) + len(tokens)
-    setup_caches(model, 1, S)
-    valid = torch.ones(1, S, dtype=torch.bool, device="cuda")
-    rows = [prefill(model, torch.tensor([prompt], device="cuda"))]
-    for i, tok in enumerate(tokens[:-1]):
-        pos = torch.tensor([len(prompt) + i], device="cuda")
-        rows.append(decode_one_token(model, torch.tensor([[tok]], device="cuda"), pos, valid))
-    remove_caches(model)
-    return torch.cat(rows).float()
-
-
 def test_int8_fast_path_greedy_equals_dequantised_bf16_for_32_steps():
     fast, ref = _models()
     want = [generate_tokens(ref, [p], STEPS)[0] for p in PROMPTS]  # eager, batch 1
@@ -82,7 +66,7 @@ def test_int8_fast_path_greedy_equals_dequantised_bf16_for_32_steps():
     assert got_b1 == want
     assert got_b2 == want
     for prompt, w in zip(PROMPTS, want, strict=True):
-        lq, lr = _teacher_forced_logits(fast, prompt, w), _teacher_forced_logits(ref, prompt, w)
+        lq, lr = teacher_forced_logits(fast, prompt, w), teacher_forced_logits(ref, prompt, w)
         rel = ((lq - lr).norm(dim=-1) / lr.norm(dim=-1)).max().item()
         assert rel < LOGITS_RTOL, rel
         assert (lq.argmax(-1) == lr.argmax(-1)).all()

@@ -8,12 +8,11 @@ import copy
 
 import pytest
 import torch
+from helpers import teacher_forced_logits
 from torch import nn
 
 from nemotron4 import ModelConfig, build_model
-from nemotron4.inference import generate_tokens, quantize_int8, remove_caches
-from nemotron4.inference.generation import decode_one_token, prefill
-from nemotron4.inference.kv_cache import setup_caches
+from nemotron4.inference import generate_tokens, quantize_int8
 from nemotron4.inference.quantize import Int8Linear, weight_linear
 from nemotron4.inference.triton_linear import triton_linear
 
@@ -62,21 +61,6 @@ def _dequantised(q: nn.Module) -> nn.Module:
     return ref
 
 
-@torch.no_grad()
-def _teacher_forced_logits(model, prompt: list[int], tokens: list[int]) -> torch.Tensor:
-    """Logits (len(tokens), vocab) predicting each of `tokens` after the prompt and the tokens before it (eager)."""
-    remove_caches(model)
-    S = len(prompt) + len(tokens)
-    setup_caches(model, 1, S)
-    valid = torch.ones(1, S, dtype=torch.bool, device="cuda")
-    rows = [prefill(model, torch.tensor([prompt], device="cuda"))]
-    for i, tok in enumerate(tokens[:-1]):
-        pos = torch.tensor([len(prompt) + i], device="cuda")
-        rows.append(decode_one_token(model, torch.tensor([[tok]], device="cuda"), pos, valid))
-    remove_caches(model)
-    return torch.cat(rows).float()
-
-
 STEPS = 32
 LOGITS_RTOL = 2e-2  # relative L2 error of a step's logits: bf16 outputs of two reduction orders, through 2 blocks
 
@@ -96,7 +80,7 @@ def test_int8_greedy_equals_dequantised_bf16_reference():
     strict = 0
     for prompt, g, w in zip(prompts, got, want, strict=True):
         assert len(set(w)) > 3  # not a degenerate constant sequence
-        lq, lr = _teacher_forced_logits(q, prompt, w), _teacher_forced_logits(ref, prompt, w)
+        lq, lr = teacher_forced_logits(q, prompt, w), teacher_forced_logits(ref, prompt, w)
         rel = ((lq - lr).norm(dim=-1) / lr.norm(dim=-1)).max().item()
         assert rel < LOGITS_RTOL, rel
         top2 = lr.topk(2, dim=-1).values

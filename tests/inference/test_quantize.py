@@ -14,8 +14,16 @@ from torch import nn
 from nemotron4 import ModelConfig, build_model
 from nemotron4.inference import generate_tokens, quantize_int8
 from nemotron4.inference import quantize as qmod
-from nemotron4.inference.quantize import (FusedQKVAttention, GemvLinear, Int8Linear, fuse_qkv, prepare_decode,
-                                          torch_weight_linear, use_triton_linears, weight_linear)
+from nemotron4.inference.quantize import (
+    FusedQKVAttention,
+    GemvLinear,
+    Int8Linear,
+    fuse_qkv,
+    prepare_decode,
+    torch_weight_linear,
+    use_triton_linears,
+    weight_linear,
+)
 
 
 def _int8(N, K, seed=0):
