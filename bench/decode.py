@@ -151,20 +151,15 @@ def kernel_table(models: list[Nemotron4], read_bw: float, cache_len: int) -> dic
     import torch.nn.functional as F
 
     from nemotron4.inference.quantize import GemvLinear, Int8Linear
-    from nemotron4.inference.triton_linear import config_for, graph_time, triton_linear
+    from nemotron4.inference.triton_linear import config_for, graph_time, random_linear_case, triton_linear
 
     rows = []
     shapes = {(m.weight.shape[0], m.weight.shape[1], m.weight.dtype == torch.int8)
               for model in models for m in model.modules() if isinstance(m, (GemvLinear, Int8Linear))}
     g = torch.Generator(device=DEVICE).manual_seed(0)
     for N, K, int8 in sorted(shapes):
-        x = torch.randn(1, K, device=DEVICE, dtype=torch.bfloat16, generator=g)
-        if int8:
-            w = torch.randint(-127, 128, (N, K), device=DEVICE, dtype=torch.int8, generator=g)
-            s = torch.rand(N, device=DEVICE, generator=g).to(torch.bfloat16) * 0.01
-        else:
-            w, s = torch.randn(N, K, device=DEVICE, dtype=torch.bfloat16, generator=g), None
-        ws = [w] + [w.clone() for _ in range(max(1, min(16, -(-(400 << 20) // w.nbytes))) - 1)]
+        x, ws, s = random_linear_case(1, N, K, int8, DEVICE, g)
+        w = ws[0]
         t = graph_time(lambda i, x=x, ws=ws, s=s: triton_linear(x, ws[i], s), len(ws))
         nbytes = w.nbytes + (s.nbytes if s is not None else 0)
         rows.append({"N": N, "K": K, "int8": int8, "us": t * 1e6, "of_read_bw": nbytes / t / read_bw,

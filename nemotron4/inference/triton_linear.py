@@ -295,6 +295,21 @@ def graph_time(fn, copies: int, reps: int = 5) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def random_linear_case(M: int, N: int, K: int, int8: bool, device: str | torch.device,
+                       generator: torch.Generator) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
+    """Random bf16 input (M, K), copies of one random (N, K) weight (int8 with bf16 per-row scales, or bf16) that
+    together span ~400 MB (at most 16), so that timing replays read each weight from HBM, not L2; and the scales
+    (None for bf16)."""
+    x = torch.randn(M, K, device=device, dtype=torch.bfloat16, generator=generator)
+    if int8:
+        w = torch.randint(-127, 128, (N, K), device=device, dtype=torch.int8, generator=generator)
+        s = torch.rand(N, device=device, generator=generator).to(torch.bfloat16) * 0.01
+    else:
+        w, s = torch.randn(N, K, device=device, dtype=torch.bfloat16, generator=generator), None
+    copies = [w] + [w.clone() for _ in range(max(1, min(16, -(-(400 << 20) // w.nbytes))) - 1)]
+    return x, copies, s
+
+
 def autotune(M: int, N: int, K: int, int8: bool, candidates: list[KernelConfig] | None = None,
              device: str = "cuda") -> dict[KernelConfig, float]:
     """Time the candidate configs on random weights of this shape (CUDA graphs over ~400 MB of weight copies),
@@ -302,13 +317,7 @@ def autotune(M: int, N: int, K: int, int8: bool, candidates: list[KernelConfig] 
     key = (M, N, K, int8)
     candidates = [c for c in (candidates or TUNE_CANDIDATES[int8]) if fits(c, K)]
     g = torch.Generator(device=device).manual_seed(N * 31 + K)
-    x = torch.randn(M, K, device=device, dtype=torch.bfloat16, generator=g)
-    if int8:
-        w = torch.randint(-127, 128, (N, K), device=device, dtype=torch.int8, generator=g)
-        s = torch.rand(N, device=device, generator=g).to(torch.bfloat16) * 0.01
-    else:
-        w, s = torch.randn(N, K, device=device, dtype=torch.bfloat16, generator=g), None
-    copies = [w] + [w.clone() for _ in range(max(1, min(16, -(-(400 << 20) // w.nbytes))) - 1)]
+    x, copies, s = random_linear_case(M, N, K, int8, device, g)
     times = {}
     for cfg in candidates:
         try:
