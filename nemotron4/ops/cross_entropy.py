@@ -94,8 +94,9 @@ def stochastic_e5m2(x: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
     """fp32 `x` in e5m2, rounded stochastically: up to the next e5m2 value with probability equal to the distance
     from the one below (in units of the gap), so E[result] = x for every element (outside e5m2's subnormal range,
     where the final cast rounds to nearest). `seed`: an int32 scalar tensor; the same seed gives the same result."""
-    idx = torch.arange(x.numel(), device=x.device, dtype=torch.int32).view(x.shape)
-    noise = _hash32(idx + seed) & _DROPPED
+    rows = _hash32(torch.arange(x[..., 0].numel(), device=x.device, dtype=torch.int32) + seed)
+    cols = torch.arange(x.shape[-1], device=x.device, dtype=torch.int32)
+    noise = (_hash32(rows.view(*x.shape[:-1], 1) + cols) & _DROPPED).view(x.shape)  # int32 at any size
     bits = (x.view(torch.int32) + noise) & ~_DROPPED  # add below the kept bits, carry into them, truncate
     return bits.view(torch.float32).to(E5M2)  # exact: the kept value is an e5m2 value
 

@@ -100,5 +100,5 @@ def test_compiled_stochastic_rounding_equals_eager():
     compiled = torch.compile(stochastic_e5m2, dynamic=False)(x, seed)
     assert torch.equal(eager.view(torch.uint8), compiled.view(torch.uint8))
     assert torch.equal(eager.view(torch.uint8).cpu(), stochastic_e5m2(x.cpu(), seed.cpu()).view(torch.uint8))
-    c = torch.full((1 << 22,), 0.128, device="cuda")
+    c = torch.full((1024, 4096), 0.128, device="cuda")
     assert abs(torch.compile(stochastic_e5m2)(c, seed).float().mean().item() - 0.128) < 1e-4
