@@ -82,7 +82,7 @@ def run_layout(cfg: ModelConfig, tp: int, dp: int, gbs: int, micro: int, args, d
     dist.all_reduce(peak, op=dist.ReduceOp.MAX)
     tokens_per_gpu = gbs * args.seq_len / dt / dims.world_size
     predicted = memory_per_gpu(cfg, tp, dims.dp, args.seq_len, micro, layout="nemotron4",
-                               accumulation=per_replica // micro)
+                               accumulation=per_replica // micro, fused_loss=train.fused_loss)
     return {"tp": tp, "dp": dims.dp, "paths": recipe.paths, "global_batch": gbs, "micro_batch": micro,
             "accumulation": per_replica // micro,
             "step_s": dt, "tokens_per_s_per_gpu": tokens_per_gpu,

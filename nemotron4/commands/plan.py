@@ -37,6 +37,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--layout", default="megatron", choices=["megatron", "nemotron4"],
                    help="memory layout: the paper's (Megatron: bf16 weights, distributed optimizer) or this "
                         "package's (fp32 masters, FSDP2 over dp; what `nemotron4 train` holds)")
+    p.add_argument("--fused-loss", action=argparse.BooleanOptionalAction, default=True,
+                   help="nemotron4 layout: train.fused_loss (the chunked loss, vocabulary-parallel under tp; "
+                        "--no-fused-loss: the full logits)")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="per GPU (989: H100/H200 dense bf16)")
     p.add_argument("--predict", nargs="?", const=DEFAULT_BENCH, default=None, metavar="BENCH_JSON",
                    help=f"predict step time per layout from a bench result's single-GPU MFU (default {DEFAULT_BENCH})")
@@ -64,11 +67,11 @@ def run(args: argparse.Namespace) -> int:
         mfu = args.mfu / 100 if args.mfu > 1 else args.mfu
         stages = [Stage(args.gpus, args.batch_size, parse_tokens(args.tokens, "--tokens"), mfu)]
     plans = plan_stages(cfg, stages, args.tp, args.seq_len, args.micro_batch, args.recompute,
-                        4 if args.grad_dtype == "fp32" else 2, args.peak_tflops * 1e12, args.layout)
+                        4 if args.grad_dtype == "fp32" else 2, args.peak_tflops * 1e12, args.layout, args.fused_loss)
     days = sum(p.days for p in plans)
     if args.json:
         print(json.dumps({"model": args.model, "tp": args.tp, "seq_len": args.seq_len, "micro_batch": args.micro_batch,
-                          "recompute": args.recompute, "layout": args.layout,
+                          "recompute": args.recompute, "layout": args.layout, "fused_loss": args.fused_loss,
                           "flops_per_token": flops_per_token(cfg, args.seq_len),
                           "params_per_gpu": params_per_gpu(cfg, args.tp), "total_days": days,
                           "stages": [p.as_dict() for p in plans]}))

@@ -36,9 +36,22 @@ measurements in bench/results/train_h200.json at tp = dp = 1, within 1%, tests/d
     activations  per layer and token, bytes: 4h/t + 2h + 2(q + 2kv)/t + 2q/t   (attention: fp32 residual, the normed
                  input gathered whole for the column-parallel weight gradient, q/k/v, attention output)
                  + 4h/t + 2h + 4f/t   (MLP: fp32 residual, gathered normed input, pre-activation and its square)
-    logits       tp = 1: the fused loss's fp32 weight gradient, made in forward (4 V h), its bf16 copy of the output
-                 weight (2 V h; already counted under FSDP2 with cast-once, whose gathered weight is bf16) and one
-                 chunk of bf16 logits and their gradient (4 c V); tp > 1: the vocabulary-parallel loss, 6 s b V / t
+    logits       the fused loss (`train.fused_loss`, on by default), one rule at every tp (`fused_loss_bytes`;
+                 one process: nemotron4.ops.cross_entropy; tp > 1: its vocabulary-parallel form,
+                 nemotron4.distributed.vocab_loss), bytes, for this GPU's V / t vocabulary rows and a chunk of
+                 c = min(4096, s b) tokens:
+                 4 V h / t                    the fp32 output-weight gradient, made in forward
+                 + 2 V h / t                  its compute-dtype (bf16) copy of the output weight (none under FSDP2,
+                                              whose all-gathered weight is already bf16)
+                 + (2 + l) c V / t            one chunk of logits (l = 2: in one process the compiled chunk reads
+                                              the bf16 matmul output; l = 4: under TP the fp32 logits are held
+                                              across the max and sum-exp all-reduces) and their bf16 gradient
+                 + s b h (4 / t + 2 + 2)      the final-normed hidden states (fp32 under autocast, this rank's
+                                              tokens), their bf16 copy gathered over the sequence (every token) and
+                                              the bf16 hidden-state gradient (every token, before its
+                                              reduce-scatter)
+                 without the fused loss: 6 s b V / t (bf16 logits and their fp32 copy, vocabulary-parallel: the
+                 megatron layout's term)
 
 Time uses the FLOPs convention of `nemotron4.flops` (docs/paper.md section 4, 6N + 12 L T d per token): a stage of
 `tokens` on `gpus` GPUs at MFU m takes tokens x flops/token / (gpus x peak x m). The report's three stages (Table 2)
@@ -54,8 +67,8 @@ from nemotron4.errors import ConfigError
 from nemotron4.flops import H100_BF16_PEAK, flops_per_token
 from nemotron4.schedules import parse_tokens
 
-__all__ = ["PAPER_STAGES", "Memory", "Stage", "StagePlan", "memory_per_gpu", "params_per_gpu", "parse_stages",
-           "plan_stages"]
+__all__ = ["PAPER_STAGES", "Memory", "Stage", "StagePlan", "fused_loss_bytes", "memory_per_gpu", "params_per_gpu",
+           "parse_stages", "plan_stages"]
 
 RECOMPUTE = ("none", "selective", "full")
 LAYOUTS = ("megatron", "nemotron4")
@@ -94,17 +107,17 @@ class Memory:
 def memory_per_gpu(
     cfg: ModelConfig, tp: int, dp: int, seq_len: int, micro_batch: int = 1, recompute: str = "selective",
     grad_bytes: int = 2, layout: str = "megatron", accumulation: int = 1, loss_chunk: int = 4096,
-    fsdp: bool | None = None, cast_once: bool = True,
+    fsdp: bool | None = None, cast_once: bool = True, fused_loss: bool = True,
 ) -> Memory:
     """Model state and activation bytes on one GPU (see the module docstring for the formulas). `layout`:
     "megatron" (the paper's) or "nemotron4" (this package's; `recompute` and `grad_bytes` do not apply; `fsdp`:
     FSDP2 wraps the model, default dp > 1, True for a wrapped one-rank mesh (parallel.force_wrap); `cast_once`:
-    train.cast_weights_once)."""
+    train.cast_weights_once; `fused_loss`: train.fused_loss)."""
     if layout not in LAYOUTS:
         raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     if layout == "nemotron4":
         return _memory_nemotron4(cfg, tp, dp, seq_len, micro_batch, accumulation, loss_chunk,
-                                 dp > 1 if fsdp is None else fsdp, cast_once)
+                                 dp > 1 if fsdp is None else fsdp, cast_once, fused_loss)
     if recompute not in RECOMPUTE:
         raise ConfigError(f"recompute must be one of {', '.join(RECOMPUTE)}, got {recompute!r}")
     p = params_per_gpu(cfg, tp)
@@ -119,7 +132,7 @@ def memory_per_gpu(
 
 
 def _memory_nemotron4(cfg: ModelConfig, tp: int, dp: int, seq_len: int, micro_batch: int, accumulation: int,
-                      loss_chunk: int, fsdp: bool, cast_once: bool) -> Memory:
+                      loss_chunk: int, fsdp: bool, cast_once: bool, fused_loss: bool) -> Memory:
     p, t, h, f, V = params_per_gpu(cfg, tp), tp, cfg.dim, cfg.ffn_dim, cfg.vocab_size
     q, kv = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
     blocks = cfg.n_layers * (2 * h * q + 2 * h * kv + 2 * h * f) / t  # the blocks' matrices on this GPU
@@ -133,11 +146,22 @@ def _memory_nemotron4(cfg: ModelConfig, tp: int, dp: int, seq_len: int, micro_ba
     normed = 2 * h  # under TP gathered whole (bf16) for the column-parallel weight gradient
     per_token = (4 * h / t + normed + 2 * (q + 2 * kv) / t + 2 * q / t) + (4 * h / t + normed + 4 * f / t)
     tokens = seq_len * micro_batch
-    fused = t == 1  # tp = 1 (one process, FSDP2): the fused loss; tp > 1: the vocabulary-parallel one
-    weight_copy = 0 if fsdp and cast_once else 2 * V * h  # under FSDP2 + cast-once the gathered weight is bf16
-    logits = 4 * V * h + weight_copy + 4 * min(loss_chunk, tokens) * V if fused else 6 * tokens * V / t
+    # the fused loss (under FSDP2 the all-gathered output weight is bf16 already: no copy of it) or the full logits
+    logits = fused_loss_bytes(V, h, t, tokens, loss_chunk, weight_copy=not fsdp) if fused_loss else 6 * tokens * V / t
     return Memory(weights=weights, gradients=gradients, optimizer=8 * p / dp,
                   activations=cfg.n_layers * per_token * tokens, logits=logits)
+
+
+def fused_loss_bytes(vocab: int, dim: int, tp: int, tokens: int, chunk: int = 4096, weight_copy: bool = True) -> float:
+    """Bytes the fused linear cross-entropy holds on one GPU at its peak (inside the chunk loop, made in forward),
+    for `tokens` tokens of a micro-batch (every rank loops over all of them) and this GPU's vocab / tp rows of the
+    output weight; the module docstring's `logits` term, the same rule for one process (tp = 1) and the
+    vocabulary-parallel loss. `weight_copy`: the loss casts the output weight to the compute dtype itself (False
+    under FSDP2, whose gathered weight is bf16)."""
+    V, h, t, c = vocab, dim, tp, min(chunk, tokens)
+    logit_bytes = 2 if t == 1 else 4  # one compiled chunk reads the bf16 logits; under TP fp32 across all-reduces
+    return (4 * V * h / t + (2 * V * h / t if weight_copy else 0) + (logit_bytes + 2) * c * V / t
+            + tokens * h * (4 / t + 2 + 2))
 
 
 @dataclass(frozen=True)
@@ -186,7 +210,7 @@ def parse_stages(text: str) -> list[Stage]:
 
 def plan_stages(
     cfg: ModelConfig, stages: list[Stage], tp: int, seq_len: int, micro_batch: int = 1, recompute: str = "selective",
-    grad_bytes: int = 2, peak_flops: float = H100_BF16_PEAK, layout: str = "megatron",
+    grad_bytes: int = 2, peak_flops: float = H100_BF16_PEAK, layout: str = "megatron", fused_loss: bool = True,
 ) -> list[StagePlan]:
     """Per stage: data-parallel size, accumulation steps, iteration time, days and memory per GPU."""
     fpt = flops_per_token(cfg, seq_len)
@@ -205,6 +229,7 @@ def plan_stages(
         out.append(StagePlan(
             stage=st, dp=dp, accumulation=accumulation,
             iteration_s=st.batch_size * seq_len / per_s, days=st.tokens / per_s / 86400,
-            memory=memory_per_gpu(cfg, tp, dp, seq_len, micro_batch, recompute, grad_bytes, layout, accumulation),
+            memory=memory_per_gpu(cfg, tp, dp, seq_len, micro_batch, recompute, grad_bytes, layout, accumulation,
+                                  fused_loss=fused_loss),
         ))
     return out
