@@ -38,17 +38,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _check_args(args: argparse.Namespace) -> None:
     """The sampling options and prompts, before anything is loaded: one line naming the flag and what to pass."""
-    import math
-
     from nemotron4.errors import ConfigError, UserError
     from nemotron4.inference.sampling import check_sampling
 
-    if not math.isfinite(args.temperature):  # nan passes `< 0`; inf would flatten every distribution
-        raise UserError(f"--temperature {args.temperature}: not a finite number; pass 0 for greedy or a value > 0 "
-                        "such as 0.8")
     try:
         check_sampling(args.temperature, args.top_k, args.top_p)
     except ConfigError as e:
+        if str(e).startswith(f"temperature {args.temperature}:"):  # names the value already: "--temperature nan: ..."
+            raise UserError(f"--{e}") from None
         flag = "--temperature" if "temperature" in str(e) else "--top-k" if "top_k" in str(e) else "--top-p"
         raise UserError(f"{flag}: {e}; see nemotron4 generate --help") from None
     if args.max_new_tokens < 0:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from nemotron4.errors import ConfigError
@@ -9,6 +11,9 @@ from nemotron4.errors import ConfigError
 
 def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
     """Clear errors for settings that would crash or silently do nothing."""
+    if not math.isfinite(temperature):  # nan passes `< 0`; inf would flatten every distribution
+        raise ConfigError(f"temperature {temperature}: not a finite number; pass 0 for greedy or a value > 0 such "
+                          "as 0.8")
     if temperature < 0:
         raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
     if top_k is not None and top_k < 1:

@@ -139,7 +139,10 @@ def test_too_long_is_a_clear_error(model):
 
 
 @pytest.mark.parametrize("kw,needle", [({"temperature": -1.0}, "temperature"), ({"top_k": 0}, "top_k"),
-                                       ({"top_p": 0.0}, "top_p"), ({"top_p": 1.5}, "top_p")])
+                                       ({"top_p": 0.0}, "top_p"), ({"top_p": 1.5}, "top_p"),
+                                       ({"temperature": float("nan")}, "temperature nan: not a finite number"),
+                                       ({"temperature": float("inf")}, "temperature inf: not a finite number"),
+                                       ({"temperature": float("-inf")}, "pass 0 for greedy")])
 def test_bad_sampling_settings_are_clear_errors(model, kw, needle):
     from nemotron4.errors import UserError
 
@@ -156,3 +159,16 @@ def test_rows_stop_independently(model):
         cut = alone.index(stop) if stop in alone else len(alone)
         assert row == alone[:cut]
     assert len(out[0]) == free[0].index(stop) <= 3
+
+
+@pytest.mark.parametrize("temperature", [float("nan"), float("inf"), float("-inf")])
+def test_check_sampling_refuses_a_temperature_that_is_not_finite(temperature):
+    """nan passes `temperature < 0` and inf flattens every distribution: the API refuses both, in the words the CLI
+    prints after its `--` (tests/reliability/test_generate_inputs.py)."""
+    from nemotron4.errors import ConfigError
+    from nemotron4.inference.sampling import check_sampling
+
+    with pytest.raises(ConfigError, match=rf"^temperature {temperature}: not a finite number; pass 0 for greedy"):
+        check_sampling(temperature, None, None)
+    check_sampling(0.0, None, None)  # greedy, and any finite value > 0, pass
+    check_sampling(0.8, 40, 0.9)
