@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from nemotron4.config import FLAVOURS, ModelConfig
-from nemotron4.errors import UserError
+from nemotron4.errors import ConfigError, UserError
 from nemotron4.fsio import open_safetensors
 from nemotron4.interop.hf import save_tensors
 from nemotron4.model import Nemotron4, build_model
@@ -129,14 +129,22 @@ def load_config(spec: str | Path) -> ModelConfig:
     return ModelConfig.from_dict(CheckpointManager.read_state(find_checkpoint(spec))["model_config"])
 
 
+def check_device_name(name: str | None, key: str = "--device") -> None:
+    """The spelling half of the device rule: None, "auto", "cpu", "cuda" or "cuda:N"; otherwise a one-line
+    ConfigError naming `key` (torch.device("tpu") would be a RuntimeError traceback). Looks at no device, so the
+    run config's check (train.device, `JobConfig.validate`) runs it as well as `pick_device`."""
+    if name is not None and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
+        raise ConfigError(f"{key} {name}: not a device nemotron4 runs on; use cpu, cuda, cuda:N or auto "
+                          "(cuda when available)")
+
+
 def pick_device(name: str | None, key: str = "--device") -> torch.device:
-    """The device `name` names; None / "auto": cuda when available, else cpu. A one-line error naming `key` when
-    it asks for CUDA that this torch build or machine lacks (the rule of train, generate and eval)."""
+    """The device `name` names (`check_device_name`); None / "auto": cuda when available, else cpu. A one-line
+    error naming `key` when it asks for CUDA that this torch build or machine lacks (the rule of train, generate
+    and eval)."""
+    check_device_name(name, key)
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", name):  # torch.device("tpu") would be a RuntimeError traceback
-        raise UserError(f"{key} {name}: not a device nemotron4 runs on; use cpu, cuda, cuda:N or auto "
-                        "(cuda when available)")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"

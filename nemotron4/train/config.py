@@ -12,7 +12,6 @@ Fields marked `metadata=RESUME_FREE` may change when a run resumes (nemotron4.tr
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -234,8 +233,9 @@ class JobConfig:
         for name in ("seq_len", "micro_batch_size", "max_nonfinite_in_row"):
             if getattr(t, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(t, name)}")
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device):
-            raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N; got {t.device!r}")
+        from nemotron4.weights import check_device_name  # generate's and eval's rule (`pick_device`)
+
+        check_device_name(t.device, "train.device =")
         if t.dtype not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"train.dtype must be one of: auto, bf16, fp32; got {t.dtype!r}")
         from nemotron4.train.fast import ATTENTION_BACKENDS

@@ -3,6 +3,8 @@ before step 1 with one line naming the key (docs/reliability.md)."""
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,7 @@ from nemotron4.train.run import check_run, plan_run
     (("--optim.eps", "-1e-8"), "optim.eps must be a positive number, got -1e-08"),
     (("--optim.weight_decay", "-0.1"), "optim.weight_decay must be a number >= 0"),
     (("--optim.grad_clip", "inf"), "optim.grad_clip must be a number >= 0, got inf"),
-    (("--train.device", '"tpu"'), "train.device must be auto, cpu, cuda or cuda:N; got 'tpu'"),
+    (("--train.device", '"tpu"'), "train.device = tpu: not a device nemotron4 runs on; use cpu, cuda, cuda:N or auto"),
 ])
 def test_bad_values_are_refused_in_one_line(override: tuple[str, str], message: str, tmp_path: Path,
                                             capsys: pytest.CaptureFixture) -> None:
@@ -33,6 +35,32 @@ def test_bad_values_are_refused_in_one_line(override: tuple[str, str], message: 
     assert code == 2 and err.startswith("nemotron4 train: error: ") and err.count("\n") == 1, err
     assert message in err, err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name", ["tpu", "cuda:x", "CUDA", "cuda:", " cpu", "mps", "cuda:0:1", "", "auto "])
+def test_train_device_is_refused_by_the_rule_of_generate_and_eval(name: str, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    """train.device's config check and `pick_device` (generate, eval, the trainer's check stage) are one rule: the
+    same names refused in the same words, before anything is built."""
+    from nemotron4.weights import check_device_name, pick_device
+
+    with pytest.raises(ConfigError) as refused:
+        pick_device(name, "train.device =")
+    assert "not a device nemotron4 runs on" in str(refused.value)
+    with pytest.raises(ConfigError, match="^" + re.escape(str(refused.value)) + "$"):
+        check_device_name(name, "train.device =")
+    code = main(["train", "--config", str(TINY_TOML), "--run-dir", str(tmp_path / "run"), "--dry-run",
+                 "--train.device", json.dumps(name)])
+    assert code == 2 and capsys.readouterr().err.strip() == f"nemotron4 train: error: {refused.value}"
+
+
+@pytest.mark.parametrize("name", ["auto", "cpu", "cuda", "cuda:3"])
+def test_train_device_names_the_rule_accepts(name: str) -> None:
+    """What the spelling rule accepts, whether or not this machine has the GPU (that is the check stage's)."""
+    from nemotron4.weights import check_device_name
+
+    check_device_name(name, "train.device =")
+    check_device_name(None)
 
 
 def test_non_utf8_config_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
