@@ -16,10 +16,10 @@ many near-equal small probabilities of a row to nearest biases them all the same
 zero), a bias that accumulates in the output weight; measured on one H200 (2 layers, 256k vocabulary, 100 steps),
 round-to-nearest ended 1.05% above bf16's loss. The random bits come from a counter hash of each element's index
 and one seed per chunk drawn from torch's generator (reproducible under `torch.manual_seed`), computed in the same
-kernel; the gradient is written once in each of the two layouts its GEMMs read. The weight gradient is one GEMM per call over all its tokens (K = tokens,
-not a chunk), run in backward with the loss scale folded into its scale and written once in fp32, instead of an
-fp32 accumulator read and written per chunk. It needs the dimension, vocabulary and token count divisible by 16
-(otherwise the bf16 path runs); evaluation stays in the compute dtype.
+kernel; the gradient is written once in each of the two layouts its GEMMs read. The weight gradient is one GEMM
+per call over all its tokens (K = tokens, not a chunk), run in backward with the loss scale folded into its scale
+and written once in fp32, instead of an fp32 accumulator read and written per chunk. It needs the dimension,
+vocabulary and token count divisible by 16 (otherwise the bf16 path runs); evaluation stays in the compute dtype.
 """
 
 from __future__ import annotations
