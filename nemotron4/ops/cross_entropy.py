@@ -139,6 +139,7 @@ def _forward_fp8(ctx, h, weight, targets, valid, chunk_size):
         del logits
         loss += loss_sum
         grad_h[sl] = torch._scaled_mm(g8, w8t.t(), inv_g, sw, out_dtype=torch.bfloat16)
+        del g8  # not alive while the next chunk is computed
     ctx.fp8_saved = (gt, h8t, sh)
     return loss, grad_h
 
@@ -183,6 +184,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad_h[sl] = grad @ w
             if grad_w is not None:
                 grad_w = _add_weight_grad(grad_w, grad, hc)
+            del grad  # not alive while the next chunk is computed (one chunk's bf16 gradient: 2 GB at 4096 x 256k)
         scale = 1.0 / n_valid.to(acc)
         ctx.save_for_backward(grad_h, grad_w if grad_w is not None else torch.empty(0), scale)
         ctx.has_grad_w = grad_w is not None
