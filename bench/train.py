@@ -12,7 +12,7 @@ made of micro-batches with gradient accumulation. Ours runs `nemotron4.train.ste
 
 With `--fp8`, ours also runs with the blocks' linear layers in FP8 (`nemotron4.train.fp8`, torchao float8; with
 "tensorwise+output" the fused loss's output-projection GEMMs too) for each train.fp8 recipe named (RECIPE:nocast
-turns cast_weights_once off; RECIPE:fastgi runs the blocks' input-gradient GEMMs with fast accumulation);
+turns cast_weights_once off);
 `fp8_over_bf16` is the best FP8 tokens/s over the best bf16 tokens/s of ours. MFU stays in the bf16-peak
 convention under FP8 (989e12; the FP8 peak is twice that): it is tokens/s times the same FLOPs per token.
 `--fp8-curve N` trains bf16 and each FP8 recipe N steps from the same initial weights on the same batches (a model
@@ -38,7 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nemotron4 import ModelConfig  # noqa: E402
 from nemotron4.flops import H100_BF16_PEAK, flops_per_token, mfu  # noqa: E402
 from nemotron4.interop.hf import config_to_hf  # noqa: E402
-from nemotron4.train import fp8 as fp8_module  # noqa: E402
 from nemotron4.train.config import OptimSection, TrainSection  # noqa: E402
 from nemotron4.train.optim import build_optimizer  # noqa: E402
 from nemotron4.train.recipe import Recipe, build_recipe  # noqa: E402
@@ -144,11 +143,9 @@ def build_ours(cfg: ModelConfig, args, device: torch.device, fp8: str = "off", w
                seed: int = 0) -> Recipe:
     """Our model and step as `nemotron4 train` builds them in one process (the training recipe)."""
     mode, _, option = fp8.partition(":")
-    fp8_module.GRAD_INPUT_FAST_ACCUM = option == "fastgi"  # read by the conversion inside build_recipe
     train = TrainSection(compile=not args.no_compile, fused_loss=True, cast_weights_once=option != "nocast", fp8=mode,
                          attention_backend=args.attention if device.type == "cuda" else "auto")
     recipe = build_recipe(cfg, train, device, compute_dtype(device), seed=seed, weights=weights)
-    fp8_module.GRAD_INPUT_FAST_ACCUM = False
     log(f"ours fp8 {fp8}: paths {recipe.paths}")
     recipe.model.train()
     return recipe

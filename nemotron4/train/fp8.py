@@ -44,8 +44,6 @@ __all__ = ["FP8_MODES", "apply_fp8", "check_fp8", "fp8_filter", "fp8_paths", "ou
 FP8_MODES = ("off", "tensorwise", "rowwise", "tensorwise+output")
 OUTPUT_SUFFIX = "+output"  # the output projection (fused loss) in FP8 too
 MIN_CAPABILITY = (8, 9)  # fp8 tensor cores: Ada (8.9) and Hopper (9.0) onwards
-GRAD_INPUT_FAST_ACCUM = False  # torchao's default (fast accumulation in the forward GEMM only); bench/train.py's
-# RECIPE:fastgi variant measures it on for the input-gradient GEMMs too
 
 
 def check_mode(mode: str) -> None:
@@ -130,6 +128,6 @@ def convert(model: nn.Module, mode: str) -> nn.Module:
             raise ConfigError(f"train.fp8: fp8 GEMMs need dimensions divisible by 16; {fqn} is {m.in_features} -> "
                               f"{m.out_features}; set train.fp8 = \"off\"")
     config = float8.Float8LinearConfig.from_recipe_name(mode.removesuffix(OUTPUT_SUFFIX))
-    if GRAD_INPUT_FAST_ACCUM:
+    if output_fp8(mode):  # the speed-first recipe: fast accumulation in the input-gradient GEMMs too (K <= ffn_dim)
         config = dataclasses.replace(config, gemm_config_grad_input=float8.Float8GemmConfig(use_fast_accum=True))
     return float8.convert_to_float8_training(model, module_filter_fn=fp8_filter, config=config)
