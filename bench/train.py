@@ -12,9 +12,9 @@ made of micro-batches with gradient accumulation. Ours runs `nemotron4.train.ste
 
 With `--fp8`, ours also runs with the blocks' linear layers in FP8 (`nemotron4.train.fp8`, torchao float8; with
 "tensorwise+output" the fused loss's output-projection GEMMs too) for each train.fp8 recipe named (RECIPE:nocast
-turns cast_weights_once off);
-`fp8_over_bf16` is the best FP8 tokens/s over the best bf16 tokens/s of ours. MFU stays in the bf16-peak
-convention under FP8 (989e12; the FP8 peak is twice that): it is tokens/s times the same FLOPs per token.
+turns cast_weights_once off); `fp8_over_bf16` is the best FP8 tokens/s over the best bf16 tokens/s of ours. MFU
+stays in the bf16-peak convention under FP8 (989e12; the FP8 peak is twice that): it is tokens/s times the same
+FLOPs per token.
 `--fp8-curve N` trains bf16 and each FP8 recipe N steps from the same initial weights on the same batches (a model
 of `--curve-layers` layers and a `--curve-vocab` vocabulary: cheap, same block shapes).
     python bench/train.py --device cpu --model tiny --seq-len 64 --layers 2     # smoke test of this script

@@ -11,15 +11,10 @@ mode (evaluation) only the loss is computed.
 (`torch._scaled_mm`, fp32 accumulation): the hidden states and the output weight in e4m3 with one scale per tensor
 from its absolute maximum (torchao's tensorwise recipe; the weight is cast once per call, not per chunk), the
 logits' gradient softmax - onehot in e5m2 with a fixed scale (its magnitude is at most 1, so no amax pass: the
-scaled cast fuses into the softmax kernel), rounded stochastically: e5m2 keeps 2 mantissa bits, and rounding the
-many near-equal small probabilities of a row to nearest biases them all the same way (the row no longer sums to
-zero), a bias that accumulates in the output weight; measured on one H200 (2 layers, 256k vocabulary, 100 steps),
-round-to-nearest ended 1.05% above bf16's loss. The random bits come from a counter hash of each element's index
-and one seed per chunk drawn from torch's generator (reproducible under `torch.manual_seed`), computed in the same
-kernel; the gradient is written once in each of the two layouts its GEMMs read. The weight gradient is one GEMM
-per call over all its tokens (K = tokens, not a chunk), run in backward with the loss scale folded into its scale
-and written once in fp32, instead of an fp32 accumulator read and written per chunk. It needs the dimension,
-vocabulary and token count divisible by 16 (otherwise the bf16 path runs); evaluation stays in the compute dtype.
+scaled cast fuses into the softmax kernel). The weight gradient is one GEMM per call over all its tokens (K = tokens,
+not a chunk), run in backward with the loss scale folded into its scale and written once in fp32, instead of an
+fp32 accumulator read and written per chunk. It needs the dimension, vocabulary and token count divisible by 16
+(otherwise the bf16 path runs); evaluation stays in the compute dtype.
 """
 
 from __future__ import annotations
@@ -78,41 +73,15 @@ def _to_e4m3(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     return x8, x8.t().contiguous(), scale.reciprocal()
 
 
-_DROPPED = 2**21 - 1  # the 21 low mantissa bits of an fp32 that e5m2 (2 mantissa bits) drops
-
-
-def _hash32(i: torch.Tensor) -> torch.Tensor:
-    """MurmurHash3's 32-bit finaliser of int32 `i` (wrapping arithmetic; logical shifts spelled as masked ones)."""
-    i = i ^ ((i >> 16) & 0xFFFF)
-    i = i * -2048144789  # 0x85EBCA6B as int32
-    i = i ^ ((i >> 13) & 0x7FFFF)
-    i = i * -1028477387  # 0xC2B2AE35 as int32
-    return i ^ ((i >> 16) & 0xFFFF)
-
-
-def stochastic_e5m2(x: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
-    """fp32 `x` in e5m2, rounded stochastically: up to the next e5m2 value with probability equal to the distance
-    from the one below (in units of the gap), so E[result] = x for every element (outside e5m2's subnormal range,
-    where the final cast rounds to nearest). `seed`: an int32 scalar tensor; the same seed gives the same result."""
-    rows = _hash32(torch.arange(x[..., 0].numel(), device=x.device, dtype=torch.int32) + seed)
-    cols = torch.arange(x.shape[-1], device=x.device, dtype=torch.int32)
-    noise = (_hash32(rows.view(*x.shape[:-1], 1) + cols) & _DROPPED).view(x.shape)  # int32 at any size
-    bits = (x.view(torch.int32) + noise) & ~_DROPPED  # add below the kept bits, carry into them, truncate
-    return bits.view(torch.float32).to(E5M2)  # exact: the kept value is an e5m2 value
-
-
-def _chunk_fp8(logits: torch.Tensor, tc: torch.Tensor, vc: torch.Tensor, seed: torch.Tensor,
-               gt: torch.Tensor | None):
-    """Summed loss of one chunk from its logits, and GRAD_SCALE x (softmax - onehot) in e5m2 (stochastically
-    rounded; zero where ignored), returned row-major and, where `gt` is given, also written transposed into it."""
+def _chunk_fp8(logits: torch.Tensor, tc: torch.Tensor, vc: torch.Tensor):
+    """Summed loss of one chunk from its logits, and GRAD_SCALE x (softmax - onehot) in e5m2, row-major and
+    transposed (zero where ignored)."""
     x = logits.float()
     lse = torch.logsumexp(x, dim=-1)
     loss = ((lse - x.gather(1, tc[:, None]).squeeze(1)) * vc).sum()
     grad = (x - lse[:, None]).exp() - torch.nn.functional.one_hot(tc, x.shape[-1]).float()
-    g8 = stochastic_e5m2(grad * (vc[:, None] * GRAD_SCALE), seed)
-    if gt is not None:
-        gt.copy_(g8.t())  # compiled: stored straight into the (vocab x tokens) buffer by the same kernel
-    return loss, g8
+    g8 = (grad * (vc[:, None] * GRAD_SCALE)).to(E5M2)
+    return loss, g8, g8.t().contiguous()
 
 
 def fp8_applies(h: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -133,13 +102,12 @@ def _forward_fp8(ctx, h, weight, targets, valid, chunk_size):
     for start in range(0, n, chunk_size):
         sl = slice(start, start + chunk_size)
         logits = torch._scaled_mm(h8[sl], w8.t(), sh, sw, out_dtype=torch.bfloat16, use_fast_accum=True)
-        seed = torch.randint(-(2**31), 2**31 - 1, (), dtype=torch.int32, device=h.device)
-        loss_sum, g8 = _on_device(_chunk_fp8, logits, targets[sl], valid[sl], seed,
-                                  None if gt is None else gt[:, sl])
+        loss_sum, g8, g8t = _on_device(_chunk_fp8, logits, targets[sl], valid[sl])
         del logits
         loss += loss_sum
         grad_h[sl] = torch._scaled_mm(g8, w8t.t(), inv_g, sw, out_dtype=torch.bfloat16)
-        del g8  # not alive while the next chunk is computed
+        if gt is not None:
+            gt[:, sl] = g8t
     ctx.fp8_saved = (gt, h8t, sh)
     return loss, grad_h
 

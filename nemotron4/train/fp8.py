@@ -30,7 +30,6 @@ Needs CUDA on a GPU of compute capability 8.9 or more (Ada, Hopper) and `pip ins
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any
 
@@ -128,6 +127,4 @@ def convert(model: nn.Module, mode: str) -> nn.Module:
             raise ConfigError(f"train.fp8: fp8 GEMMs need dimensions divisible by 16; {fqn} is {m.in_features} -> "
                               f"{m.out_features}; set train.fp8 = \"off\"")
     config = float8.Float8LinearConfig.from_recipe_name(mode.removesuffix(OUTPUT_SUFFIX))
-    if output_fp8(mode):  # the speed-first recipe: fast accumulation in the input-gradient GEMMs too (K <= ffn_dim)
-        config = dataclasses.replace(config, gemm_config_grad_input=float8.Float8GemmConfig(use_fast_accum=True))
     return float8.convert_to_float8_training(model, module_filter_fn=fp8_filter, config=config)

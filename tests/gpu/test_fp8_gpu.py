@@ -87,18 +87,3 @@ def test_fused_loss_fp8_gemms_close_to_bf16():
         assert a.dtype == torch.float32 and torch.isfinite(a).all()
         rel = ((a - b).norm() / b.norm()).item()
         assert 1e-4 < rel < 0.1, rel
-
-
-def test_compiled_stochastic_rounding_equals_eager():
-    """The fused loss's e5m2 stochastic rounding compiled into the chunk's kernel (int32 hash arithmetic in Triton)
-    gives bit for bit what the eager CPU-tested function gives, and is unbiased on the GPU too."""
-    from nemotron4.ops.cross_entropy import stochastic_e5m2
-
-    x = torch.randn(4096, 4096, device="cuda") * 100
-    seed = torch.tensor(-12345, dtype=torch.int32, device="cuda")
-    eager = stochastic_e5m2(x, seed)
-    compiled = torch.compile(stochastic_e5m2, dynamic=False)(x, seed)
-    assert torch.equal(eager.view(torch.uint8), compiled.view(torch.uint8))
-    assert torch.equal(eager.view(torch.uint8).cpu(), stochastic_e5m2(x.cpu(), seed.cpu()).view(torch.uint8))
-    c = torch.full((1024, 4096), 0.128, device="cuda")
-    assert abs(torch.compile(stochastic_e5m2)(c, seed).float().mean().item() - 0.128) < 1e-4

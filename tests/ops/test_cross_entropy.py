@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nemotron4.ops.cross_entropy import linear_cross_entropy, stochastic_e5m2
+from nemotron4.ops.cross_entropy import linear_cross_entropy
 
 
 def reference(h, w, t):
@@ -97,8 +97,7 @@ def _loss_and_grads(h, w, t, **kw):
 def test_fp8_gemms_close_to_fp32_and_not_equal():
     """fp8=True (train.fp8's output projection): e4m3 hidden states and weight, e5m2 logits' gradient, one weight
     GEMM over all tokens in backward. Close to the exact loss and gradients, not equal to them (fp8 ran); ignored
-    positions get no gradient; the same seed gives the same result, and another chunking (other random bits for
-    the stochastically rounded logits' gradient) a close one with the same loss (the weight's scale is per call)."""
+    positions get no gradient; chunking does not change the result (the weight's scale is per call)."""
     h, w, t = _fp8_case(0)
     ref = _loss_and_grads(h, w, t, chunk_size=32)
     got = _loss_and_grads(h, w, t, chunk_size=32, fp8=True)
@@ -109,50 +108,9 @@ def test_fp8_gemms_close_to_fp32_and_not_equal():
         rel = ((a - b).norm() / b.norm()).item()
         assert 1e-4 < rel < 0.08, rel
     assert torch.all(got[1][::7] == 0)
-    torch.manual_seed(3)
-    again = _loss_and_grads(h, w, t, chunk_size=32, fp8=True)
-    torch.manual_seed(3)
-    for a, b in zip(again, _loss_and_grads(h, w, t, chunk_size=32, fp8=True), strict=True):
-        assert torch.equal(a, b)
     whole = _loss_and_grads(h, w, t, chunk_size=128, fp8=True)
     torch.testing.assert_close(whole[0], got[0], rtol=1e-6, atol=0)
-    assert not torch.equal(whole[2], got[2])
-    assert ((whole[2] - got[2]).norm() / ref[2].norm()).item() < 0.08
-
-
-def test_stochastic_e5m2_is_unbiased_between_the_two_neighbours():
-    """Each element rounds to one of the two e5m2 values around it, and the mean over seeds is the value itself,
-    where rounding to nearest is off by 2.3% for 0.128 (between e5m2's 0.125 and 0.15625)."""
-    pos, neg = torch.full((200, 1000), 0.128), -torch.linspace(1.0, 3e4, 100_000).view(100, 1000)
-    x = torch.cat([pos, neg])
-
-    def draw(seed: int) -> torch.Tensor:
-        return stochastic_e5m2(x, torch.tensor(seed, dtype=torch.int32)).float()
-
-    draws = torch.stack([draw(s) for s in range(8)])
-    up, down = draws[:, :200], draws[:, 200:]
-    assert set(up.unique().tolist()) == {0.125, 0.15625}
-    assert abs(up.mean().item() - 0.128) < 2e-4
-    assert abs(pos[0, 0].to(torch.float8_e5m2).float().item() - 0.128) > 2e-3  # round-to-nearest's bias
-    rne = neg.to(torch.float8_e5m2).float()
-    assert ((down.mean(0) - neg).mean() / neg.abs().mean()).abs() < 2e-3
-    assert torch.all((down - neg).abs() <= 2 * (rne - neg).abs() + 0.25 * neg.abs())  # a neighbour, not further
-    assert torch.equal(draw(5), draw(5)) and not torch.equal(draw(5), draw(6))
-
-
-def test_fp8_logits_gradient_rows_sum_to_zero_unbiased():
-    """softmax - onehot sums to zero over the vocabulary. With all output rows equal (u), the hidden state's
-    gradient is that sum times u. Uniform probabilities 1/4000 (x 2^15 = 8.19, between e5m2's 8 and 10) rounded
-    to nearest would all lose 2.3%: a sum of -0.023 per token; stochastic rounding keeps it near zero."""
-    n, dim, vocab = 64, 16, 4000
-    h = torch.zeros(n, dim, requires_grad=True)
-    w = torch.ones(vocab, dim)
-    t = torch.arange(n) % vocab
-    linear_cross_entropy(h, w, t, chunk_size=32, fp8=True).backward()
-    row_sums = h.grad[:, 0] * n  # the loss is the mean over n tokens
-    assert torch.all(h.grad == h.grad[:, :1])
-    assert row_sums.abs().max().item() < 0.006, row_sums
-    assert row_sums.mean().abs().item() < 0.002
+    torch.testing.assert_close(whole[2], got[2], rtol=1e-5, atol=1e-7)
 
 
 def test_fp8_falls_back_where_shapes_are_not_multiples_of_16():

@@ -43,10 +43,10 @@ def test_conversion_selects_exactly_the_blocks_linears(recipe: str) -> None:
     assert model.state_dict().keys() == before.keys()
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
     assert all(m.weight.dtype == torch.float32 for n, m in model.named_modules() if n in converted)
-    # fast accumulation: torchao's default (forward only), and in the input-gradient GEMMs under "+output"
+    # fast accumulation: torchao's default, in the forward GEMM only (the backward GEMMs accumulate precisely)
     configs = {(m.config.gemm_config_output.use_fast_accum, m.config.gemm_config_grad_input.use_fast_accum,
                 m.config.gemm_config_grad_weight.use_fast_accum) for n, m in model.named_modules() if n in converted}
-    assert configs == {(True, fp8.output_fp8(recipe), False)}
+    assert configs == {(True, False, False)}
 
 
 def test_fp8_forward_and_backward_run_on_cpu_close_to_fp32() -> None:
