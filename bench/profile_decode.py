@@ -204,6 +204,7 @@ def ops_bench() -> dict:
     from nemotron4.inference.triton_linear import config_for, random_linear_case
 
     res["gemv_prefetch"] = []
+    default = tl_mod.PREFETCH
     bw = read_bandwidth()["read_GBps"] * 1e9
     for N, Kd in ((8192, 6144), (6144, 6144), (24576, 6144), (6144, 24576), (256000, 6144)):
         for int8 in (True, False):
@@ -214,7 +215,7 @@ def ops_bench() -> dict:
                 t = graph_time(lambda i, x=x, ws=ws, sc=sc: triton_linear(x, ws[i], sc), len(ws))
                 r[f"prefetch_{pf}_us"] = t * 1e6
                 r[f"prefetch_{pf}_of_bw"] = (ws[0].nbytes + (sc.nbytes if sc is not None else 0)) / t / bw
-            tl_mod.PREFETCH = True
+            tl_mod.PREFETCH = default
             res["gemv_prefetch"].append(r)
             print("gemv", N, Kd, int8, {k: round(v, 3) for k, v in r.items() if k.startswith("prefetch")},
                   flush=True)
@@ -225,7 +226,7 @@ def ops_bench() -> dict:
 
 def fast_e2e(model_name: str, new: int, prompt_len: int = 128) -> dict:
     """The decode form end to end (bench/decode.py's protocol, shortened): bf16 prepare_decode, then the same
-    model quantized to int8 in place, int8 without the GEMV prefetch, and a kernel profile of the int8 step."""
+    model quantized to int8 in place, int8 with the GEMV prefetch flipped, and a kernel profile of the int8 step."""
     from bench.decode import profile_kernels, time_ours
     from nemotron4.inference import triton_linear as tl_mod
     from nemotron4.inference.generation import release_decode_graphs
@@ -240,15 +241,16 @@ def fast_e2e(model_name: str, new: int, prompt_len: int = 128) -> dict:
     out = {"read_GBps": bw / 1e9}
     prepare_decode(model)
     autotune_model(model)
-    for name in ("bf16", "int8", "int8_no_prefetch"):
+    default = tl_mod.PREFETCH
+    for name in ("bf16", "int8", "int8_prefetch_flipped"):
         if name == "int8":
             release_decode_graphs(model)
             remove_caches(model)
             quantize_int8(model)
             torch.cuda.empty_cache()
             autotune_model(model)
-        if name == "int8_no_prefetch":
-            tl_mod.PREFETCH = False
+        if name == "int8_prefetch_flipped":
+            tl_mod.PREFETCH = not default
             release_decode_graphs(model)
         r = time_ours(model, prompt, new)
         r.pop("tokens")
@@ -256,7 +258,7 @@ def fast_e2e(model_name: str, new: int, prompt_len: int = 128) -> dict:
         out[name] = r
         print(f"{name}: {r['tokens_per_s']:.1f} tok/s, {r['roofline_fraction']:.1%} of roofline "
               f"(first run {r['first_run_s']:.0f} s)", flush=True)
-    tl_mod.PREFETCH = True
+    tl_mod.PREFETCH = default
     release_decode_graphs(model)
     prof = profile_kernels(model, prompt, steps=new, top=14)
     out["int8_profile"] = prof

@@ -39,8 +39,10 @@ class KernelConfig:
 # off by itself if this Triton or driver refuses it.
 PDL = True
 # gemv: load each program's next weight tile one step ahead, the first before the PDL wait (weights do not depend
-# on the kernel before, so under PDL the first tiles stream in while that kernel finishes). NEMOTRON4_PREFETCH=0: off.
-PREFETCH = __import__("os").environ.get("NEMOTRON4_PREFETCH", "1") != "0"
+# on the kernel before). Off: on the H200 (session 5, bench/profile_decode.py --ops) it made the int8 kernels read
+# 41-53% of the bandwidth instead of 68-97% and the bf16 ones 0-10% slower; int8 decode fell from 216 to 126 tok/s.
+# NEMOTRON4_PREFETCH=1 turns it on.
+PREFETCH = __import__("os").environ.get("NEMOTRON4_PREFETCH", "0") == "1"
 
 
 def pdl_enabled(device: torch.device) -> bool:
