@@ -222,22 +222,50 @@ def time_ours(model: Nemotron4, prompt: list[int], new: int, batch: int = 1, rep
             "seconds": t_all, "first_run_s": compile_s, "tokens": tokens}
 
 
-def hf_generate_fn(model, prompt: list[int], batch: int, mode: str):
+def hf_generate_fn(model, prompt: list[int], batch: int, mode: str, max_new: int):
+    """model.generate on a batch of the prompt. Not eager: one StaticCache of prompt + max_new slots made here and
+    reused by every call (reset first), so that the n = 1 and n = max_new calls of `time_hf` see the same static
+    shapes (HF's cache_implementation="static" sizes a new cache per max_new_tokens, which recompiled every layer
+    for each call length)."""
     ids = torch.tensor([prompt] * batch, device=DEVICE)
     kw = dict(do_sample=False, eos_token_id=None, pad_token_id=0, attention_mask=torch.ones_like(ids))
+    cache = None
     if mode != "eager":
-        kw["cache_implementation"] = "static"
+        from transformers import StaticCache
+
+        try:
+            cache = StaticCache(config=model.config, max_cache_len=len(prompt) + max_new)
+        except TypeError:  # an older transformers
+            cache = StaticCache(config=model.config, max_batch_size=batch, max_cache_len=len(prompt) + max_new,
+                                device=DEVICE, dtype=torch.bfloat16)
+        kw["past_key_values"] = cache
     if mode == "layers":
         kw["disable_compile"] = True  # the layers are compiled; no whole-forward auto-compile on top
 
     def run(n: int):
+        if cache is not None:
+            cache.reset()
         return model.generate(ids, max_new_tokens=n, min_new_tokens=n, **kw)
 
     return run
 
 
+def compile_hf_decode_layers(model) -> None:
+    """Each decoder layer's one-token (decode) call through torch.compile with static shapes (dynamic=False); the
+    prompt's call (prefill) stays eager, so each batch size compiles 32 decode graphs (identical but for which
+    cache tensors they update: the later ones are FX-graph-cache hits), not the prefill too."""
+    for layer in model.model.layers:
+        eager = layer.forward
+        compiled = torch.compile(eager, dynamic=False)
+
+        def forward(hidden_states, *args, _eager=eager, _compiled=compiled, **kwargs):
+            return (_compiled if hidden_states.shape[1] == 1 else _eager)(hidden_states, *args, **kwargs)
+
+        layer.forward = forward
+
+
 def time_hf(model, prompt: list[int], new: int, mode: str, batch: int = 1, reps: int = 3) -> dict:
-    run = hf_generate_fn(model, prompt, batch, mode)
+    run = hf_generate_fn(model, prompt, batch, mode, new)
     t0 = time.perf_counter()
     tokens = run(new)[0, len(prompt):].tolist()
     first = time.perf_counter() - t0
@@ -483,11 +511,11 @@ def main() -> None:
         dynamo.recompile_limit = max(dynamo.recompile_limit, 1024)
         dynamo.accumulated_recompile_limit = max(dynamo.accumulated_recompile_limit, 4096)
         if args.hf == "layers":
-            for layer in hf.model.layers:
-                # static shapes: automatic dynamic (compile()) made HF's batch-1 decode 36 tok/s on the H200
-                # (session 4) against 103 with dynamic=False; each batch size recompiles (about 30 s)
-                layer.compile(dynamic=False)
+            # static shapes: automatic dynamic (compile()) made HF's batch-1 decode 36 tok/s on the H200 (session 4)
+            compile_hf_decode_layers(hf)
         for b in batches:
+            res["batched"]["hf_in_progress"] = b  # what a run cut off by a time limit was doing
+            save()
             if not fits(f"hf_{b}", 45 if b == 1 else 30):
                 continue
             new = args.new_tokens if b == 1 else args.batch_new_tokens
@@ -511,6 +539,7 @@ def main() -> None:
             for name in ("bf16", "int8"):
                 if name in row:
                     row[f"{name}_over_hf"] = row[name] / row["hf_bf16"]
+    res["batched"].pop("hf_in_progress", None)
     if "tokens_per_s" in res.get("hf", {}):
         res["ratio_ours_to_hf"] = res["ours"]["tokens_per_s"] / res["hf"]["tokens_per_s"]
     save()
@@ -565,8 +594,9 @@ def main() -> None:
         "Peers run in our decode loop (per-block compile + one CUDA graph per step) on the same fused QKV "
         "projection with the model's own norms and attention (Inductor-compiled, SDPA), i.e. without our fused "
         "norm and attention kernels. "
-        + ("HF: static cache, each decoder layer torch.compile'd, no CUDA graphs (HF's whole-model compile costs "
-           "minutes per batch size). " if args.hf == "layers" else ""))
+        + ("HF: one StaticCache per batch size (prompt + new slots, reused by the timed calls), each decoder "
+           "layer's decode call torch.compile'd with static shapes (dynamic=False), the prefill eager, no CUDA graphs "
+           "(HF's whole-model compile costs minutes per batch size). " if args.hf == "layers" else ""))
     save()
     log("\n| run (batch 1) | tokens/s | roofline | ours int8 vs it |\n|---|---|---|---|")
     for k in ("ours", "ours_cublas", "ours_int8", "ours_int8_no_pdl", "gemlite_a16w8", "torchao_int8wo", "hf"):
