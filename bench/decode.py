@@ -197,7 +197,8 @@ def kernel_table(models: list[Nemotron4], read_bw: float, cache_len: int) -> dic
     attn = {"ours_splits": attention_splits(1, KVH, cache_len)}
     ref = as_model(0)
     for name, fn in (("sdpa_gqa_bool_mask (the model's call)", as_model), ("sdpa_grouped_rows_float_mask", grouped),
-                     ("matmul_softmax_matmul", manual), ("ours_decode_attention", lambda i: ours_op(i).transpose(1, 2))):
+                     ("matmul_softmax_matmul", manual),
+                     ("ours_decode_attention", lambda i: ours_op(i).transpose(1, 2))):
         try:
             err = ((fn(0).float() - ref.float()).norm() / ref.float().norm()).item()
             attn[name] = {"us": graph_time(fn, len(kv)) * 1e6, "rel_err_vs_model_call": err}
