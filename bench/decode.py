@@ -185,10 +185,20 @@ def kernel_table(models: list[Nemotron4], read_bw: float, cache_len: int) -> dic
         a = (qg @ kv[i][0].transpose(-1, -2)).float() * D ** -0.5 + fmask.float()
         return (a.softmax(-1).to(q.dtype) @ kv[i][1]).view(1, H, 1, D)
 
-    attn = {}
+    from nemotron4.inference.decode_ops import attention_splits, triton_decode_attention
+
+    ang = torch.zeros(1, 64, device=DEVICE)  # RoPE at position 0 (the identity), so the forms compare directly
+    pos = torch.tensor([cache_len - 1], device=DEVICE)
+    q4 = q.transpose(1, 2)  # (B, 1, H, D), as the decode op takes it
+
+    def ours_op(i):  # nemotron4.inference.decode_ops (split-KV partials + combine, RoPE of q fused)
+        return triton_decode_attention(q4, kv[i][0], kv[i][1], mask, ang.cos(), ang.sin(), pos).view(1, 1, H, D)
+
+    attn = {"ours_splits": attention_splits(1, KVH, cache_len)}
     ref = as_model(0)
     for name, fn in (("sdpa_gqa_bool_mask (the model's call)", as_model), ("sdpa_grouped_rows_float_mask", grouped),
-                     ("matmul_softmax_matmul", manual)):
+                     ("matmul_softmax_matmul", manual),
+                     ("ours_decode_attention", lambda i: ours_op(i).transpose(1, 2))):
         try:
             err = ((fn(0).float() - ref.float()).norm() / ref.float().norm()).item()
             attn[name] = {"us": graph_time(fn, len(kv)) * 1e6, "rel_err_vs_model_call": err}
@@ -213,22 +223,50 @@ def time_ours(model: Nemotron4, prompt: list[int], new: int, batch: int = 1, rep
             "seconds": t_all, "first_run_s": compile_s, "tokens": tokens}
 
 
-def hf_generate_fn(model, prompt: list[int], batch: int, mode: str):
+def hf_generate_fn(model, prompt: list[int], batch: int, mode: str, max_new: int):
+    """model.generate on a batch of the prompt. Not eager: one StaticCache of prompt + max_new slots made here and
+    reused by every call (reset first), so that the n = 1 and n = max_new calls of `time_hf` see the same static
+    shapes (HF's cache_implementation="static" sizes a new cache per max_new_tokens, which recompiled every layer
+    for each call length)."""
     ids = torch.tensor([prompt] * batch, device=DEVICE)
     kw = dict(do_sample=False, eos_token_id=None, pad_token_id=0, attention_mask=torch.ones_like(ids))
+    cache = None
     if mode != "eager":
-        kw["cache_implementation"] = "static"
+        from transformers import StaticCache
+
+        try:
+            cache = StaticCache(config=model.config, max_cache_len=len(prompt) + max_new)
+        except TypeError:  # an older transformers
+            cache = StaticCache(config=model.config, max_batch_size=batch, max_cache_len=len(prompt) + max_new,
+                                device=DEVICE, dtype=torch.bfloat16)
+        kw["past_key_values"] = cache
     if mode == "layers":
         kw["disable_compile"] = True  # the layers are compiled; no whole-forward auto-compile on top
 
     def run(n: int):
+        if cache is not None:
+            cache.reset()
         return model.generate(ids, max_new_tokens=n, min_new_tokens=n, **kw)
 
     return run
 
 
+def compile_hf_decode_layers(model) -> None:
+    """Each decoder layer's one-token (decode) call through torch.compile with static shapes (dynamic=False); the
+    prompt's call (prefill) stays eager, so each batch size compiles 32 decode graphs (identical but for which
+    cache tensors they update: the later ones are FX-graph-cache hits), not the prefill too."""
+    for layer in model.model.layers:
+        eager = layer.forward
+        compiled = torch.compile(eager, dynamic=False)
+
+        def forward(hidden_states, *args, _eager=eager, _compiled=compiled, **kwargs):
+            return (_compiled if hidden_states.shape[1] == 1 else _eager)(hidden_states, *args, **kwargs)
+
+        layer.forward = forward
+
+
 def time_hf(model, prompt: list[int], new: int, mode: str, batch: int = 1, reps: int = 3) -> dict:
-    run = hf_generate_fn(model, prompt, batch, mode)
+    run = hf_generate_fn(model, prompt, batch, mode, new)
     t0 = time.perf_counter()
     tokens = run(new)[0, len(prompt):].tolist()
     first = time.perf_counter() - t0
@@ -436,9 +474,16 @@ def main() -> None:
                 res[ratio] = None
         save()
 
-    # the peers: gemlite here, torchao (its first run compiles for about 70 s) after the batched table
+    # the peers, then the int8 memory peak: the must-shows first, so that a tight --budget-s cuts the batched table
+    # instead (torchao's first run compiles for about 70 s)
     run_peer("gemlite_a16w8")
+    run_peer("torchao_int8wo")
     ratios()
+    if DEVICE == "cuda" and fits("memory", 25):
+        res["int8_memory"] = m = memory_peak(int8, cfg, args.kv_len, 32)
+        log(f"int8 + {args.kv_len}-token cache: peak {m['peak_GiB']:.2f} GiB ({m['weights_and_buffers_GiB']:.2f} "
+            f"weights and buffers + {m['peak_rise_GiB']:.2f} rise), fits 20 GiB: {m['fits_20GiB']}")
+        save()
 
     # --- batched decode: ours bf16 and int8, then HF at the same batch sizes ---------------------------------------
     res["batched"] = {"new_tokens": args.batch_new_tokens, "prompt_len": args.prompt_len, "hf": args.hf,
@@ -461,12 +506,17 @@ def main() -> None:
             f"(at {time.perf_counter() - t_start:.0f} s)")
         save()
     if args.hf != "none":
+        dynamo = torch._dynamo.config
+        # one compiled graph per decoder layer (HF's layer_idx is a constant of each) and batch size: 32 x 4 graphs;
+        # past the recompile limit dynamo would quietly run the rest eagerly
+        dynamo.recompile_limit = max(dynamo.recompile_limit, 1024)
+        dynamo.accumulated_recompile_limit = max(dynamo.accumulated_recompile_limit, 4096)
         if args.hf == "layers":
-            for layer in hf.model.layers:
-                # static shapes: automatic dynamic (compile()) made HF's batch-1 decode 36 tok/s on the H200
-                # (session 4) against 103 with dynamic=False; each batch size recompiles (about 30 s)
-                layer.compile(dynamic=False)
+            # static shapes: automatic dynamic (compile()) made HF's batch-1 decode 36 tok/s on the H200 (session 4)
+            compile_hf_decode_layers(hf)
         for b in batches:
+            res["batched"]["hf_in_progress"] = b  # what a run cut off by a time limit was doing
+            save()
             if not fits(f"hf_{b}", 45 if b == 1 else 30):
                 continue
             new = args.new_tokens if b == 1 else args.batch_new_tokens
@@ -490,12 +540,11 @@ def main() -> None:
             for name in ("bf16", "int8"):
                 if name in row:
                     row[f"{name}_over_hf"] = row[name] / row["hf_bf16"]
+    res["batched"].pop("hf_in_progress", None)
     if "tokens_per_s" in res.get("hf", {}):
         res["ratio_ours_to_hf"] = res["ours"]["tokens_per_s"] / res["hf"]["tokens_per_s"]
     save()
 
-    run_peer("torchao_int8wo")
-    ratios()
     from nemotron4.inference import triton_linear
 
     res["pdl"] = triton_linear.PDL  # False if this Triton/driver refused programmatic dependent launch
@@ -508,11 +557,6 @@ def main() -> None:
             free(int8)
 
     # --- the rest, as time allows: memory, the plain (cuBLAS) bf16 model, prefill, a kernel profile ----------------
-    if DEVICE == "cuda" and fits("memory", 25):
-        res["int8_memory"] = m = memory_peak(int8, cfg, args.kv_len, 32)
-        log(f"int8 + {args.kv_len}-token cache: peak {m['peak_GiB']:.2f} GiB ({m['weights_and_buffers_GiB']:.2f} "
-            f"weights and buffers + {m['peak_rise_GiB']:.2f} rise), fits 20 GiB: {m['fits_20GiB']}")
-        save()
     if DEVICE == "cuda" and fits("profile", 15):
         res["int8_kernel_profile"] = prof = profile_kernels(int8, prompt, steps=args.new_tokens)
         log(f"int8 step kernels: {prof['gpu_us_per_token_total']:.0f} us GPU time per token; top: "
@@ -542,14 +586,18 @@ def main() -> None:
     res["wall_s"] = time.perf_counter() - t_start
     res["notes"] = (
         "ours = prepare_decode (fused QKV projection, squared ReLU inside w2's kernel, every linear through the "
-        "Triton GEMV / int8 kernels, launched with programmatic dependent launch when pdl is true); ours_cublas "
+        "Triton GEMV / int8 kernels, the residual adds inside fused add + LayerNorm kernels, one split-KV decode "
+        "attention kernel (+ combine) per layer with RoPE and the cache write fused, launched with programmatic "
+        "dependent launch when pdl is true); ours_cublas "
         "= the plain model (cuBLAS linears). tokens_per_s = batch x "
         "(new - 1) / (time(new) - time(1 new)), median of 3 (batched rows: 2) after a warm-up run; roofline = "
         "measured HBM read bandwidth (sum over 8 GiB bf16) / bytes read per token (the peers: our int8 bytes). "
         "Peers run in our decode loop (per-block compile + one CUDA graph per step) on the same fused QKV "
-        "projection, so only the linears' kernels differ. "
-        + ("HF: static cache, each decoder layer torch.compile'd, no CUDA graphs (HF's whole-model compile costs "
-           "minutes per batch size). " if args.hf == "layers" else ""))
+        "projection with the model's own norms and attention (Inductor-compiled, SDPA), i.e. without our fused "
+        "norm and attention kernels. "
+        + ("HF: one StaticCache per batch size (prompt + new slots, reused by the timed calls), each decoder "
+           "layer's decode call torch.compile'd with static shapes (dynamic=False), the prefill eager, no CUDA graphs "
+           "(HF's whole-model compile costs minutes per batch size). " if args.hf == "layers" else ""))
     save()
     log("\n| run (batch 1) | tokens/s | roofline | ours int8 vs it |\n|---|---|---|---|")
     for k in ("ours", "ours_cublas", "ours_int8", "ours_int8_no_pdl", "gemlite_a16w8", "torchao_int8wo", "hf"):

@@ -151,6 +151,122 @@ def profile(model, prompt, steps: int) -> None:
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=22, max_name_column_width=80))
 
 
+def ops_bench() -> dict:
+    """Batch-1 (and batch-64) timings of the fused decode ops against the forms they replace: one layer's attention
+    (RoPE on q + SDPA over the cache with the boolean mask, as the model called it) and the residual add +
+    LayerNorm1P (Inductor's compiled form), each replayed from a CUDA graph over enough copies to leave L2."""
+    from nemotron4.inference.decode_ops import add_layernorm, attention_splits, triton_decode_attention
+    from nemotron4.model import apply_rope
+
+    H, KVH, D, rot = 48, 8, 128, 64
+    res = {"attention": [], "layernorm": []}
+    g = torch.Generator(device="cuda").manual_seed(0)
+    for B, S in ((1, 256), (1, 4096), (8, 160), (64, 160)):
+        pos = torch.tensor([S - 1], device="cuda")
+        kv_bytes = 2 * B * KVH * S * D * 2
+        copies = max(4, min(64, (256 << 20) // kv_bytes))
+        kv = [torch.randn(2, B, KVH, S, D, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(copies)]
+        q = torch.randn(B, 1, H, D, device="cuda", dtype=torch.bfloat16, generator=g)
+        mask = torch.ones(B, 1, 1, S, dtype=torch.bool, device="cuda")
+        ang = torch.rand(1, rot, device="cuda", generator=g)
+        cos, sin = ang.cos(), ang.sin()
+
+        def model_call(i, q=q, kv=kv, mask=mask, cos=cos, sin=sin):
+            qr = apply_rope(q, cos, sin).transpose(1, 2)
+            return F.scaled_dot_product_attention(qr, kv[i][0], kv[i][1], attn_mask=mask, enable_gqa=True)
+
+        row = {"B": B, "S": S, "kv_MB": kv_bytes / 1e6,
+               "sdpa_model_call_us": graph_time(model_call, copies) * 1e6}
+        for n in sorted({1, 2, 4, 8, 16, attention_splits(B, KVH, S)}):
+            if n > 1 and B * KVH >= 512:
+                continue
+            t = graph_time(lambda i, n=n: triton_decode_attention(q, kv[i][0], kv[i][1], mask, cos, sin, pos,
+                                                                  n_splits=n), copies)
+            row[f"ours_splits{n}_us"] = t * 1e6
+        row["auto_splits"] = attention_splits(B, KVH, S)
+        res["attention"].append(row)
+        print("attention", json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}),
+              flush=True)
+        del kv
+    from nemotron4.inference.decode_ops import torch_layernorm
+
+    for rows in (1, 64):
+        xs = [torch.randn(rows, 1, 6144, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(2)]
+        w, b = (torch.randn(6144, device="cuda", generator=g).to(torch.bfloat16) * 0.1 for _ in range(2))
+        inductor = torch.compile(lambda x, d: (x + d, torch_layernorm(x + d, w, b, 1e-5)), dynamic=False,
+                                 options={"coordinate_descent_tuning": True})
+        r = {"rows": rows,
+             "inductor_add_ln_us": graph_time(lambda i: inductor(xs[0], xs[1]), 1) * 1e6,
+             "ours_add_ln_us": graph_time(lambda i: add_layernorm(xs[0], xs[1], w, b, 1e-5), 1) * 1e6}
+        res["layernorm"].append(r)
+        print("layernorm", json.dumps({k: round(v, 2) for k, v in r.items()}), flush=True)
+    from nemotron4.inference import triton_linear as tl_mod
+    from nemotron4.inference.triton_linear import config_for, random_linear_case
+
+    res["gemv_prefetch"] = []
+    default = tl_mod.PREFETCH
+    bw = read_bandwidth()["read_GBps"] * 1e9
+    for N, Kd in ((8192, 6144), (6144, 6144), (24576, 6144), (6144, 24576), (256000, 6144)):
+        for int8 in (True, False):
+            x, ws, sc = random_linear_case(1, N, Kd, int8, "cuda", g)
+            r = {"N": N, "K": Kd, "int8": int8, "config": config_for(1, N, Kd, int8).__dict__}
+            for pf in (True, False):
+                tl_mod.PREFETCH = pf
+                t = graph_time(lambda i, x=x, ws=ws, sc=sc: triton_linear(x, ws[i], sc), len(ws))
+                r[f"prefetch_{pf}_us"] = t * 1e6
+                r[f"prefetch_{pf}_of_bw"] = (ws[0].nbytes + (sc.nbytes if sc is not None else 0)) / t / bw
+            tl_mod.PREFETCH = default
+            res["gemv_prefetch"].append(r)
+            print("gemv", N, Kd, int8, {k: round(v, 3) for k, v in r.items() if k.startswith("prefetch")},
+                  flush=True)
+            del x, ws
+            torch.cuda.empty_cache()
+    return res
+
+
+def fast_e2e(model_name: str, new: int, prompt_len: int = 128) -> dict:
+    """The decode form end to end (bench/decode.py's protocol, shortened): bf16 prepare_decode, then the same
+    model quantized to int8 in place, int8 with the GEMV prefetch flipped, and a kernel profile of the int8 step."""
+    from bench.decode import profile_kernels, time_ours
+    from nemotron4.inference import triton_linear as tl_mod
+    from nemotron4.inference.generation import release_decode_graphs
+    from nemotron4.inference.quantize import autotune_model, prepare_decode
+
+    bw = read_bandwidth()["read_GBps"] * 1e9
+    cfg = ModelConfig.from_name(model_name)
+    model = build_model(cfg, device="cuda", dtype=torch.bfloat16, seed=0).eval()
+    prompt = list(range(100, 100 + prompt_len))
+    from bench.decode import bytes_read_per_token
+
+    out = {"read_GBps": bw / 1e9}
+    prepare_decode(model)
+    autotune_model(model)
+    default = tl_mod.PREFETCH
+    for name in ("bf16", "int8", "int8_prefetch_flipped"):
+        if name == "int8":
+            release_decode_graphs(model)
+            remove_caches(model)
+            quantize_int8(model)
+            torch.cuda.empty_cache()
+            autotune_model(model)
+        if name == "int8_prefetch_flipped":
+            tl_mod.PREFETCH = not default
+            release_decode_graphs(model)
+        r = time_ours(model, prompt, new)
+        r.pop("tokens")
+        r["roofline_fraction"] = r["tokens_per_s"] * bytes_read_per_token(model) / bw
+        out[name] = r
+        print(f"{name}: {r['tokens_per_s']:.1f} tok/s, {r['roofline_fraction']:.1%} of roofline "
+              f"(first run {r['first_run_s']:.0f} s)", flush=True)
+    tl_mod.PREFETCH = default
+    release_decode_graphs(model)
+    prof = profile_kernels(model, prompt, steps=new, top=14)
+    out["int8_profile"] = prof
+    for r in prof["top"]:
+        print(f"  {r['us_per_token']:8.1f} us x{r['calls_per_token']:5.1f}  {r['kernel'][:90]}")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kernels", action="store_true", help="sweep the Triton linear configs (no model)")
@@ -165,7 +281,23 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="print the top GPU kernels of a few decode steps")
     ap.add_argument("--tuned", help="comma list of --kernels JSON files whose best configs to use")
     ap.add_argument("--out", help="write the results as JSON here")
+    ap.add_argument("--ops", action="store_true", help="time the fused decode ops against what they replace")
+    ap.add_argument("--fast", action="store_true", help="the decode form end to end: bf16, int8, int8 without "
+                    "the GEMV prefetch, and the int8 step's kernel profile")
     args = ap.parse_args()
+    if args.tuned:
+        from nemotron4.inference.triton_linear import load_tuned
+
+        load_tuned(args.tuned.split(","))
+    if args.ops or args.fast:
+        res = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__}
+        if args.ops:
+            res["ops"] = ops_bench()
+        if args.fast:
+            res["fast"] = fast_e2e(args.model, args.new_tokens)
+        if args.out:
+            Path(args.out).write_text(json.dumps(res, indent=1, default=str) + "\n")
+        return
     if args.kernels:
         res = sweep(args.budget_s, args.shapes.split(","), tuple(int(m) for m in args.rows.split(",")), args.first,
                     args.int8_only)

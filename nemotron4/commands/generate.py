@@ -79,7 +79,11 @@ def _load(args: argparse.Namespace):
     tokenizer = load_tokenizer(args.model, load_config(args.model).vocab_size, args.tokenizer,  # before the weights
                                refuse_smaller=True)
     model = load_model(args.model, device=device, dtype=dtype).eval()
-    if args.quantize == "int8":
+    if args.compile and "cuda" in device:  # the fast decode form (Triton linears, fused kernels), batches too
+        from nemotron4.inference.quantize import prepare_decode
+
+        prepare_decode(model, int8=args.quantize == "int8")
+    elif args.quantize == "int8":
         from nemotron4.inference import quantize_int8
 
         quantize_int8(model)

@@ -247,7 +247,13 @@ def generate(
     stop_tokens: Sequence[int] | None = None,
     **kwargs,
 ) -> list[str]:
-    """Text in, text out. stop_tokens default to the tokenizer's eos. Other keywords: see `generate_tokens`."""
+    """Text in, text out. stop_tokens default to the tokenizer's eos. Other keywords: see `generate_tokens`. With
+    compile=True on a GPU the model is first put in its fast decode form, in place (`quantize.prepare_decode`:
+    Triton linears, fused QKV, fused norms and decode attention; int8 stays int8), for one prompt or a batch."""
+    if kwargs.get("compile") and model.tok_embeddings.weight.is_cuda:
+        from nemotron4.inference.quantize import ensure_decode_form
+
+        ensure_decode_form(model)
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     bos = [tokenizer.bos_id] if add_bos and getattr(tokenizer, "bos_id", -1) >= 0 else []
     ids = [bos + tokenizer.encode(p) for p in prompts]

@@ -38,6 +38,11 @@ class KernelConfig:
 # launch latency between a decode step's small kernels overlaps work. Set False to launch plainly; `_launch` turns it
 # off by itself if this Triton or driver refuses it.
 PDL = True
+# gemv: load each program's next weight tile one step ahead, the first before the PDL wait (weights do not depend
+# on the kernel before). Off: on the H200 (session 5, bench/profile_decode.py --ops) it made the int8 kernels read
+# 41-53% of the bandwidth instead of 68-97% and the bf16 ones 0-10% slower; int8 decode fell from 216 to 126 tok/s.
+# NEMOTRON4_PREFETCH=1 turns it on.
+PREFETCH = __import__("os").environ.get("NEMOTRON4_PREFETCH", "0") == "1"
 
 
 def pdl_enabled(device: torch.device) -> bool:
@@ -66,7 +71,8 @@ def _kernels():
     @triton.jit
     def gemv_kernel(x_ptr, w_ptr, s_ptr, y_ptr, N, K, stride_wn, K_SPLIT: tl.constexpr,
                     HAS_SCALE: tl.constexpr, CONVERT: tl.constexpr, PARTIAL: tl.constexpr, EVEN_N: tl.constexpr,
-                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr, X_ACT: tl.constexpr):
+                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr, X_ACT: tl.constexpr,
+                    PREFETCH: tl.constexpr = False):
         pid_n = tl.program_id(0)
         pid_k = tl.program_id(1)
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -75,12 +81,19 @@ def _kernels():
         rows = offs_n if EVEN_N else tl.minimum(offs_n, N - 1)  # clamp instead of masking: loads stay vectors
         w_ptrs = w_ptr + rows.to(tl.int64)[:, None] * stride_wn + (k0 + offs_k)[None, :]
         x_ptrs = x_ptr + k0 + offs_k
+        if PREFETCH:  # the first weight tile does not depend on the kernel before: load it before the wait
+            w_next = tl.load(w_ptrs, eviction_policy="evict_first")
         if USE_PDL:  # wait for the kernel before (x, and the memory y may reuse); let the next one launch
             gdc_wait()
             gdc_launch_dependents()
         acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
-        for _ in range(0, K_SPLIT, BLOCK_K):
-            w = tl.load(w_ptrs, eviction_policy="evict_first")
+        for i in range(0, K_SPLIT, BLOCK_K):
+            if PREFETCH:
+                w = w_next
+                if i + BLOCK_K < K_SPLIT:
+                    w_next = tl.load(w_ptrs + BLOCK_K, eviction_policy="evict_first")
+            else:
+                w = tl.load(w_ptrs, eviction_policy="evict_first")
             x = tl.load(x_ptrs, eviction_policy="evict_last")
             if X_ACT == 1:  # squared ReLU of the input, rounded to its dtype as the unfused ops would
                 xr = tl.maximum(x.to(tl.float32), 0.0)
@@ -231,7 +244,7 @@ def triton_linear(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor | None,
         _launch(gemv_kernel, grid, x.device, x, w, s, y, N, K, w.stride(0), k_split, HAS_SCALE=scales is not None,
                 CONVERT=cfg.convert if int8 else 0, PARTIAL=partial, EVEN_N=N % cfg.block_n == 0,
                 BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-                X_ACT=x_act)
+                X_ACT=x_act, PREFETCH=PREFETCH)
     else:
         grid = (_cdiv(N, cfg.block_n), cfg.split_k, _cdiv(M, cfg.block_m))
         _launch(small_m_kernel, grid, x.device, x, w, s, y, M, N, K, x.stride(0), w.stride(0), N, k_split,

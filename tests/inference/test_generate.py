@@ -12,9 +12,10 @@ from nemotron4.interop.hf import from_hf
 def model():
     cfg = ModelConfig.from_name("tiny", vocab_size=97, max_seq_len=128)
     m = build_model(cfg, seed=0).eval()
+    g = torch.Generator().manual_seed(0)  # not the global RNG: what ran before must not change the weights
     with torch.no_grad():  # larger weights than the init: sharper, more varied next-token distributions
         for p in m.parameters():
-            p.normal_(0.0, 0.3)
+            p.normal_(0.0, 0.3, generator=g)
     return m
 
 

@@ -1,0 +1,150 @@
+"""Triton kernels of nemotron4.inference.decode_ops (imported lazily there: the CPU path never needs Triton)."""
+
+import triton
+import triton.language as tl
+
+try:
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+except ImportError:  # an older Triton: PDL stays off (triton_linear._launch)
+    @triton.jit
+    def gdc_wait():
+        pass
+
+    @triton.jit
+    def gdc_launch_dependents():
+        pass
+
+
+@triton.jit
+def add_ln_kernel(x_ptr, d_ptr, w_ptr, b_ptr, h_ptr, y_ptr, N, eps, HAS_DELTA: tl.constexpr,
+                  BLOCK: tl.constexpr, USE_PDL: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, BLOCK)
+    m = offs < N
+    dtype = x_ptr.dtype.element_ty
+    # parameters first: they do not depend on the kernel before
+    gain = (tl.load(w_ptr + offs, mask=m, other=0.0).to(tl.float32) + 1.0).to(dtype).to(tl.float32)
+    bias = tl.load(b_ptr + offs, mask=m, other=0.0).to(dtype).to(tl.float32)
+    if USE_PDL:
+        gdc_wait()
+        gdc_launch_dependents()
+    x = tl.load(x_ptr + row * N + offs, mask=m, other=0.0)
+    if HAS_DELTA:  # the residual add, rounded to the stream's dtype as the unfused add
+        x = (x.to(tl.float32) + tl.load(d_ptr + row * N + offs, mask=m, other=0.0).to(tl.float32)).to(dtype)
+        tl.store(h_ptr + row * N + offs, x, mask=m)
+    xf = x.to(tl.float32)
+    mean = tl.sum(xf, axis=0) / N
+    diff = tl.where(m, xf - mean, 0.0)
+    var = tl.sum(diff * diff, axis=0) / N
+    rstd = 1.0 / tl.sqrt(var + eps)
+    tl.store(y_ptr + row * N + offs, (diff * rstd * gain + bias).to(y_ptr.dtype.element_ty), mask=m)
+
+@triton.jit
+def rope_rows(ptrs, offs_d, row_ok, cos_ptr, sin_ptr, D: tl.constexpr, ROT: tl.constexpr):
+    """Rows ptrs[:, None] + offs_d (masked by row_ok and D) with rotate-half RoPE on the first ROT dims,
+    cos/sin rounded to the rows' dtype (model.apply_rope), the result rounded to it."""
+    ok = row_ok[:, None] & (offs_d < D)[None, :]
+    x = tl.load(ptrs[:, None] + offs_d[None, :], mask=ok, other=0.0)
+    if ROT > 0:
+        dtype = x.dtype
+        HALF: tl.constexpr = ROT // 2
+        in_rot = offs_d < ROT
+        partner = tl.where(offs_d < HALF, offs_d + HALF, tl.where(in_rot, offs_d - HALF, offs_d))
+        cos = tl.load(cos_ptr + offs_d, mask=in_rot, other=1.0).to(dtype).to(tl.float32)
+        sin = tl.load(sin_ptr + offs_d, mask=in_rot, other=0.0).to(dtype).to(tl.float32)
+        sin = tl.where(offs_d < HALF, -sin, sin)
+        x2 = tl.load(ptrs[:, None] + partner[None, :], mask=ok, other=0.0).to(tl.float32)
+        x = (x.to(tl.float32) * cos[None, :] + x2 * sin[None, :]).to(dtype)
+    return x
+
+@triton.jit
+def attn_partial_kernel(q_ptr, k_ptr, v_ptr, kn_ptr, vn_ptr, mask_ptr, cos_ptr, sin_ptr, pos_ptr, o_ptr, ml_ptr,
+                        S, qk_scale, sq_b, sq_h, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, skn_b, skn_h, svn_b, svn_h,
+                        sm_b, sm_s,
+                        KVH: tl.constexpr, G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr,
+                        D_PAD: tl.constexpr, ROT: tl.constexpr, BLOCK_N: tl.constexpr, N_SPLITS: tl.constexpr,
+                        WRITE_KV: tl.constexpr, USE_PDL: tl.constexpr):
+    pid = tl.program_id(0)
+    split = tl.program_id(1)
+    b = pid // KVH
+    h = pid % KVH
+    offs_g = tl.arange(0, G_PAD)
+    offs_d = tl.arange(0, D_PAD)
+    g_ok = offs_g < G
+    d_ok = offs_d < D
+    dtype = q_ptr.dtype.element_ty
+    if USE_PDL:
+        gdc_wait()
+        gdc_launch_dependents()
+    q = rope_rows(q_ptr + b.to(tl.int64) * sq_b + (h * G + offs_g) * sq_h, offs_d, g_ok, cos_ptr, sin_ptr, D, ROT)
+    pos = tl.load(pos_ptr)
+    k_base = k_ptr + b.to(tl.int64) * sk_b + h.to(tl.int64) * sk_h
+    v_base = v_ptr + b.to(tl.int64) * sv_b + h.to(tl.int64) * sv_h
+    if WRITE_KV:  # this step's key (RoPE'd here) and value: used for slot pos, written there by split 0
+        one = tl.arange(0, 1)
+        k_new = rope_rows(kn_ptr + b.to(tl.int64) * skn_b + h * skn_h + one, offs_d, one == 0, cos_ptr, sin_ptr,
+                          D, ROT)  # (1, D_PAD)
+        v_new = tl.load(vn_ptr + b.to(tl.int64) * svn_b + h * svn_h + offs_d[None, :], mask=d_ok[None, :],
+                        other=0.0)
+        if split == 0:
+            tl.store(k_base + pos * sk_s + offs_d[None, :], k_new.to(k_ptr.dtype.element_ty), mask=d_ok[None, :])
+            tl.store(v_base + pos * sv_s + offs_d[None, :], v_new.to(v_ptr.dtype.element_ty), mask=d_ok[None, :])
+    used = tl.minimum(pos + 1, S)  # slots 0..pos
+    per = tl.cdiv(tl.cdiv(used, N_SPLITS), BLOCK_N) * BLOCK_N
+    start = split * per
+    end = tl.minimum(start + per, used)
+    m_i = tl.full([G_PAD], -1e30, dtype=tl.float32)
+    l_i = tl.zeros([G_PAD], dtype=tl.float32)
+    acc = tl.zeros([G_PAD, D_PAD], dtype=tl.float32)
+    for n0 in range(start, end, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        n_ok = offs_n < end
+        ok = n_ok & (tl.load(mask_ptr + b * sm_b + offs_n * sm_s, mask=n_ok, other=0) != 0)
+        kv_ok = n_ok[:, None] & d_ok[None, :]
+        if WRITE_KV:  # slot pos is being written by this launch: take this step's values, not memory's
+            kv_ok = kv_ok & (offs_n != pos)[:, None]
+        k = tl.load(k_base + offs_n[:, None].to(tl.int64) * sk_s + offs_d[None, :], mask=kv_ok, other=0.0)
+        if WRITE_KV:
+            k = tl.where((offs_n == pos)[:, None], k_new.to(k.dtype), k)
+        s = tl.dot(q, tl.trans(k).to(dtype)) * qk_scale  # (G_PAD, BLOCK_N), log2 units
+        s = tl.where(ok[None, :], s, -1e30)
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.where(ok[None, :], tl.exp2(s - m_new[:, None]), 0.0)
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        v = tl.load(v_base + offs_n[:, None].to(tl.int64) * sv_s + offs_d[None, :], mask=kv_ok, other=0.0)
+        if WRITE_KV:
+            v = tl.where((offs_n == pos)[:, None], v_new.to(v.dtype), v)
+        acc = acc * alpha[:, None] + tl.dot(p.to(dtype), v.to(dtype))
+        m_i = m_new
+    heads = b * (KVH * G) + h * G + offs_g  # (row, query head) index
+    qd_ok = g_ok[:, None] & d_ok[None, :]
+    if N_SPLITS == 1:
+        out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
+        tl.store(o_ptr + heads.to(tl.int64)[:, None] * D + offs_d[None, :], out.to(o_ptr.dtype.element_ty),
+                 mask=qd_ok)
+    else:
+        slot = heads.to(tl.int64) * N_SPLITS + split
+        tl.store(o_ptr + slot[:, None] * D + offs_d[None, :], acc, mask=qd_ok)
+        tl.store(ml_ptr + slot * 2, m_i, mask=g_ok)
+        tl.store(ml_ptr + slot * 2 + 1, l_i, mask=g_ok)
+
+@triton.jit
+def attn_combine_kernel(ws_ptr, ml_ptr, o_ptr, D: tl.constexpr, D_PAD: tl.constexpr, N_SPLITS: tl.constexpr,
+                        SPLITS_PAD: tl.constexpr, USE_PDL: tl.constexpr):
+    head = tl.program_id(0).to(tl.int64)  # row * H + query head
+    offs_s = tl.arange(0, SPLITS_PAD)
+    offs_d = tl.arange(0, D_PAD)
+    s_ok = offs_s < N_SPLITS
+    if USE_PDL:
+        gdc_wait()
+        gdc_launch_dependents()
+    slot = head * N_SPLITS + offs_s
+    m = tl.load(ml_ptr + slot * 2, mask=s_ok, other=-1e30)
+    lsum = tl.load(ml_ptr + slot * 2 + 1, mask=s_ok, other=0.0)
+    w = tl.exp2(m - tl.max(m, axis=0))
+    denom = tl.sum(lsum * w, axis=0)
+    acc = tl.load(ws_ptr + slot[:, None] * D + offs_d[None, :], mask=s_ok[:, None] & (offs_d < D)[None, :],
+                  other=0.0)
+    out = tl.sum(acc * w[:, None], axis=0) / tl.where(denom > 0, denom, 1.0)
+    tl.store(o_ptr + head * D + offs_d, out.to(o_ptr.dtype.element_ty), mask=offs_d < D)
