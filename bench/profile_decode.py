@@ -180,8 +180,10 @@ def ops_bench() -> dict:
         for n in sorted({1, 2, 4, 8, 16, attention_splits(B, KVH, S)}):
             if n > 1 and B * KVH >= 512:
                 continue
-            t = graph_time(lambda i, n=n: triton_decode_attention(q, kv[i][0], kv[i][1], mask, cos, sin, pos,
-                                                                  n_splits=n), copies)
+            def ours_call(i, n=n, q=q, kv=kv, mask=mask, cos=cos, sin=sin, pos=pos):
+                return triton_decode_attention(q, kv[i][0], kv[i][1], mask, cos, sin, pos, n_splits=n)
+
+            t = graph_time(ours_call, copies)
             row[f"ours_splits{n}_us"] = t * 1e6
         row["auto_splits"] = attention_splits(B, KVH, S)
         res["attention"].append(row)
@@ -193,11 +195,11 @@ def ops_bench() -> dict:
     for rows in (1, 64):
         xs = [torch.randn(rows, 1, 6144, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(2)]
         w, b = (torch.randn(6144, device="cuda", generator=g).to(torch.bfloat16) * 0.1 for _ in range(2))
-        inductor = torch.compile(lambda x, d: (x + d, torch_layernorm(x + d, w, b, 1e-5)), dynamic=False,
+        inductor = torch.compile(lambda x, d, w=w, b=b: (x + d, torch_layernorm(x + d, w, b, 1e-5)), dynamic=False,
                                  options={"coordinate_descent_tuning": True})
         r = {"rows": rows,
-             "inductor_add_ln_us": graph_time(lambda i: inductor(xs[0], xs[1]), 1) * 1e6,
-             "ours_add_ln_us": graph_time(lambda i: add_layernorm(xs[0], xs[1], w, b, 1e-5), 1) * 1e6}
+             "inductor_add_ln_us": graph_time(lambda i, f=inductor, xs=xs: f(xs[0], xs[1]), 1) * 1e6,
+             "ours_add_ln_us": graph_time(lambda i, xs=xs, w=w, b=b: add_layernorm(xs[0], xs[1], w, b, 1e-5), 1) * 1e6}
         res["layernorm"].append(r)
         print("layernorm", json.dumps({k: round(v, 2) for k, v in r.items()}), flush=True)
     from nemotron4.inference import triton_linear as tl_mod
