@@ -12,9 +12,10 @@ made of micro-batches with gradient accumulation. Ours runs `nemotron4.train.ste
 
 With `--fp8`, ours also runs with the blocks' linear layers in FP8 (`nemotron4.train.fp8`, torchao float8; with
 "tensorwise+output" the fused loss's output-projection GEMMs too) for each train.fp8 recipe named (RECIPE:nocast
-turns cast_weights_once off); `fp8_over_bf16` is the best FP8 tokens/s over the best bf16 tokens/s of ours. MFU
-stays in the bf16-peak convention under FP8 (989e12; the FP8 peak is twice that): it is tokens/s times the same
-FLOPs per token.
+turns cast_weights_once off; tensorwise+output:gemms=logits+dgrad runs only those of the fused loss's three GEMMs,
+logits, dgrad, wgrad, in FP8, to tell which one moves the loss curve); `fp8_over_bf16` is the best FP8 tokens/s
+over the best bf16 tokens/s of ours. MFU stays in the bf16-peak convention under FP8 (989e12; the FP8 peak is
+twice that): it is tokens/s times the same FLOPs per token.
 `--fp8-curve N` trains bf16 and each FP8 recipe N steps from the same initial weights on the same batches (a model
 of `--curve-layers` layers and a `--curve-vocab` vocabulary: cheap, same block shapes).
     python bench/train.py --device cpu --model tiny --seq-len 64 --layers 2     # smoke test of this script
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import json
 import platform
@@ -38,7 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nemotron4 import ModelConfig  # noqa: E402
 from nemotron4.flops import H100_BF16_PEAK, flops_per_token, mfu  # noqa: E402
 from nemotron4.interop.hf import config_to_hf  # noqa: E402
+from nemotron4.ops.cross_entropy import fp8_gemms  # noqa: E402
 from nemotron4.train.config import OptimSection, TrainSection  # noqa: E402
+from nemotron4.train.fast import fused_cross_entropy_loss  # noqa: E402
 from nemotron4.train.optim import build_optimizer  # noqa: E402
 from nemotron4.train.recipe import Recipe, build_recipe  # noqa: E402
 from nemotron4.train.step import autocast_context, train_step  # noqa: E402
@@ -146,6 +150,10 @@ def build_ours(cfg: ModelConfig, args, device: torch.device, fp8: str = "off", w
     train = TrainSection(compile=not args.no_compile, fused_loss=True, cast_weights_once=option != "nocast", fp8=mode,
                          attention_backend=args.attention if device.type == "cuda" else "auto")
     recipe = build_recipe(cfg, train, device, compute_dtype(device), seed=seed, weights=weights)
+    if option.startswith("gemms="):  # only these of the fused loss's GEMMs in FP8 (logits, dgrad, wgrad)
+        gemms = fp8_gemms(option.removeprefix("gemms=").split("+"))
+        recipe.loss_fn = functools.partial(fused_cross_entropy_loss, fp8=gemms)
+        recipe.paths["fp8"] += f" ({'+'.join(sorted(gemms))} of its GEMMs)"
     log(f"ours fp8 {fp8}: paths {recipe.paths}")
     recipe.model.train()
     return recipe

@@ -14,10 +14,15 @@ logits' gradient softmax - onehot in e5m2 with a fixed scale (its magnitude is a
 scaled cast fuses into the softmax kernel). The weight gradient is one GEMM per call over all its tokens (K = tokens,
 not a chunk), run in backward with the loss scale folded into its scale and written once in fp32, instead of an
 fp32 accumulator read and written per chunk. It needs the dimension, vocabulary and token count divisible by 16
-(otherwise the bf16 path runs); evaluation stays in the compute dtype.
+(otherwise the bf16 path runs); evaluation stays in the compute dtype. `fp8` may instead name some of the three
+GEMMs (`FP8_GEMMS`: logits, dgrad, wgrad; the others then run in bf16, the weight's gradient accumulated in fp32
+per chunk as without fp8): bench/train.py's `tensorwise+output:gemms=...` variants, which tell which GEMM moves
+the loss curve (all three in FP8 end 1.05% above bf16 after 100 steps; the blocks alone 0.07%).
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection
 
 import torch
 
@@ -73,15 +78,18 @@ def _to_e4m3(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     return x8, x8.t().contiguous(), scale.reciprocal()
 
 
-def _chunk_fp8(logits: torch.Tensor, tc: torch.Tensor, vc: torch.Tensor):
-    """Summed loss of one chunk from its logits, and GRAD_SCALE x (softmax - onehot) in e5m2, row-major and
-    transposed (zero where ignored)."""
+FP8_GEMMS = ("logits", "dgrad", "wgrad")  # h @ W.T, grad @ W (the hidden states' gradient), grad.T @ h (W's)
+
+
+def _chunk_fp8(logits: torch.Tensor, tc: torch.Tensor, vc: torch.Tensor, e5m2: bool, bf16: bool):
+    """Summed loss of one chunk from its logits, and d(summed loss)/d(logits) = softmax - onehot (zero where
+    ignored): where `e5m2`, times GRAD_SCALE in e5m2, row-major and transposed; where `bf16`, in bf16."""
     x = logits.float()
     lse = torch.logsumexp(x, dim=-1)
     loss = ((lse - x.gather(1, tc[:, None]).squeeze(1)) * vc).sum()
-    grad = (x - lse[:, None]).exp() - torch.nn.functional.one_hot(tc, x.shape[-1]).float()
-    g8 = (grad * (vc[:, None] * GRAD_SCALE)).to(E5M2)
-    return loss, g8, g8.t().contiguous()
+    grad = ((x - lse[:, None]).exp() - torch.nn.functional.one_hot(tc, x.shape[-1]).float()) * vc[:, None]
+    g8 = (grad * GRAD_SCALE).to(E5M2) if e5m2 else None
+    return loss, g8, g8.t().contiguous() if e5m2 else None, grad.to(torch.bfloat16) if bf16 else None
 
 
 def fp8_applies(h: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -89,26 +97,39 @@ def fp8_applies(h: torch.Tensor, weight: torch.Tensor) -> bool:
     return h.shape[-1] % 16 == 0 and weight.shape[0] % 16 == 0 and h.reshape(-1, h.shape[-1]).shape[0] % 16 == 0
 
 
-def _forward_fp8(ctx, h, weight, targets, valid, chunk_size):
-    """The chunk loop of `_LinearCrossEntropy.forward` with fp8 GEMMs; returns the summed loss, saves what
-    backward needs (the scaled hidden-state gradient, the e5m2 logits' gradient for the weight's GEMM)."""
-    h8, h8t, sh = _on_device(_to_e4m3, h)
-    w8, w8t, sw = _on_device(_to_e4m3, weight)  # once per call (micro-batch), not per chunk
+def _forward_fp8(ctx, h, weight, targets, valid, chunk_size, gemms: frozenset[str]):
+    """The chunk loop of `_LinearCrossEntropy.forward` with the GEMMs named in `gemms` in fp8 (the others in bf16);
+    returns the summed loss and the hidden states' gradient, saves what backward needs for the weight's."""
+    h8, h8t, sh = _on_device(_to_e4m3, h) if gemms & {"logits", "wgrad"} else (None, None, None)
+    w8, w8t, sw = _on_device(_to_e4m3, weight) if gemms & {"logits", "dgrad"} else (None, None, None)  # per call
+    hb, wb = (h.to(torch.bfloat16), weight.to(torch.bfloat16)) if gemms != frozenset(FP8_GEMMS) else (None, None)
+    e5m2, bf16 = bool(gemms & {"dgrad", "wgrad"}), not gemms >= {"dgrad", "wgrad"}
     inv_g = torch.tensor(1.0 / GRAD_SCALE, device=h.device)
     n = h.shape[0]
     loss = torch.zeros((), dtype=torch.float32, device=h.device)
     grad_h = torch.empty(h.shape, dtype=torch.bfloat16, device=h.device)
-    gt = torch.empty((weight.shape[0], n), dtype=E5M2, device=h.device) if ctx.needs_input_grad[1] else None
+    wgrad = ctx.needs_input_grad[1]
+    gt = torch.empty((weight.shape[0], n), dtype=E5M2, device=h.device) if wgrad and "wgrad" in gemms else None
+    grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device) if wgrad and gt is None else None
     for start in range(0, n, chunk_size):
         sl = slice(start, start + chunk_size)
-        logits = torch._scaled_mm(h8[sl], w8.t(), sh, sw, out_dtype=torch.bfloat16, use_fast_accum=True)
-        loss_sum, g8, g8t = _on_device(_chunk_fp8, logits, targets[sl], valid[sl])
+        if "logits" in gemms:
+            logits = torch._scaled_mm(h8[sl], w8.t(), sh, sw, out_dtype=torch.bfloat16, use_fast_accum=True)
+        else:
+            logits = hb[sl] @ wb.T
+        loss_sum, g8, g8t, gb = _on_device(_chunk_fp8, logits, targets[sl], valid[sl], e5m2, bf16)
         del logits
         loss += loss_sum
-        grad_h[sl] = torch._scaled_mm(g8, w8t.t(), inv_g, sw, out_dtype=torch.bfloat16)
+        if "dgrad" in gemms:
+            grad_h[sl] = torch._scaled_mm(g8, w8t.t(), inv_g, sw, out_dtype=torch.bfloat16)
+        else:
+            grad_h[sl] = gb @ wb
         if gt is not None:
             gt[:, sl] = g8t
-    ctx.fp8_saved = (gt, h8t, sh)
+        elif grad_w is not None:
+            grad_w = _add_weight_grad(grad_w, gb, hb[sl])
+        del g8, g8t, gb
+    ctx.fp8_saved = (gt, h8t, sh, grad_w)
     return loss, grad_h
 
 
@@ -125,7 +146,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
         ctx, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_size: int, compute_dtype,
-        fp8: bool = False,
+        fp8: frozenset[str] = frozenset(),
     ) -> torch.Tensor:
         # h (N, dim) in its dtype, weight (vocab, dim) fp32 master or bf16, targets (N,)
         cdt = compute_dtype or h.dtype
@@ -133,9 +154,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
         valid = targets != IGNORE_INDEX
         n_valid = valid.sum().clamp(min=1)
         safe_targets = targets.masked_fill(~valid, 0)
-        ctx.h_dtype, ctx.w_dtype, ctx.fp8 = h.dtype, weight.dtype, fp8
+        ctx.h_dtype, ctx.w_dtype, ctx.fp8 = h.dtype, weight.dtype, bool(fp8)
         if fp8:
-            loss, grad_h = _forward_fp8(ctx, h, weight, safe_targets, valid, chunk_size)
+            loss, grad_h = _forward_fp8(ctx, h, weight, safe_targets, valid, chunk_size, fp8)
             scale = 1.0 / n_valid.to(torch.float32)
             ctx.save_for_backward(grad_h, scale)
             ctx.has_grad_w = ctx.needs_input_grad[1]
@@ -162,14 +183,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
         if ctx.fp8:
             grad_h, scale = ctx.saved_tensors
-            gt, h8t, sh = ctx.fp8_saved
+            gt, h8t, sh, grad_w = ctx.fp8_saved
             ctx.fp8_saved = None
             g = grad_out.float() * scale
             dh = (grad_h.float() * g).to(ctx.h_dtype)
             dw = None
-            if ctx.has_grad_w:  # all tokens at once: (vocab, tokens) x (tokens, dim), the loss scale folded in
+            if ctx.has_grad_w and gt is not None:  # all tokens at once: (vocab, tokens) x (tokens, dim), scaled
                 dw = torch._scaled_mm(gt, h8t.t(), (g / GRAD_SCALE).reshape(()), sh, out_dtype=torch.float32)
                 dw = dw.to(ctx.w_dtype)
+            elif ctx.has_grad_w:  # the weight's GEMM in bf16: accumulated over the chunks in fp32
+                dw = (grad_w * g).to(ctx.w_dtype)
             return dh, dw, None, None, None, None
         grad_h, grad_w, scale = ctx.saved_tensors
         g = grad_out * scale
@@ -178,26 +201,38 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return dh, dw, None, None, None, None
 
 
+def fp8_gemms(fp8: bool | Collection[str]) -> frozenset[str]:
+    """Which of FP8_GEMMS run in FP8: all three for True (train.fp8's "+output"), none for False, or those named
+    (bench/train.py's RECIPE:gemms=... variants, which separate each GEMM's effect on the loss curve)."""
+    if fp8 is True or fp8 is False:
+        return frozenset(FP8_GEMMS if fp8 else ())
+    unknown = set(fp8) - set(FP8_GEMMS)
+    if unknown:
+        raise ValueError(f"fp8 GEMMs must be among {', '.join(FP8_GEMMS)}; got {', '.join(sorted(unknown))}")
+    return frozenset(fp8)
+
+
 def linear_cross_entropy(
     h: torch.Tensor,
     weight: torch.Tensor,
     targets: torch.Tensor,
     chunk_size: int = 1024,
     compute_dtype: torch.dtype | None = None,
-    fp8: bool = False,
+    fp8: bool | Collection[str] = False,
 ) -> torch.Tensor:
     """Mean cross-entropy of `h @ weight.T` against `targets` (positions equal to -100 ignored).
 
     h: (..., dim); weight: (vocab, dim); targets: (...). compute_dtype: the matmul dtype (e.g. bf16 over fp32
     master weights; default h's dtype); log-softmax is always fp32. fp8: the training GEMMs in FP8 (module
-    docstring; where `fp8_applies`); evaluation (no grad) is unaffected.
+    docstring; where `fp8_applies`), True for all three or the names of some (`fp8_gemms`); evaluation (no grad)
+    is unaffected.
     """
     if h.is_cuda and torch.is_autocast_enabled("cuda") and compute_dtype is None:
         compute_dtype = torch.get_autocast_dtype("cuda")
     h2, t1 = h.reshape(-1, h.shape[-1]), targets.reshape(-1)
     with torch.autocast(h.device.type, enabled=False):
         if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
-            fp8 = fp8 and fp8_applies(h2, weight)
+            fp8 = fp8_gemms(fp8) if fp8 and fp8_applies(h2, weight) else frozenset()
             return _LinearCrossEntropy.apply(h2, weight, t1, chunk_size, compute_dtype, fp8)
         return _loss_only(h2, weight, t1, chunk_size, compute_dtype)  # evaluation: no gradient buffers
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 
 import torch
 from torch import nn
@@ -80,9 +80,10 @@ def _checkpointed(forward):
 
 
 def fused_cross_entropy_loss(model: Nemotron4, batch: torch.Tensor, chunk_size: int = 4096,
-                             fp8: bool = False) -> torch.Tensor:
+                             fp8: bool | Collection[str] = False) -> torch.Tensor:
     """`nemotron4.train.step.cross_entropy_loss` without the (tokens x vocab) logits: same value and gradients
-    (fp8: the output projection's GEMMs in FP8, `train.fp8`'s choice; nemotron4.ops.cross_entropy).
+    (fp8: the output projection's GEMMs in FP8, `train.fp8`'s choice, or some of them by name; `fp8_gemms` in
+    nemotron4.ops.cross_entropy).
     On a size-1 tensor-parallel mesh (parallel.force_wrap) the hidden states and the output weight are DTensors
     whose local tensors are whole: the loss runs on those (`to_local` is differentiable; no collective needed)."""
     inputs, targets = batch[:, :-1], batch[:, 1:]

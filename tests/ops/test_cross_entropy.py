@@ -119,3 +119,25 @@ def test_fp8_falls_back_where_shapes_are_not_multiples_of_16():
     got = _loss_and_grads(h, w, t, chunk_size=32, fp8=True)
     for a, b in zip(got, ref, strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("gemms", [("logits",), ("dgrad",), ("wgrad",), ("dgrad", "wgrad"), ("logits", "dgrad")])
+def test_fp8_gemm_subsets_each_change_only_their_own_result(gemms):
+    """fp8 = the names of some GEMMs (bench/train.py's RECIPE:gemms=... variants): those run in fp8, the others in
+    bf16. Each result is close to the exact one, and differs from the all-bf16 result where its own GEMM ran in fp8
+    (the loss: logits, seen at 5e-4; the hidden states' gradient: dgrad, 3e-2; the weight's: wgrad, 3e-2), and
+    not otherwise (at most 1e-5 for the loss; 4e-3 for a gradient whose GEMM is bf16 but whose logits were fp8)."""
+    h, w, t = _fp8_case(2)
+    ref = _loss_and_grads(h, w, t, chunk_size=32)
+    got = _loss_and_grads(h, w, t, chunk_size=32, fp8=gemms)
+    bf16 = _loss_and_grads(h.bfloat16().float(), w.bfloat16().float(), t, chunk_size=32)
+    for i, (own, threshold) in enumerate((("logits", 1e-4), ("dgrad", 1e-2), ("wgrad", 1e-2))):
+        assert ((got[i] - ref[i]).norm() / ref[i].norm()).item() < 0.08, (i, gemms)
+        from_bf16 = ((got[i] - bf16[i]).norm() / bf16[i].norm()).item()
+        assert (from_bf16 > threshold) == (own in gemms), (own, gemms, from_bf16)
+
+
+def test_fp8_gemm_names_are_checked():
+    h, w, t = _fp8_case(3)
+    with pytest.raises(ValueError, match="fp8 GEMMs must be among logits, dgrad, wgrad; got output"):
+        linear_cross_entropy(h.requires_grad_(), w, t, fp8=("output",))
