@@ -28,8 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nemotron4 import ModelConfig, Nemotron4  # noqa: E402
 from nemotron4.inference import generate_tokens, remove_caches, setup_caches  # noqa: E402
+from nemotron4.inference.decode_form import prepare_decode  # noqa: E402
 from nemotron4.inference.generation import prefill, release_decode_graphs  # noqa: E402
-from nemotron4.inference.quantize import fuse_qkv, prepare_decode  # noqa: E402
+from nemotron4.inference.quantize import fuse_qkv  # noqa: E402
 from nemotron4.interop.hf import config_to_hf, our_name  # noqa: E402
 
 DEVICE = "cuda"

@@ -231,8 +231,9 @@ def fast_e2e(model_name: str, new: int, prompt_len: int = 128) -> dict:
     model quantized to int8 in place, int8 with the GEMV prefetch flipped, and a kernel profile of the int8 step."""
     from bench.decode import profile_kernels, time_ours
     from nemotron4.inference import triton_linear as tl_mod
+    from nemotron4.inference.decode_form import prepare_decode
     from nemotron4.inference.generation import release_decode_graphs
-    from nemotron4.inference.quantize import autotune_model, prepare_decode
+    from nemotron4.inference.quantize import autotune_model
 
     bw = read_bandwidth()["read_GBps"] * 1e9
     cfg = ModelConfig.from_name(model_name)

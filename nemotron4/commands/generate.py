@@ -80,7 +80,7 @@ def _load(args: argparse.Namespace):
                                refuse_smaller=True)
     model = load_model(args.model, device=device, dtype=dtype).eval()
     if args.compile and "cuda" in device:  # the fast decode form (Triton linears, fused kernels), batches too
-        from nemotron4.inference.quantize import prepare_decode
+        from nemotron4.inference.decode_form import prepare_decode
 
         prepare_decode(model, int8=args.quantize == "int8")
     elif args.quantize == "int8":

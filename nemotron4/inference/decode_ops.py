@@ -16,7 +16,7 @@ cache ~8 us a layer, plus the mask and RoPE kernels. Here:
 
 Each is a torch custom op (opaque to the compiler, so a compiled, graph-captured step calls the kernel) with the
 plain torch maths on CPU, for rows beyond `MAX_ROWS`, and as the reference. `fuse_decode_ops` installs them on a model
-(in place; parameters untouched); `quantize.prepare_decode` calls it.
+(in place; parameters untouched); `decode_form.prepare_decode` calls it.
 """
 
 from __future__ import annotations

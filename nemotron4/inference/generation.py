@@ -248,10 +248,10 @@ def generate(
     **kwargs,
 ) -> list[str]:
     """Text in, text out. stop_tokens default to the tokenizer's eos. Other keywords: see `generate_tokens`. With
-    compile=True on a GPU the model is first put in its fast decode form, in place (`quantize.prepare_decode`:
+    compile=True on a GPU the model is first put in its fast decode form, in place (`decode_form.prepare_decode`:
     Triton linears, fused QKV, fused norms and decode attention; int8 stays int8), for one prompt or a batch."""
     if kwargs.get("compile") and model.tok_embeddings.weight.is_cuda:
-        from nemotron4.inference.quantize import ensure_decode_form
+        from nemotron4.inference.decode_form import ensure_decode_form
 
         ensure_decode_form(model)
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)

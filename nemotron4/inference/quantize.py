@@ -198,33 +198,6 @@ def fuse_mlp_activation(model: Nemotron4) -> Nemotron4:
     return model
 
 
-def prepare_decode(model: Nemotron4, int8: bool = False, fused_ops: bool = True) -> Nemotron4:
-    """The fast decode form of a model, in place: int8 weight-only (if asked) or the floating-point linears through
-    the Triton GEMV, fused QKV projections, the MLP's squared ReLU inside w2's kernel, and (fused_ops) the fused
-    residual-add + LayerNorm kernels and the decode attention kernel of `decode_ops`."""
-    (quantize_int8 if int8 else use_triton_linears)(model)
-    model = fuse_mlp_activation(fuse_qkv(model))
-    if fused_ops:
-        from nemotron4.inference.decode_ops import fuse_decode_ops
-
-        fuse_decode_ops(model)
-    return model
-
-
-def ensure_decode_form(model: Nemotron4) -> Nemotron4:
-    """`prepare_decode` unless already applied (int8 if the model already holds Int8Linear layers), in place."""
-    if in_decode_form(model):
-        return model
-    return prepare_decode(model, int8=any(isinstance(m, Int8Linear) for m in model.modules()))
-
-
-def in_decode_form(model: Nemotron4) -> bool:
-    """Whether `prepare_decode` (or `decode_ops.fuse_decode_ops`) has been applied."""
-    from nemotron4.inference.decode_ops import FusedNormNemotron4
-
-    return isinstance(model, FusedNormNemotron4)
-
-
 def autotune_model(model: torch.nn.Module, rows: tuple[int, ...] = (1,), only_missing: bool = True) -> dict:
     """`autotune` every (rows, out, in, int8) shape of the model's decode linears (GemvLinear, Int8Linear) that has
     no installed config yet (only_missing). Returns {"M,N,K,int8": {"us", "config"}} for the shapes tuned."""

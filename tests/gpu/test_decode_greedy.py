@@ -21,7 +21,8 @@ from torch import nn
 
 from nemotron4 import ModelConfig, build_model
 from nemotron4.inference import generate_tokens, quantize_int8
-from nemotron4.inference.quantize import FusedActFeedForward, FusedQKVAttention, Int8Linear, prepare_decode
+from nemotron4.inference.decode_form import prepare_decode
+from nemotron4.inference.quantize import FusedActFeedForward, FusedQKVAttention, Int8Linear
 
 pytestmark = pytest.mark.gpu
 if not torch.cuda.is_available():

@@ -12,6 +12,7 @@ import torch
 
 from nemotron4 import ModelConfig, build_model
 from nemotron4.inference import generate_tokens
+from nemotron4.inference.decode_form import in_decode_form, prepare_decode
 from nemotron4.inference.decode_ops import (
     DecodeAttention,
     FusedLayerNorm1P,
@@ -23,7 +24,6 @@ from nemotron4.inference.decode_ops import (
     torch_decode_attention,
     torch_layernorm,
 )
-from nemotron4.inference.quantize import in_decode_form, prepare_decode
 
 
 def _model(seed=0):

@@ -14,12 +14,12 @@ from torch import nn
 from nemotron4 import ModelConfig, build_model
 from nemotron4.inference import generate_tokens, quantize_int8
 from nemotron4.inference import quantize as qmod
+from nemotron4.inference.decode_form import prepare_decode
 from nemotron4.inference.quantize import (
     FusedQKVAttention,
     GemvLinear,
     Int8Linear,
     fuse_qkv,
-    prepare_decode,
     torch_weight_linear,
     use_triton_linears,
     weight_linear,
