@@ -178,17 +178,19 @@ class Nemotron4(nn.Module):
         """
         return self.output(self.hidden_states(tokens, input_pos, mask))
 
+    def rope_at(self, T: int, input_pos: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rotary tables (cos, sin) for T tokens at positions 0..T-1, or at `input_pos` (decode)."""
+        if input_pos is not None:
+            return self.rope_cos[input_pos], self.rope_sin[input_pos]
+        if self.cfg.max_seq_len < T:
+            raise ValueError(f"sequence length {T} exceeds max_seq_len {self.cfg.max_seq_len}")
+        return self.rope_cos[:T], self.rope_sin[:T]
+
     def hidden_states(
         self, tokens: torch.Tensor, input_pos: torch.Tensor | None = None, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """The final-normed hidden states (B, T, dim), before the output projection."""
-        T = tokens.shape[1]
-        if input_pos is None:
-            if self.cfg.max_seq_len < T:
-                raise ValueError(f"sequence length {T} exceeds max_seq_len {self.cfg.max_seq_len}")
-            cos, sin = self.rope_cos[:T], self.rope_sin[:T]
-        else:
-            cos, sin = self.rope_cos[input_pos], self.rope_sin[input_pos]
+        cos, sin = self.rope_at(tokens.shape[1], input_pos)
         h = self.tok_embeddings(tokens)
         for layer in self.layers:
             h = layer(h, cos, sin, mask, input_pos)

@@ -3,16 +3,7 @@
 import triton
 import triton.language as tl
 
-try:
-    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
-except ImportError:  # an older Triton: PDL stays off (triton_linear._launch)
-    @triton.jit
-    def gdc_wait():
-        pass
-
-    @triton.jit
-    def gdc_launch_dependents():
-        pass
+from nemotron4.inference._pdl import gdc_launch_dependents, gdc_wait
 
 
 @triton.jit

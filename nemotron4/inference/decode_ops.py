@@ -254,13 +254,7 @@ class FusedNormNemotron4(Nemotron4):
     """Nemotron4 over FusedNormBlocks, each block's last residual add carried into the next block's first norm."""
 
     def hidden_states(self, tokens, input_pos=None, mask=None):
-        T = tokens.shape[1]
-        if input_pos is None:
-            if self.cfg.max_seq_len < T:
-                raise ValueError(f"sequence length {T} exceeds max_seq_len {self.cfg.max_seq_len}")
-            cos, sin = self.rope_cos[:T], self.rope_sin[:T]
-        else:
-            cos, sin = self.rope_cos[input_pos], self.rope_sin[input_pos]
+        cos, sin = self.rope_at(tokens.shape[1], input_pos)
         h, delta = self.tok_embeddings(tokens), None
         for layer in self.layers:
             h, delta = layer(h, cos, sin, mask, input_pos, delta, True)

@@ -57,16 +57,7 @@ def _kernels():
     import triton
     import triton.language as tl
 
-    try:
-        from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
-    except ImportError:  # an older Triton: PDL stays off (see _launch)
-        @triton.jit
-        def gdc_wait():
-            pass
-
-        @triton.jit
-        def gdc_launch_dependents():
-            pass
+    from nemotron4.inference._pdl import gdc_launch_dependents, gdc_wait
 
     @triton.jit
     def gemv_kernel(x_ptr, w_ptr, s_ptr, y_ptr, N, K, stride_wn, K_SPLIT: tl.constexpr,

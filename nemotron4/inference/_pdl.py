@@ -1,0 +1,18 @@
+"""Programmatic dependent launch inside Triton kernels: `gdc_wait` (wait for the kernel before) and
+`gdc_launch_dependents` (let the next kernel start), no-ops on a Triton that lacks them (PDL then stays off:
+triton_linear._launch). Imported lazily by the decode kernels: the CPU path never needs Triton."""
+
+import triton
+
+try:
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+except ImportError:  # an older Triton
+    @triton.jit
+    def gdc_wait():
+        pass
+
+    @triton.jit
+    def gdc_launch_dependents():
+        pass
+
+__all__ = ["gdc_launch_dependents", "gdc_wait"]
