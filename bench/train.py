@@ -43,6 +43,7 @@ from nemotron4.interop.hf import config_to_hf  # noqa: E402
 from nemotron4.ops.cross_entropy import fp8_gemms  # noqa: E402
 from nemotron4.train.config import OptimSection, TrainSection  # noqa: E402
 from nemotron4.train.fast import fused_cross_entropy_loss  # noqa: E402
+from nemotron4.train.fp8 import output_fp8  # noqa: E402
 from nemotron4.train.optim import build_optimizer  # noqa: E402
 from nemotron4.train.recipe import Recipe, build_recipe  # noqa: E402
 from nemotron4.train.step import autocast_context, train_step  # noqa: E402
@@ -151,6 +152,8 @@ def build_ours(cfg: ModelConfig, args, device: torch.device, fp8: str = "off", w
                          attention_backend=args.attention if device.type == "cuda" else "auto")
     recipe = build_recipe(cfg, train, device, compute_dtype(device), seed=seed, weights=weights)
     if option.startswith("gemms="):  # only these of the fused loss's GEMMs in FP8 (logits, dgrad, wgrad)
+        if not output_fp8(mode):
+            raise SystemExit(f"--fp8 {fp8}: gemms= selects among the output projection's GEMMs; use a +output mode")
         gemms = fp8_gemms(option.removeprefix("gemms=").split("+"))
         recipe.loss_fn = functools.partial(fused_cross_entropy_loss, fp8=gemms)
         recipe.paths["fp8"] += f" ({'+'.join(sorted(gemms))} of its GEMMs)"

@@ -27,6 +27,14 @@ from nemotron4.config import ModelConfig
 from nemotron4.flops import param_counts
 
 
+def layernorm_1p(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+    """LN(x) * (1 + weight) + bias. 1 + weight in fp32 (weight is near 0: in bf16 the gain would move in steps of
+    1/128), then x's dtype, so that bf16 copies of the weights (FSDP2's mixed precision) normalise an fp32
+    residual stream."""
+    gain, b = (weight.float() + 1.0).to(x.dtype), bias.to(x.dtype)
+    return F.layer_norm(x, (x.shape[-1],), gain, b, eps)
+
+
 class LayerNorm1P(nn.Module):
     """LayerNorm with a zero-centred gain: LN(x) * (1 + weight) + bias (Megatron `--apply-layernorm-1p`)."""
 
@@ -37,10 +45,7 @@ class LayerNorm1P(nn.Module):
         self.bias = nn.Parameter(torch.empty(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # 1 + weight in fp32 (weight is near 0: in bf16 the gain would move in steps of 1/128), then x's dtype, so
-        # that bf16 copies of the weights (FSDP2's mixed precision) normalise an fp32 residual stream.
-        gain, bias = (self.weight.float() + 1.0).to(x.dtype), self.bias.to(x.dtype)
-        return F.layer_norm(x, (x.shape[-1],), gain, bias, self.eps)
+        return layernorm_1p(x, self.weight, self.bias, self.eps)
 
     def reset_parameters(self) -> None:
         nn.init.zeros_(self.weight)

@@ -6,7 +6,11 @@ import triton
 
 try:
     from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
-except ImportError:  # an older Triton
+
+    HAS_PDL = True
+except ImportError:  # an older Triton: triton_linear.pdl_enabled is then False
+    HAS_PDL = False
+
     @triton.jit
     def gdc_wait():
         pass
@@ -15,4 +19,4 @@ except ImportError:  # an older Triton
     def gdc_launch_dependents():
         pass
 
-__all__ = ["gdc_launch_dependents", "gdc_wait"]
+__all__ = ["HAS_PDL", "gdc_launch_dependents", "gdc_wait"]

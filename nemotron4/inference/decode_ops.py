@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 
 from nemotron4.inference.kv_cache import KVCache
+from nemotron4.inference.quantize import TRITON_MAX_ROWS as MAX_ROWS  # more rows (prefill): torch's LayerNorm
 from nemotron4.inference.quantize import FusedQKVAttention
-from nemotron4.model import Block, LayerNorm1P, Nemotron4, apply_rope
+from nemotron4.model import Block, LayerNorm1P, Nemotron4, apply_rope, layernorm_1p
 
-MAX_ROWS = 64  # the fused LayerNorm kernel's rows (decode, batched decode); more rows (prefill) take torch's kernel
 ATTN_BLOCK_N = 64  # slots per tl.dot tile
 ATTN_TARGET_PROGRAMS = 128  # split the slots until B x KVH x splits reaches about this many programs
 WRITE_KV = True  # the decode attention kernel also writes the step's k (RoPE'd) and v into the cache
@@ -49,10 +49,7 @@ def _next_pow2(n: int) -> int:
 # --- the reference maths (also the CPU path) ------------------------------------------------------------------------
 
 
-def torch_layernorm(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
-    """LayerNorm1P's maths (nemotron4.model.LayerNorm1P.forward)."""
-    gain, b = (weight.float() + 1.0).to(h.dtype), bias.to(h.dtype)
-    return F.layer_norm(h, (h.shape[-1],), gain, b, eps)
+torch_layernorm = layernorm_1p  # LayerNorm1P's maths: the reference and the CPU / prefill path
 
 
 def torch_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, mask: torch.Tensor,

@@ -181,15 +181,24 @@ def generate_tokens(
     stop_tokens: Sequence[int] = (),
     pad_id: int = 0,
     compile: bool = False,
+    decode_form: bool = False,
     callback: Callable[[int, torch.Tensor], None] | None = None,
 ) -> list[list[int]]:
     """Generate up to `max_new_tokens` after each prompt (token ids). Returns the new tokens of each row, without
-    the stop token that ended it. `callback(step, tokens)` sees each step's tokens (B,) as they come."""
+    the stop token that ended it. `callback(step, tokens)` sees each step's tokens (B,) as they come.
+    decode_form: first put the model in its fast decode form, in place, after the inputs are checked
+    (`decode_form.prepare_decode`: Triton linears, fused QKV, fused norms and decode attention; int8 stays int8;
+    a no-op when already there). It is for inference only: q/k/v become one frozen `wqkv`, so reload the
+    checkpoint to train or export the model. `nemotron4 generate --compile` on a GPU does this."""
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ConfigError("every prompt needs at least one token")
     if max_new_tokens < 1:
         raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     check_sampling(temperature, top_k, top_p)
+    if decode_form:
+        from nemotron4.inference.decode_form import ensure_decode_form
+
+        ensure_decode_form(model)
     device = model.tok_embeddings.weight.device
     B, L = len(prompts), max(len(p) for p in prompts)
     pad = torch.tensor([L - len(p) for p in prompts], device=device)
@@ -247,13 +256,8 @@ def generate(
     stop_tokens: Sequence[int] | None = None,
     **kwargs,
 ) -> list[str]:
-    """Text in, text out. stop_tokens default to the tokenizer's eos. Other keywords: see `generate_tokens`. With
-    compile=True on a GPU the model is first put in its fast decode form, in place (`decode_form.prepare_decode`:
-    Triton linears, fused QKV, fused norms and decode attention; int8 stays int8), for one prompt or a batch."""
-    if kwargs.get("compile") and model.tok_embeddings.weight.is_cuda:
-        from nemotron4.inference.decode_form import ensure_decode_form
-
-        ensure_decode_form(model)
+    """Text in, text out. stop_tokens default to the tokenizer's eos. Other keywords: see `generate_tokens`
+    (decode_form=True with compile=True on a GPU is the fast path, for one prompt or a batch)."""
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     bos = [tokenizer.bos_id] if add_bos and getattr(tokenizer, "bos_id", -1) >= 0 else []
     ids = [bos + tokenizer.encode(p) for p in prompts]

@@ -51,7 +51,8 @@ def setup_caches(model: Nemotron4, batch: int, max_len: int, dtype: torch.dtype 
 
 
 def remove_caches(model: Nemotron4) -> None:
-    """Detach the caches: the model is back to its training form."""
+    """Detach the caches: the model is back to the form it had before `setup_caches` (the decode form, if
+    `decode_form.prepare_decode` put it there, stays)."""
     for layer in model.layers:
         layer.attention.kv_cache = None
 

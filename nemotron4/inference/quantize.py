@@ -123,7 +123,7 @@ def quantize_int8(model: Nemotron4) -> Nemotron4:
 def use_triton_linears(model: Nemotron4) -> Nemotron4:
     """Route the floating-point linears through the Triton GEMV at decode (in place; parameters untouched)."""
     def swap(linear: nn.Linear) -> nn.Linear:
-        if linear.bias is None:
+        if type(linear) is nn.Linear and linear.bias is None:  # not a subclass with its own forward (LoRA, fp8)
             linear.__class__ = GemvLinear
         return linear
 
@@ -170,7 +170,7 @@ def fuse_qkv(model: Nemotron4) -> Nemotron4:
             continue
         parts = [attn.wq, attn.wk, attn.wv]
         kinds = {type(p) for p in parts}
-        if len(kinds) != 1 or not (issubclass(kinds.pop(), (Int8Linear, nn.Linear))) or any(
+        if len(kinds) != 1 or kinds.pop() not in (Int8Linear, nn.Linear, GemvLinear) or any(
                 getattr(p, "bias", None) is not None for p in parts):
             raise ValueError("fuse_qkv: wq, wk and wv must be bias-free linears of one kind")
         attn.wqkv = _stack_linears(parts)

@@ -48,8 +48,12 @@ PREFETCH = __import__("os").environ.get("NEMOTRON4_PREFETCH", "0") == "1"
 def pdl_enabled(device: torch.device) -> bool:
     import os
 
-    return (PDL and os.environ.get("NEMOTRON4_PDL", "1") != "0" and device.type == "cuda"
-            and os.environ.get("TRITON_INTERPRET", "0") != "1" and torch.cuda.get_device_capability(device)[0] >= 9)
+    if not (PDL and os.environ.get("NEMOTRON4_PDL", "1") != "0" and device.type == "cuda"
+            and os.environ.get("TRITON_INTERPRET", "0") != "1" and torch.cuda.get_device_capability(device)[0] >= 9):
+        return False
+    from nemotron4.inference._pdl import HAS_PDL  # the kernels' waits exist (else they are no-ops: no PDL)
+
+    return HAS_PDL
 
 
 @functools.cache

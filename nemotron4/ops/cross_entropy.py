@@ -102,13 +102,15 @@ def _forward_fp8(ctx, h, weight, targets, valid, chunk_size, gemms: frozenset[st
     returns the summed loss and the hidden states' gradient, saves what backward needs for the weight's."""
     h8, h8t, sh = _on_device(_to_e4m3, h) if gemms & {"logits", "wgrad"} else (None, None, None)
     w8, w8t, sw = _on_device(_to_e4m3, weight) if gemms & {"logits", "dgrad"} else (None, None, None)  # per call
-    hb, wb = (h.to(torch.bfloat16), weight.to(torch.bfloat16)) if gemms != frozenset(FP8_GEMMS) else (None, None)
-    e5m2, bf16 = bool(gemms & {"dgrad", "wgrad"}), not gemms >= {"dgrad", "wgrad"}
+    wgrad = ctx.needs_input_grad[1]
+    bf16_wgrad = wgrad and "wgrad" not in gemms
+    hb = h.to(torch.bfloat16) if "logits" not in gemms or bf16_wgrad else None
+    wb = weight.to(torch.bfloat16) if not gemms >= {"logits", "dgrad"} else None
+    e5m2, bf16 = bool(gemms & {"dgrad", "wgrad"}), "dgrad" not in gemms or bf16_wgrad
     inv_g = torch.tensor(1.0 / GRAD_SCALE, device=h.device)
     n = h.shape[0]
     loss = torch.zeros((), dtype=torch.float32, device=h.device)
     grad_h = torch.empty(h.shape, dtype=torch.bfloat16, device=h.device)
-    wgrad = ctx.needs_input_grad[1]
     gt = torch.empty((weight.shape[0], n), dtype=E5M2, device=h.device) if wgrad and "wgrad" in gemms else None
     grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device) if wgrad and gt is None else None
     for start in range(0, n, chunk_size):
@@ -129,7 +131,7 @@ def _forward_fp8(ctx, h, weight, targets, valid, chunk_size, gemms: frozenset[st
         elif grad_w is not None:
             grad_w = _add_weight_grad(grad_w, gb, hb[sl])
         del g8, g8t, gb
-    ctx.fp8_saved = (gt, h8t, sh, grad_w)
+    ctx.fp8_saved = (gt, h8t if gt is not None else None, sh, grad_w)
     return loss, grad_h
 
 
@@ -206,6 +208,8 @@ def fp8_gemms(fp8: bool | Collection[str]) -> frozenset[str]:
     (bench/train.py's RECIPE:gemms=... variants, which separate each GEMM's effect on the loss curve)."""
     if fp8 is True or fp8 is False:
         return frozenset(FP8_GEMMS if fp8 else ())
+    if isinstance(fp8, str):
+        raise ValueError(f"fp8 GEMMs are given as a collection of names, not one string; got {fp8!r}")
     unknown = set(fp8) - set(FP8_GEMMS)
     if unknown:
         raise ValueError(f"fp8 GEMMs must be among {', '.join(FP8_GEMMS)}; got {', '.join(sorted(unknown))}")
@@ -230,9 +234,10 @@ def linear_cross_entropy(
     if h.is_cuda and torch.is_autocast_enabled("cuda") and compute_dtype is None:
         compute_dtype = torch.get_autocast_dtype("cuda")
     h2, t1 = h.reshape(-1, h.shape[-1]), targets.reshape(-1)
+    gemms = fp8_gemms(fp8)  # names checked on every call, evaluation too
     with torch.autocast(h.device.type, enabled=False):
         if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
-            fp8 = fp8_gemms(fp8) if fp8 and fp8_applies(h2, weight) else frozenset()
+            fp8 = gemms if fp8_applies(h2, weight) else frozenset()
             return _LinearCrossEntropy.apply(h2, weight, t1, chunk_size, compute_dtype, fp8)
         return _loss_only(h2, weight, t1, chunk_size, compute_dtype)  # evaluation: no gradient buffers
 

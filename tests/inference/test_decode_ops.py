@@ -22,8 +22,8 @@ from nemotron4.inference.decode_ops import (
     decode_attention,
     layernorm,
     torch_decode_attention,
-    torch_layernorm,
 )
+from nemotron4.model import apply_rope
 
 
 def _model(seed=0):
@@ -60,6 +60,25 @@ def test_decode_form_is_the_models_maths(int8):
     assert generate_tokens(model, prompts, 8, compile=True) == want
 
 
+def test_generate_decode_form_converts_in_place_only_after_the_inputs_are_checked():
+    """generate_tokens(decode_form=True): a bad input is refused with the model untouched; otherwise the model is
+    put in its decode form in place (q/k/v fused and frozen) and gives the same greedy tokens; a second call is a
+    no-op. Without decode_form the caller's model is never converted, compile or not."""
+    from nemotron4.errors import ConfigError
+
+    model, prompts = _model(2), [[3, 4, 5, 6], [9, 1]]
+    want = generate_tokens(copy.deepcopy(model), prompts, 6)
+    generate_tokens(model, prompts, 2, compile=True)
+    assert not in_decode_form(model) and "layers.0.attention.wq.weight" in model.state_dict()
+    with pytest.raises(ConfigError, match="temperature"):
+        generate_tokens(model, prompts, 6, temperature=-1.0, decode_form=True)
+    assert not in_decode_form(model)
+    assert generate_tokens(model, prompts, 6, decode_form=True) == want
+    assert in_decode_form(model) and "layers.0.attention.wq.weight" not in model.state_dict()
+    layer0 = model.layers[0]
+    assert generate_tokens(model, prompts, 6, decode_form=True) == want and model.layers[0] is layer0
+
+
 def test_fused_block_carry_equals_block():
     model = _model(1)
     block = copy.deepcopy(model.layers[0])
@@ -80,12 +99,16 @@ def test_ops_on_cpu_and_their_fake_shapes():
     h, y = add_layernorm(x, d, w, b, 1e-5)
     torch.testing.assert_close(h, x + d)
     torch.testing.assert_close(y, torch.nn.functional.layer_norm(x + d, (40,), 1 + w, b, 1e-5))
-    torch.testing.assert_close(layernorm(x, w, b, 1e-5), torch_layernorm(x, w, b, 1e-5))
+    torch.testing.assert_close(layernorm(x, w, b, 1e-5), torch.nn.functional.layer_norm(x, (40,), 1 + w, b, 1e-5))
     q, k, v = torch.randn(2, 1, 4, 8), torch.randn(2, 2, 10, 8), torch.randn(2, 2, 10, 8)
     mask = torch.ones(2, 1, 1, 10, dtype=torch.bool)
     mask[0, ..., :3] = False
     cos, sin = torch.rand(1, 4), torch.rand(1, 4)
     y = decode_attention(q, k, v, mask, cos, sin, torch.tensor([9]))
+    qr = apply_rope(q, cos, sin).transpose(1, 2)  # (2, 4, 1, 8); GQA: 2 query heads per kv head, written out
+    scores = qr @ k.repeat_interleave(2, dim=1).transpose(-1, -2) / 8**0.5
+    ref = scores.masked_fill(~mask, float("-inf")).softmax(-1) @ v.repeat_interleave(2, dim=1)
+    torch.testing.assert_close(y, ref.transpose(1, 2).reshape(2, 1, 32))
     torch.testing.assert_close(y, torch_decode_attention(q, k, v, mask, cos, sin))
     from torch._subclasses.fake_tensor import FakeTensorMode
 

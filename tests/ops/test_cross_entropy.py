@@ -141,3 +141,7 @@ def test_fp8_gemm_names_are_checked():
     h, w, t = _fp8_case(3)
     with pytest.raises(ValueError, match="fp8 GEMMs must be among logits, dgrad, wgrad; got output"):
         linear_cross_entropy(h.requires_grad_(), w, t, fp8=("output",))
+    with pytest.raises(ValueError, match="not one string; got 'logits'"):
+        linear_cross_entropy(h, w, t, fp8="logits")
+    with torch.no_grad(), pytest.raises(ValueError, match="got wgrads"):  # evaluation checks the names too
+        linear_cross_entropy(h, w, t, fp8=("wgrads",))
