@@ -6,7 +6,7 @@ put a model in this form; bench/decode.py measures it."""
 from __future__ import annotations
 
 from nemotron4.inference.decode_ops import FusedNormNemotron4, fuse_decode_ops
-from nemotron4.inference.quantize import Int8Linear, fuse_mlp_activation, fuse_qkv, quantize_int8, use_triton_linears
+from nemotron4.inference.quantize import fuse_mlp_activation, fuse_qkv, quantize_int8, use_triton_linears
 from nemotron4.model import Nemotron4
 
 __all__ = ["ensure_decode_form", "in_decode_form", "prepare_decode"]
@@ -24,10 +24,11 @@ def prepare_decode(model: Nemotron4, int8: bool = False, fused_ops: bool = True)
 
 
 def ensure_decode_form(model: Nemotron4) -> Nemotron4:
-    """`prepare_decode` unless already applied (int8 if the model already holds Int8Linear layers), in place."""
+    """`prepare_decode` unless already applied, in place, keeping each linear's precision: Int8Linear layers stay
+    int8 and floating-point ones take the bf16 GEMV (a partly quantized model stays partly quantized)."""
     if in_decode_form(model):
         return model
-    return prepare_decode(model, int8=any(isinstance(m, Int8Linear) for m in model.modules()))
+    return prepare_decode(model, int8=False)
 
 
 def in_decode_form(model: Nemotron4) -> bool:

@@ -111,7 +111,9 @@ def triton_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
     B, T, H, D = q.shape
     KVH, S = k_cache.shape[1], k_cache.shape[2]
     if T != 1 or H % KVH or q.stride(-1) != 1 or k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
-        raise ValueError("triton_decode_attention: one token, KV heads dividing the heads, rows of D contiguous")
+        raise ValueError(f"triton_decode_attention needs one token, KV heads dividing the heads and rows of D "
+                         f"contiguous; got q {tuple(q.shape)} (last stride {q.stride(-1)}), caches "
+                         f"{tuple(k_cache.shape)} (last strides {k_cache.stride(-1)}, {v_cache.stride(-1)})")
     write = k_new is not None
     if write and (k_new.stride(-1) != 1 or v_new.stride(-1) != 1):
         raise ValueError("triton_decode_attention: k_new / v_new rows must be contiguous")

@@ -17,6 +17,7 @@ path (nemotron4.inference.quantize) never needs it; under TRITON_INTERPRET=1 the
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 
 import torch
@@ -42,12 +43,10 @@ PDL = True
 # on the kernel before). Off: on the H200 (session 5, bench/profile_decode.py --ops) it made the int8 kernels read
 # 41-53% of the bandwidth instead of 68-97% and the bf16 ones 0-10% slower; int8 decode fell from 216 to 126 tok/s.
 # NEMOTRON4_PREFETCH=1 turns it on.
-PREFETCH = __import__("os").environ.get("NEMOTRON4_PREFETCH", "0") == "1"
+PREFETCH = os.environ.get("NEMOTRON4_PREFETCH", "0") == "1"
 
 
 def pdl_enabled(device: torch.device) -> bool:
-    import os
-
     if not (PDL and os.environ.get("NEMOTRON4_PDL", "1") != "0" and device.type == "cuda"
             and os.environ.get("TRITON_INTERPRET", "0") != "1" and torch.cuda.get_device_capability(device)[0] >= 9):
         return False

@@ -187,3 +187,19 @@ def test_decode_kernels_in_the_interpreter():
         assert add_err == 0.0, (kind, dtype)
         assert rel < (1e-6 if dtype == "torch.float32" else 1e-3), (kind, dtype, rel)
     assert {r[0] for r in rows} == {"ln", "attn", "attn_write", "k_write"}
+
+
+def test_decode_form_keeps_a_partly_quantized_models_precision():
+    """ensure_decode_form (generate's decode_form=True) on a model whose blocks are int8 and output projection bf16:
+    the blocks stay int8, the output takes the bf16 GEMV, nothing else gets quantized."""
+    from nemotron4.inference import quantize_int8
+    from nemotron4.inference.decode_form import ensure_decode_form
+    from nemotron4.inference.quantize import GemvLinear, Int8Linear
+
+    model = _model(3)
+    for layer in model.layers:
+        quantize_int8(layer)  # the blocks only
+    ensure_decode_form(model)
+    assert type(model.output) is GemvLinear
+    assert all(isinstance(layer.attention.wqkv, Int8Linear) for layer in model.layers)
+    assert all(isinstance(layer.feed_forward.w1, Int8Linear) for layer in model.layers)
