@@ -11,9 +11,10 @@ made of micro-batches with gradient accumulation. Ours runs `nemotron4.train.ste
         --curve-layers 2 --profile --out bench/results/train_fp8_h200.json  # FP8 against the bf16 step, same run
 
 With `--fp8`, ours also runs with the blocks' linear layers in FP8 (`nemotron4.train.fp8`, torchao float8; with
-"tensorwise+output" the fused loss's output-projection GEMMs too) for each train.fp8 recipe named (RECIPE:nocast
-turns cast_weights_once off; tensorwise+output:gemms=logits+dgrad runs only those of the fused loss's three GEMMs,
-logits, dgrad, wgrad, in FP8, to tell which one moves the loss curve); `fp8_over_bf16` is the best FP8 tokens/s
+"tensorwise+output" the fused loss's output-projection GEMMs too) for each train.fp8 recipe named (options after colons: RECIPE:nocast
+turns cast_weights_once off; RECIPE:fastgrad adds fast accumulation to the blocks' input-gradient GEMMs;
+tensorwise+output:gemms=logits+dgrad runs only those of the fused loss's three GEMMs, logits, dgrad, wgrad, in FP8,
+to tell which one moves the loss curve); `fp8_over_bf16` is the best FP8 tokens/s
 over the best bf16 tokens/s of ours. MFU stays in the bf16-peak convention under FP8 (989e12; the FP8 peak is
 twice that): it is tokens/s times the same FLOPs per token.
 `--fp8-curve N` trains bf16 and each FP8 recipe N steps from the same initial weights on the same batches (a model
@@ -130,31 +131,86 @@ def compute_dtype(device: torch.device) -> torch.dtype:
 
 
 def train_curve(model, loss_fn, data: torch.Tensor, micro: int, device: torch.device,
-                step_context=contextlib.nullcontext, autocast=None) -> list[float]:
+                step_context=contextlib.nullcontext, autocast=None, held_out: torch.Tensor | None = None,
+                eval_every: int = 10, evals: dict | None = None) -> list[float]:
     """Train on `data` (steps, global batch, seq + 1) with the paper's optimizer (docs/paper.md), LR warmup 10
-    steps to 3e-4 then constant; the per-step losses."""
+    steps to 3e-4 then constant; the per-step losses. With `held_out` (a batch), its loss without grad (the fused
+    loss's evaluation path: the output projection in bf16 whatever train.fp8 says) goes into `evals` before every
+    `eval_every`-th step and after the last, keyed by the number of steps taken."""
     autocast = autocast or autocast_context(device, compute_dtype(device))
     optimizer = build_optimizer(model, OptimSection(fused="true" if device.type == "cuda" else "false"), device)
     losses = []
+
+    def evaluate(step: int) -> None:
+        if held_out is not None and evals is not None:
+            with torch.no_grad(), step_context(), autocast():
+                evals[step] = round(loss_fn(model, held_out.to(device)).item(), 5)
+
     for i in range(data.shape[0]):
+        if eval_every and i % eval_every == 0:
+            evaluate(i)
         lr = 3e-4 * min(1.0, (i + 1) / 10)
         micro_batches = list(data[i].to(device).split(micro))
         losses.append(train_step(model, optimizer, micro_batches, lr, 1.0, autocast, loss_fn,
                                  step_context=step_context).loss)
+    evaluate(data.shape[0])
     return losses
+
+
+VARIANT_OPTIONS = ("nocast", "fastgrad", "gemms=")
+
+
+def split_variant(fp8: str) -> tuple[str, list[str]]:
+    """"RECIPE[:OPTION...]" -> (the train.fp8 recipe, its bench options): nocast (cast_weights_once off), fastgrad
+    (torchao's fast accumulation in the blocks' input-gradient GEMMs too, not only the forward's), gemms=A+B (only
+    those of the fused loss's GEMMs in FP8)."""
+    mode, *options = fp8.split(":")
+    bad = [o for o in options if not o.startswith(VARIANT_OPTIONS[2]) and o not in VARIANT_OPTIONS]
+    if bad:
+        raise SystemExit(f"--fp8 {fp8}: unknown option {bad[0]!r}; options are {', '.join(VARIANT_OPTIONS)}...")
+    return mode, options
+
+
+def curve_name(fp8: str) -> str:
+    """The variant as its loss curve knows it: without nocast (cast_weights_once does not change the numbers)."""
+    mode, options = split_variant(fp8)
+    return ":".join([mode, *(o for o in options if o != "nocast")])
+
+
+@contextlib.contextmanager
+def fast_grad_input():
+    """nemotron4.train.fp8's torchao config with use_fast_accum in the input-gradient GEMMs, while a recipe builds."""
+    import dataclasses
+    from unittest import mock
+
+    from torchao.float8.config import Float8GemmConfig
+
+    from nemotron4.train import fp8 as fp8_module
+
+    named = fp8_module.float8_config
+
+    def config(mode: str):
+        return dataclasses.replace(named(mode), gemm_config_grad_input=Float8GemmConfig(use_fast_accum=True))
+
+    with mock.patch.object(fp8_module, "float8_config", config):
+        yield
 
 
 def build_ours(cfg: ModelConfig, args, device: torch.device, fp8: str = "off", weights: dict | None = None,
                seed: int = 0) -> Recipe:
     """Our model and step as `nemotron4 train` builds them in one process (the training recipe)."""
-    mode, _, option = fp8.partition(":")
-    train = TrainSection(compile=not args.no_compile, fused_loss=True, cast_weights_once=option != "nocast", fp8=mode,
-                         attention_backend=args.attention if device.type == "cuda" else "auto")
-    recipe = build_recipe(cfg, train, device, compute_dtype(device), seed=seed, weights=weights)
-    if option.startswith("gemms="):  # only these of the fused loss's GEMMs in FP8 (logits, dgrad, wgrad)
+    mode, options = split_variant(fp8)
+    train = TrainSection(compile=not args.no_compile, fused_loss=True, cast_weights_once="nocast" not in options,
+                         fp8=mode, attention_backend=args.attention if device.type == "cuda" else "auto")
+    with fast_grad_input() if "fastgrad" in options else contextlib.nullcontext():
+        recipe = build_recipe(cfg, train, device, compute_dtype(device), seed=seed, weights=weights)
+    if "fastgrad" in options:
+        recipe.paths["fp8"] += " (blocks' input-gradient GEMMs with fast accumulation)"
+    gemms_option = next((o for o in options if o.startswith("gemms=")), None)
+    if gemms_option:  # only these of the fused loss's GEMMs in FP8 (logits, dgrad, wgrad)
         if not output_fp8(mode):
             raise SystemExit(f"--fp8 {fp8}: gemms= selects among the output projection's GEMMs; use a +output mode")
-        gemms = fp8_gemms(option.removeprefix("gemms=").split("+"))
+        gemms = fp8_gemms(gemms_option.removeprefix("gemms=").split("+"))
         recipe.loss_fn = functools.partial(fused_cross_entropy_loss, fp8=gemms)
         recipe.paths["fp8"] += f" ({'+'.join(sorted(gemms))} of its GEMMs)"
     log(f"ours fp8 {fp8}: paths {recipe.paths}")
@@ -168,7 +224,8 @@ def fp8_loss_curves(cfg: ModelConfig, args, device: torch.device, modes: list[st
     cfg = ModelConfig.from_dict({**cfg.to_dict(), "n_layers": args.curve_layers or cfg.n_layers,
                                  "vocab_size": args.curve_vocab or cfg.vocab_size})
     steps, micro = args.fp8_curve, int(args.micro.split(",")[0])
-    data = markov_batches(cfg.vocab_size, steps, args.global_batch, args.seq_len)
+    data = markov_batches(cfg.vocab_size, steps + 1, args.global_batch, args.seq_len)
+    data, held_out = data[:steps], data[steps, :micro]  # a batch never trained on: the no-grad (bf16 output) loss
     initial = None  # the bf16 model's initial weights, loaded into each FP8 one
     curves: dict = {"steps": steps, "micro_batch": micro, "global_batch": args.global_batch, "seq_len": args.seq_len,
                     "n_layers": cfg.n_layers, "vocab_size": cfg.vocab_size, "data": "markov (successor 80%)"}
@@ -177,9 +234,12 @@ def fp8_loss_curves(cfg: ModelConfig, args, device: torch.device, modes: list[st
         if initial is None:
             initial = {k: v.detach().to("cpu", copy=True) for k, v in ours.model.state_dict().items()}
         name = mode if mode != "off" else "bf16"
+        evals: dict[int, float] = {}
         curves[name] = [round(x, 5) for x in train_curve(ours.step_model, ours.loss_fn, data, micro, device,
-                                                         ours.step_context, ours.autocast)]
+                                                         ours.step_context, ours.autocast, held_out, 10, evals)]
+        curves[f"{name}_held_out"] = evals
         log(f"{name} curve: {json.dumps(curves[name])}")
+        log(f"{name} held-out loss (no grad, output projection in bf16) by steps taken: {json.dumps(evals)}")
         del ours
         gc.collect()
         if device.type == "cuda":
@@ -194,7 +254,11 @@ def fp8_loss_curves(cfg: ModelConfig, args, device: torch.device, modes: list[st
         rel = [abs(a - b) / abs(b) for a, b in zip(curves[m], ref, strict=True)]
         curves[f"{m}_max_rel_diff_after_10"] = max(rel[10:], default=0.0)
         curves[f"{m}_final_rel_diff"] = rel[-1]
-        log(f"{m}: max rel diff after step 10 {max(rel[10:], default=0.0):.2e}, final {rel[-1]:.2e}")
+        held = {k: abs(v - curves["bf16_held_out"][k]) / abs(curves["bf16_held_out"][k])
+                for k, v in curves[f"{m}_held_out"].items()}
+        curves[f"{m}_held_out_rel_diff"] = held
+        log(f"{m}: max rel diff after step 10 {max(rel[10:], default=0.0):.2e}, final {rel[-1]:.2e}; held-out "
+            f"(bf16 output) rel diff by steps: " + ", ".join(f"{k} {v:.2e}" for k, v in held.items()))
     return curves
 
 
@@ -202,7 +266,8 @@ def loss_curves(cfg: ModelConfig, args, device: torch.device, hf_factory) -> dic
     """HF and ours from the same initial weights on the same batches for `args.curve` steps (the optimizer of
     docs/paper.md section 4, LR warmup 10 steps to 3e-4, then constant); per-step losses of both."""
     steps, micro = args.curve, int(args.micro.split(",")[0])
-    data = markov_batches(cfg.vocab_size, steps, args.global_batch, args.seq_len)
+    data = markov_batches(cfg.vocab_size, steps + 1, args.global_batch, args.seq_len)
+    data, held_out = data[:steps], data[steps, :micro]  # a batch never trained on: the no-grad (bf16 output) loss
     torch.manual_seed(0)
     hf = hf_factory()
     initial = {k: v.detach().to("cpu", copy=True) for k, v in hf.state_dict().items()}
@@ -365,9 +430,9 @@ def main() -> None:
         res["fp8_over_bf16"] = res["fp8_over_bf16_by_recipe"][res["fp8_best_recipe"]]
         out.write_text(json.dumps(res, indent=2) + "\n")
     if args.fp8_curve and fp8_modes:
-        recipes = list(dict.fromkeys(m.removesuffix(":nocast") for m in fp8_modes))  # same numbers with cast-once
+        recipes = list(dict.fromkeys(curve_name(m) for m in fp8_modes))  # same numbers with cast-once
         res["fp8_loss_curves"] = fp8_loss_curves(cfg, args, device, recipes)
-        chosen = res.get("fp8_best_recipe", recipes[0]).removesuffix(":nocast")
+        chosen = curve_name(res.get("fp8_best_recipe", recipes[0]))
         res["fp8_final_loss_rel_diff"] = res["fp8_loss_curves"][f"{chosen}_final_rel_diff"]
         res["fp8_max_loss_rel_diff_after_10"] = res["fp8_loss_curves"][f"{chosen}_max_rel_diff_after_10"]
         out.write_text(json.dumps(res, indent=2) + "\n")

@@ -126,5 +126,10 @@ def convert(model: nn.Module, mode: str) -> nn.Module:
         if fp8_filter(m, fqn) and (m.in_features % 16 or m.out_features % 16):
             raise ConfigError(f"train.fp8: fp8 GEMMs need dimensions divisible by 16; {fqn} is {m.in_features} -> "
                               f"{m.out_features}; set train.fp8 = \"off\"")
-    config = float8.Float8LinearConfig.from_recipe_name(mode.removesuffix(OUTPUT_SUFFIX))
-    return float8.convert_to_float8_training(model, module_filter_fn=fp8_filter, config=config)
+    return float8.convert_to_float8_training(model, module_filter_fn=fp8_filter, config=float8_config(mode))
+
+
+def float8_config(mode: str) -> Any:
+    """torchao's `Float8LinearConfig` for the blocks under `mode` (its named recipe; bench/train.py's variants
+    start from it)."""
+    return _torchao_float8().Float8LinearConfig.from_recipe_name(mode.removesuffix(OUTPUT_SUFFIX))
