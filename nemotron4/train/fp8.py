@@ -10,9 +10,10 @@ an `nn.Linear` with its fp32 weight; the recipe passes `fp8=True` to the fused l
 with tensorwise scales, e5m2 logits' gradient). Measured on one H200 at Minitron-4B, seq 4096, global batch 8, in
 one run (bench/results/train_fp8_h200_s4.json): bf16 1.361 s/step, blocks in FP8 1.140 s (1.19x), blocks and
 output 1.056 s (1.29x). The output projection is about a fifth of the linear FLOPs at a 256k vocabulary. But over
-100 steps (2 layers, 256k vocabulary) the output in FP8 raises the loss by a drift that grows to 1.05% at step 100
-(at most 1.31% after step 10), where the blocks alone stay within 0.25% (bench/results/train_fp8_h200.json).
-Hence opt-in, and off in "tensorwise" and "rowwise".
+100 steps (2 layers, 256k vocabulary) the output in FP8 raises the loss by a drift that grows to 0.93-1.05% at step
+100 (three runs), where the blocks alone stay within 0.25% (bench/results/train_fp8_h200.json); the logits GEMM is
+its main source (bench/results/train_fp8_gemms_h200_s6.json). Hence opt-in, and off in "tensorwise" and
+"rowwise".
 
 FP8 is a compute format only: the swapped modules keep the same fp32 `weight` parameters under the same names, so
 the optimizer, its state and checkpoints do not see it, and a run may turn it on or off across a resume. It
