@@ -11,8 +11,8 @@ made of micro-batches with gradient accumulation. Ours runs `nemotron4.train.ste
         --curve-layers 2 --profile --out bench/results/train_fp8_h200.json  # FP8 against the bf16 step, same run
 
 With `--fp8`, ours also runs with the blocks' linear layers in FP8 (`nemotron4.train.fp8`, torchao float8; with
-"tensorwise+output" the fused loss's output-projection GEMMs too) for each train.fp8 recipe named (options after colons: RECIPE:nocast
-turns cast_weights_once off; RECIPE:fastgrad adds fast accumulation to the blocks' input-gradient GEMMs;
+"tensorwise+output" the fused loss's output-projection GEMMs too) for each train.fp8 recipe named (options after
+colons: RECIPE:nocast turns cast_weights_once off; RECIPE:fastgrad adds fast accumulation to the blocks' input-gradient GEMMs;
 tensorwise+output:gemms=logits+dgrad runs only those of the fused loss's three GEMMs, logits, dgrad, wgrad, in FP8,
 to tell which one moves the loss curve); `fp8_over_bf16` is the best FP8 tokens/s
 over the best bf16 tokens/s of ours. MFU stays in the bf16-peak convention under FP8 (989e12; the FP8 peak is
@@ -157,7 +157,8 @@ def train_curve(model, loss_fn, data: torch.Tensor, micro: int, device: torch.de
     return losses
 
 
-VARIANT_OPTIONS = ("nocast", "fastgrad", "gemms=")
+VARIANT_FLAGS = ("nocast", "fastgrad")
+GEMMS_OPTION = "gemms="
 
 
 def split_variant(fp8: str) -> tuple[str, list[str]]:
@@ -165,9 +166,10 @@ def split_variant(fp8: str) -> tuple[str, list[str]]:
     (torchao's fast accumulation in the blocks' input-gradient GEMMs too, not only the forward's), gemms=A+B (only
     those of the fused loss's GEMMs in FP8)."""
     mode, *options = fp8.split(":")
-    bad = [o for o in options if not o.startswith(VARIANT_OPTIONS[2]) and o not in VARIANT_OPTIONS]
+    bad = [o for o in options if o not in VARIANT_FLAGS and not o.startswith(GEMMS_OPTION)]
     if bad:
-        raise SystemExit(f"--fp8 {fp8}: unknown option {bad[0]!r}; options are {', '.join(VARIANT_OPTIONS)}...")
+        raise SystemExit(f"--fp8 {fp8}: unknown option {bad[0]!r}; options are {', '.join(VARIANT_FLAGS)}, "
+                         f"{GEMMS_OPTION}A+B")
     return mode, options
 
 
@@ -206,11 +208,11 @@ def build_ours(cfg: ModelConfig, args, device: torch.device, fp8: str = "off", w
         recipe = build_recipe(cfg, train, device, compute_dtype(device), seed=seed, weights=weights)
     if "fastgrad" in options:
         recipe.paths["fp8"] += " (blocks' input-gradient GEMMs with fast accumulation)"
-    gemms_option = next((o for o in options if o.startswith("gemms=")), None)
+    gemms_option = next((o for o in options if o.startswith(GEMMS_OPTION)), None)
     if gemms_option:  # only these of the fused loss's GEMMs in FP8 (logits, dgrad, wgrad)
         if not output_fp8(mode):
             raise SystemExit(f"--fp8 {fp8}: gemms= selects among the output projection's GEMMs; use a +output mode")
-        gemms = fp8_gemms(gemms_option.removeprefix("gemms=").split("+"))
+        gemms = fp8_gemms(gemms_option.removeprefix(GEMMS_OPTION).split("+"))
         recipe.loss_fn = functools.partial(fused_cross_entropy_loss, fp8=gemms)
         recipe.paths["fp8"] += f" ({'+'.join(sorted(gemms))} of its GEMMs)"
     log(f"ours fp8 {fp8}: paths {recipe.paths}")
@@ -266,8 +268,7 @@ def loss_curves(cfg: ModelConfig, args, device: torch.device, hf_factory) -> dic
     """HF and ours from the same initial weights on the same batches for `args.curve` steps (the optimizer of
     docs/paper.md section 4, LR warmup 10 steps to 3e-4, then constant); per-step losses of both."""
     steps, micro = args.curve, int(args.micro.split(",")[0])
-    data = markov_batches(cfg.vocab_size, steps + 1, args.global_batch, args.seq_len)
-    data, held_out = data[:steps], data[steps, :micro]  # a batch never trained on: the no-grad (bf16 output) loss
+    data = markov_batches(cfg.vocab_size, steps, args.global_batch, args.seq_len)
     torch.manual_seed(0)
     hf = hf_factory()
     initial = {k: v.detach().to("cpu", copy=True) for k, v in hf.state_dict().items()}
