@@ -12,7 +12,8 @@ made of micro-batches with gradient accumulation. Ours runs `nemotron4.train.ste
 
 With `--fp8`, ours also runs with the blocks' linear layers in FP8 (`nemotron4.train.fp8`, torchao float8; with
 "tensorwise+output" the fused loss's output-projection GEMMs too) for each train.fp8 recipe named (options after
-colons: RECIPE:nocast turns cast_weights_once off; RECIPE:fastgrad adds fast accumulation to the blocks' input-gradient GEMMs;
+colons: RECIPE:nocast turns cast_weights_once off; RECIPE:fastgrad adds fast accumulation to the blocks'
+input-gradient GEMMs;
 tensorwise+output:gemms=logits+dgrad runs only those of the fused loss's three GEMMs, logits, dgrad, wgrad, in FP8,
 to tell which one moves the loss curve); `fp8_over_bf16` is the best FP8 tokens/s
 over the best bf16 tokens/s of ours. MFU stays in the bf16-peak convention under FP8 (989e12; the FP8 peak is
