@@ -12,10 +12,11 @@ made of micro-batches with gradient accumulation. Ours runs `nemotron4.train.ste
 
 With `--fp8`, ours also runs with the blocks' linear layers in FP8 (`nemotron4.train.fp8`, torchao float8; with
 "tensorwise+output" the fused loss's output-projection GEMMs too) for each train.fp8 recipe named (options after
-colons: RECIPE:nocast turns cast_weights_once off; RECIPE:fastgrad adds fast accumulation to the blocks'
-input-gradient GEMMs;
-tensorwise+output:gemms=logits+dgrad runs only those of the fused loss's three GEMMs, logits, dgrad, wgrad, in FP8,
-to tell which one moves the loss curve); `fp8_over_bf16` is the best FP8 tokens/s
+colons: RECIPE:nocast turns cast_weights_once off; RECIPE:castbf16 keeps it but with bf16 copies that torchao
+casts to e4m3 in every micro-batch, the rule before the e4m3 copies once per step; RECIPE:fastgrad adds fast
+accumulation to the blocks' input-gradient GEMMs; +output modes only: :exactlogits runs the fused loss's logits GEMM
+without fast accumulation, and :gemms=logits+dgrad only those of its three GEMMs, logits, dgrad, wgrad, in FP8, to
+tell which one moves the loss curve); `fp8_over_bf16` is the best FP8 tokens/s
 over the best bf16 tokens/s of ours. MFU stays in the bf16-peak convention under FP8 (989e12; the FP8 peak is
 twice that): it is tokens/s times the same FLOPs per token.
 `--fp8-curve N` trains bf16 and each FP8 recipe N steps from the same initial weights on the same batches (a model
@@ -44,7 +45,7 @@ from nemotron4.flops import H100_BF16_PEAK, flops_per_token, mfu  # noqa: E402
 from nemotron4.interop.hf import config_to_hf  # noqa: E402
 from nemotron4.ops.cross_entropy import fp8_gemms  # noqa: E402
 from nemotron4.train.config import OptimSection, TrainSection  # noqa: E402
-from nemotron4.train.fast import fused_cross_entropy_loss  # noqa: E402
+from nemotron4.train.fast import cast_weights_context, fused_cross_entropy_loss  # noqa: E402
 from nemotron4.train.fp8 import output_fp8  # noqa: E402
 from nemotron4.train.optim import build_optimizer  # noqa: E402
 from nemotron4.train.recipe import Recipe, build_recipe  # noqa: E402
@@ -158,14 +159,15 @@ def train_curve(model, loss_fn, data: torch.Tensor, micro: int, device: torch.de
     return losses
 
 
-VARIANT_FLAGS = ("nocast", "fastgrad")
+VARIANT_FLAGS = ("nocast", "castbf16", "fastgrad", "exactlogits")
 GEMMS_OPTION = "gemms="
 
 
 def split_variant(fp8: str) -> tuple[str, list[str]]:
-    """"RECIPE[:OPTION...]" -> (the train.fp8 recipe, its bench options): nocast (cast_weights_once off), fastgrad
-    (torchao's fast accumulation in the blocks' input-gradient GEMMs too, not only the forward's), gemms=A+B (only
-    those of the fused loss's GEMMs in FP8)."""
+    """"RECIPE[:OPTION...]" -> (the train.fp8 recipe, its bench options): nocast (cast_weights_once off), castbf16
+    (bf16 copies once per step, cast to e4m3 by torchao per micro-batch), fastgrad (torchao's fast accumulation in
+    the blocks' input-gradient GEMMs too, not only the forward's), exactlogits (the fused loss's FP8 logits GEMM
+    without fast accumulation), gemms=A+B (only those of the fused loss's GEMMs in FP8)."""
     mode, *options = fp8.split(":")
     bad = [o for o in options if o not in VARIANT_FLAGS and not o.startswith(GEMMS_OPTION)]
     if bad:
@@ -209,13 +211,20 @@ def build_ours(cfg: ModelConfig, args, device: torch.device, fp8: str = "off", w
         recipe = build_recipe(cfg, train, device, compute_dtype(device), seed=seed, weights=weights)
     if "fastgrad" in options:
         recipe.paths["fp8"] += " (blocks' input-gradient GEMMs with fast accumulation)"
+    if "castbf16" in options and train.cast_weights_once:  # the rule before: bf16 copies, cast per micro-batch
+        recipe.step_context = cast_weights_context(recipe.model, compute_dtype(device))
+        recipe.paths["cast_weights"] = "once per step (bf16; torchao casts them to e4m3 per micro-batch)"
     gemms_option = next((o for o in options if o.startswith(GEMMS_OPTION)), None)
-    if gemms_option:  # only these of the fused loss's GEMMs in FP8 (logits, dgrad, wgrad)
+    if gemms_option or "exactlogits" in options:  # the fused loss's GEMMs: some in FP8, or precise accumulation
         if not output_fp8(mode):
-            raise SystemExit(f"--fp8 {fp8}: gemms= selects among the output projection's GEMMs; use a +output mode")
-        gemms = fp8_gemms(gemms_option.removeprefix(GEMMS_OPTION).split("+"))
-        recipe.loss_fn = functools.partial(fused_cross_entropy_loss, fp8=gemms)
-        recipe.paths["fp8"] += f" ({'+'.join(sorted(gemms))} of its GEMMs)"
+            raise SystemExit(f"--fp8 {fp8}: gemms= and exactlogits are about the output projection's GEMMs; use a "
+                             "+output mode")
+        gemms = fp8_gemms(gemms_option.removeprefix(GEMMS_OPTION).split("+") if gemms_option else True)
+        recipe.loss_fn = functools.partial(fused_cross_entropy_loss, fp8=gemms, fast_accum="exactlogits" not in options)
+        if gemms_option:
+            recipe.paths["fp8"] += f" ({'+'.join(sorted(gemms))} of its GEMMs)"
+        if "exactlogits" in options:
+            recipe.paths["fp8"] += " (its logits GEMM without fast accumulation)"
     log(f"ours fp8 {fp8}: paths {recipe.paths}")
     recipe.model.train()
     return recipe

@@ -34,6 +34,7 @@ import torch.distributed as dist
 from torch.distributed.tensor import DTensor, Replicate, Shard
 
 from nemotron4.model import Nemotron4
+from nemotron4.ops.compiled import on_device
 from nemotron4.ops.cross_entropy import IGNORE_INDEX, _add_weight_grad
 
 __all__ = ["vocab_parallel_cross_entropy_loss", "vocab_parallel_linear_cross_entropy"]
@@ -60,19 +61,6 @@ def _local_grad(logits: torch.Tensor, lse: torch.Tensor, local_t: torch.Tensor, 
     return (grad * vc[:, None]).to(dtype)
 
 
-_compiled: dict[str, object] = {}
-
-
-def _run(name: str, fn, *args):
-    """On GPU each piece of elementwise chunk work is fused by torch.compile, as `nemotron4.ops.cross_entropy` does
-    for one process (the collectives between the pieces stay eager)."""
-    if not args[0].is_cuda:
-        return fn(*args)
-    if name not in _compiled:
-        _compiled[name] = torch.compile(fn, dynamic=False)
-    return _compiled[name](*args)
-
-
 def _loss_and_grads(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, vocab_start: int, group,
                     seq_sharded: bool, chunk_size: int, compute_dtype, grads: tuple[bool, bool]):
     """The summed loss over valid tokens, their count, and (where `grads` asks, for h and weight) d(summed loss)/dh,
@@ -94,14 +82,14 @@ def _loss_and_grads(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor
     for start in range(0, hc_all.shape[0], chunk_size):
         sl = slice(start, start + chunk_size)
         hc, local_t, owned, vc = hc_all[sl], local_t_all[sl], owned_all[sl], valid[sl]
-        logits, m = _run("logits", _local_logits, hc, w, acc)
+        logits, m = on_device(_local_logits, hc, w, acc)
         dist.all_reduce(m, op=dist.ReduceOp.MAX, group=group)
-        sums = _run("sums", _local_sums, logits, m, local_t, owned)
+        sums = on_device(_local_sums, logits, m, local_t, owned)
         dist.all_reduce(sums, op=dist.ReduceOp.SUM, group=group)
         lse = m + sums[0].log()
         loss += ((lse - sums[1]) * vc).sum()
         if grads[0] or grads[1]:
-            grad = _run("grad", _local_grad, logits, lse, local_t, owned, vc, cdt)
+            grad = on_device(_local_grad, logits, lse, local_t, owned, vc, cdt)
             if grad_h is not None:
                 grad_h[sl] = grad @ w
             if grad_w is not None:

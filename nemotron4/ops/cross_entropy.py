@@ -27,6 +27,8 @@ from collections.abc import Collection
 
 import torch
 
+from nemotron4.ops.compiled import on_device
+
 IGNORE_INDEX = -100
 E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
 GRAD_SCALE = 2.0**15  # |softmax - onehot| <= 1: e5m2 (max 57344) keeps it, and p ~ 1/vocab stays a normal number
@@ -44,30 +46,10 @@ def _chunk_eager(
     return loss, (grad * vc[:, None]).to(hc.dtype)
 
 
-_compiled_chunk = None
-
-
 def _chunk(hc, w, tc, vc, acc):
     """On GPU the chunk's elementwise work (upcast, logsumexp, exp, one-hot, mask, downcast) is fused by
     torch.compile into a few passes over the (chunk x vocab) buffer instead of about ten."""
-    global _compiled_chunk
-    if not hc.is_cuda:
-        return _chunk_eager(hc, w, tc, vc, acc)
-    if _compiled_chunk is None:
-        _compiled_chunk = torch.compile(_chunk_eager, dynamic=False)
-    return _compiled_chunk(hc, w, tc, vc, acc)
-
-
-_compiled_fns: dict = {}
-
-
-def _on_device(fn, x: torch.Tensor, *args):
-    """fn(x, *args), compiled (static shapes) when x is on a GPU, eager elsewhere."""
-    if not x.is_cuda:
-        return fn(x, *args)
-    if fn not in _compiled_fns:
-        _compiled_fns[fn] = torch.compile(fn, dynamic=False)
-    return _compiled_fns[fn](x, *args)
+    return on_device(_chunk_eager, hc, w, tc, vc, acc)
 
 
 def _to_e4m3(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -98,11 +80,11 @@ def fp8_applies(h: torch.Tensor, weight: torch.Tensor) -> bool:
     return h.shape[-1] % 16 == 0 and weight.shape[0] % 16 == 0 and h.reshape(-1, h.shape[-1]).shape[0] % 16 == 0
 
 
-def _forward_fp8(ctx, h, weight, targets, valid, chunk_size, gemms: frozenset[str]):
+def _forward_fp8(ctx, h, weight, targets, valid, chunk_size, gemms: frozenset[str], fast_accum: bool):
     """The chunk loop of `_LinearCrossEntropy.forward` with the GEMMs named in `gemms` in fp8 (the others in bf16);
     returns the summed loss and the hidden states' gradient, saves what backward needs for the weight's."""
-    h8, h8t, sh = _on_device(_to_e4m3, h) if gemms & {"logits", "wgrad"} else (None, None, None)
-    w8, w8t, sw = _on_device(_to_e4m3, weight) if gemms & {"logits", "dgrad"} else (None, None, None)  # per call
+    h8, h8t, sh = on_device(_to_e4m3, h) if gemms & {"logits", "wgrad"} else (None, None, None)
+    w8, w8t, sw = on_device(_to_e4m3, weight) if gemms & {"logits", "dgrad"} else (None, None, None)  # per call
     wgrad = ctx.needs_input_grad[1]
     bf16_wgrad = wgrad and "wgrad" not in gemms
     hb = h.to(torch.bfloat16) if "logits" not in gemms or bf16_wgrad else None
@@ -117,10 +99,10 @@ def _forward_fp8(ctx, h, weight, targets, valid, chunk_size, gemms: frozenset[st
     for start in range(0, n, chunk_size):
         sl = slice(start, start + chunk_size)
         if "logits" in gemms:
-            logits = torch._scaled_mm(h8[sl], w8.t(), sh, sw, out_dtype=torch.bfloat16, use_fast_accum=True)
+            logits = torch._scaled_mm(h8[sl], w8.t(), sh, sw, out_dtype=torch.bfloat16, use_fast_accum=fast_accum)
         else:
             logits = hb[sl] @ wb.T
-        loss_sum, g8, g8t, gb = _on_device(_chunk_fp8, logits, targets[sl], valid[sl], e5m2, bf16)
+        loss_sum, g8, g8t, gb = on_device(_chunk_fp8, logits, targets[sl], valid[sl], e5m2, bf16)
         del logits
         loss += loss_sum
         if "dgrad" in gemms:
@@ -149,7 +131,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
         ctx, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_size: int, compute_dtype,
-        fp8: frozenset[str] = frozenset(),
+        fp8: frozenset[str] = frozenset(), fast_accum: bool = True,
     ) -> torch.Tensor:
         # h (N, dim) in its dtype, weight (vocab, dim) fp32 master or bf16, targets (N,)
         cdt = compute_dtype or h.dtype
@@ -159,7 +141,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         safe_targets = targets.masked_fill(~valid, 0)
         ctx.h_dtype, ctx.w_dtype, ctx.fp8 = h.dtype, weight.dtype, bool(fp8)
         if fp8:
-            loss, grad_h = _forward_fp8(ctx, h, weight, safe_targets, valid, chunk_size, fp8)
+            loss, grad_h = _forward_fp8(ctx, h, weight, safe_targets, valid, chunk_size, fp8, fast_accum)
             scale = 1.0 / n_valid.to(torch.float32)
             ctx.save_for_backward(grad_h, scale)
             ctx.has_grad_w = ctx.needs_input_grad[1]
@@ -196,12 +178,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 dw = dw.to(ctx.w_dtype)
             elif ctx.has_grad_w:  # the weight's GEMM in bf16: accumulated over the chunks in fp32
                 dw = (grad_w * g).to(ctx.w_dtype)
-            return dh, dw, None, None, None, None
+            return dh, dw, None, None, None, None, None
         grad_h, grad_w, scale = ctx.saved_tensors
         g = grad_out * scale
         dh = (grad_h.to(g.dtype) * g).to(ctx.h_dtype)
         dw = (grad_w * g).to(ctx.w_dtype) if ctx.has_grad_w else None
-        return dh, dw, None, None, None, None
+        return dh, dw, None, None, None, None, None
 
 
 def fp8_gemms(fp8: bool | Collection[str]) -> frozenset[str]:
@@ -224,13 +206,15 @@ def linear_cross_entropy(
     chunk_size: int = 1024,
     compute_dtype: torch.dtype | None = None,
     fp8: bool | Collection[str] = False,
+    fast_accum: bool = True,
 ) -> torch.Tensor:
     """Mean cross-entropy of `h @ weight.T` against `targets` (positions equal to -100 ignored).
 
     h: (..., dim); weight: (vocab, dim); targets: (...). compute_dtype: the matmul dtype (e.g. bf16 over fp32
     master weights; default h's dtype); log-softmax is always fp32. fp8: the training GEMMs in FP8 (module
     docstring; where `fp8_applies`), True for all three or the names of some (`fp8_gemms`); evaluation (no grad)
-    is unaffected.
+    is unaffected. fast_accum: the FP8 logits GEMM with Hopper's fast accumulation (torchao's choice for the
+    forward GEMM; False: cuBLAS's more precise accumulation, slower); the gradient GEMMs never use it.
     """
     if h.is_cuda and torch.is_autocast_enabled("cuda") and compute_dtype is None:
         compute_dtype = torch.get_autocast_dtype("cuda")
@@ -239,7 +223,7 @@ def linear_cross_entropy(
     with torch.autocast(h.device.type, enabled=False):
         if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
             fp8 = gemms if fp8_applies(h2, weight) else frozenset()
-            return _LinearCrossEntropy.apply(h2, weight, t1, chunk_size, compute_dtype, fp8)
+            return _LinearCrossEntropy.apply(h2, weight, t1, chunk_size, compute_dtype, fp8, fast_accum)
         return _loss_only(h2, weight, t1, chunk_size, compute_dtype)  # evaluation: no gradient buffers
 
 

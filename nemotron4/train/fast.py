@@ -80,10 +80,10 @@ def _checkpointed(forward):
 
 
 def fused_cross_entropy_loss(model: Nemotron4, batch: torch.Tensor, chunk_size: int = 4096,
-                             fp8: bool | Collection[str] = False) -> torch.Tensor:
+                             fp8: bool | Collection[str] = False, fast_accum: bool = True) -> torch.Tensor:
     """`nemotron4.train.step.cross_entropy_loss` without the (tokens x vocab) logits: same value and gradients
     (fp8: the output projection's GEMMs in FP8, `train.fp8`'s choice, or some of them by name; `fp8_gemms` in
-    nemotron4.ops.cross_entropy).
+    nemotron4.ops.cross_entropy; fast_accum: its logits GEMM's accumulation, as `linear_cross_entropy`).
     On a size-1 tensor-parallel mesh (parallel.force_wrap) the hidden states and the output weight are DTensors
     whose local tensors are whole: the loss runs on those (`to_local` is differentiable; no collective needed)."""
     inputs, targets = batch[:, :-1], batch[:, 1:]
@@ -91,7 +91,7 @@ def fused_cross_entropy_loss(model: Nemotron4, batch: torch.Tensor, chunk_size: 
     weight = model.output.weight
     if hasattr(h, "to_local"):  # a DTensor: only ever on a one-rank tp mesh here (tp > 1 takes vocab_loss)
         h, weight = h.to_local(), weight.to_local()
-    return linear_cross_entropy(h, weight, targets, chunk_size=chunk_size, fp8=fp8)
+    return linear_cross_entropy(h, weight, targets, chunk_size=chunk_size, fp8=fp8, fast_accum=fast_accum)
 
 
 class CastWeightsOnce:
@@ -107,38 +107,54 @@ class CastWeightsOnce:
     the residual stream fp32 as under autocast; the fused loss casts the output weight itself). Works on tensor-
     parallel DTensor parameters too; not under FSDP2, which swaps parameters itself (and keeps its bf16 copies
     once per step instead, `nemotron4.distributed.parallelize.apply_fsdp`).
+
+    `cast` (optional) makes one block's copies from its (module, fp32 master) pairs, in order; the default is
+    `master.to(dtype)` each. nemotron4.train.fp8 passes one that gives the blocks' FP8 linears their e4m3 weights
+    once per step (`fp8_weight_cast`); the copies' gradients reach the masters the same way.
     """
 
-    def __init__(self, model: Nemotron4, dtype: torch.dtype = torch.bfloat16) -> None:
+    def __init__(self, model: Nemotron4, dtype: torch.dtype = torch.bfloat16,
+                 cast: Callable[[list[tuple[nn.Module, torch.Tensor]]], list[torch.Tensor]] | None = None) -> None:
         self.dtype = dtype
-        self.entries = [(module, name, p) for module in model.layers.modules()
+        self.cast = cast or functools.partial(_to_dtype, dtype=dtype)
+        self.blocks = [[(module, name, p) for module in block.modules()
                         for name, p in module.named_parameters(recurse=False) if p.ndim == 2]
+                       for block in model.layers]
 
     @contextlib.contextmanager
     def __call__(self) -> Iterator[None]:
         handles = []
         try:
-            for module, name, master in self.entries:
-                low = nn.Parameter(master.detach().to(self.dtype), requires_grad=master.requires_grad)
-                if master.requires_grad:
-                    handles.append(low.register_post_accumulate_grad_hook(functools.partial(_add_to_master, master)))
-                module._parameters[name] = low
+            for entries in self.blocks:
+                with torch.no_grad():
+                    copies = self.cast([(module, master) for module, _, master in entries])
+                for (module, name, master), copy in zip(entries, copies, strict=True):
+                    low = nn.Parameter(copy, requires_grad=master.requires_grad)
+                    if master.requires_grad:
+                        hook = functools.partial(_add_to_master, master)
+                        handles.append(low.register_post_accumulate_grad_hook(hook))
+                    module._parameters[name] = low
             yield
         finally:
-            for module, name, master in self.entries:
-                module._parameters[name] = master
+            for entries in self.blocks:
+                for module, name, master in entries:
+                    module._parameters[name] = master
             for handle in handles:
                 handle.remove()
 
 
-def cast_weights_context(model: Nemotron4, dtype: torch.dtype, fsdp: bool = False,
-                         enabled: bool = True) -> Callable[[], contextlib.AbstractContextManager]:
+def _to_dtype(pairs: list[tuple[nn.Module, torch.Tensor]], dtype: torch.dtype) -> list[torch.Tensor]:
+    return [master.detach().to(dtype) for _, master in pairs]
+
+
+def cast_weights_context(model: Nemotron4, dtype: torch.dtype, fsdp: bool = False, enabled: bool = True,
+                         cast=None) -> Callable[[], contextlib.AbstractContextManager]:
     """The `step_context` a training step runs under: `CastWeightsOnce` for a low-precision compute dtype without
     FSDP2 (one process, or tensor parallelism alone); under FSDP2 (`fsdp`), which owns the parameters, FSDP2 casts
     them in its all-gather, kept once per step (`apply_fsdp(keep_unsharded=True)`): a no-op here. The training
-    recipe's choice (nemotron4.train.recipe)."""
+    recipe's choice (nemotron4.train.recipe); `cast` as for CastWeightsOnce."""
     if enabled and not fsdp and dtype != torch.float32:
-        return CastWeightsOnce(model, dtype)
+        return CastWeightsOnce(model, dtype, cast)
     return contextlib.nullcontext
 
 

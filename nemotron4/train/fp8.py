@@ -32,14 +32,17 @@ Needs CUDA on a GPU of compute capability 8.9 or more (Ada, Hopper) and `pip ins
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
 from nemotron4.errors import ConfigError
+from nemotron4.ops.compiled import on_device
 
-__all__ = ["FP8_MODES", "apply_fp8", "check_fp8", "fp8_filter", "fp8_paths", "output_fp8"]
+__all__ = ["FP8_MODES", "apply_fp8", "check_fp8", "fp8_filter", "fp8_paths", "fp8_weight_cast", "fp8_weights_once",
+           "output_fp8"]
 
 FP8_MODES = ("off", "tensorwise", "rowwise", "tensorwise+output")
 OUTPUT_SUFFIX = "+output"  # the output projection (fused loss) in FP8 too
@@ -134,3 +137,60 @@ def float8_config(mode: str) -> Any:
     """torchao's `Float8LinearConfig` for the blocks under `mode` (its named recipe; bench/train.py's variants
     start from it)."""
     return _torchao_float8().Float8LinearConfig.from_recipe_name(mode.removesuffix(OUTPUT_SUFFIX))
+
+
+def fp8_weights_once(mode: str) -> bool:
+    """Whether `mode` casts the blocks' weights to e4m3 once per step (under cast_weights_once): the tensorwise
+    recipes."""
+    return mode != "off" and mode.removesuffix(OUTPUT_SUFFIX) == "tensorwise"
+
+
+def fp8_weight_cast(mode: str, dtype: torch.dtype) -> Callable | None:
+    """`CastWeightsOnce`'s `cast` (nemotron4.train.fast) under `mode`: None where the blocks' weights keep their
+    `dtype` copies ("off", "rowwise"). Under the tensorwise recipes each block's Float8Linear weights become
+    torchao Float8TrainingTensors (e4m3, one scale per tensor from the fp32 master's absolute maximum: torchao's own
+    `tensor_to_scale` and `to_fp8_saturated`), once per optimizer step. torchao's matmul takes an already-cast
+    weight as it is, so the amax pass and the scaled cast no longer run in every micro-batch's forward, again in
+    its recomputation under activation checkpointing, and in its backward (for the input-gradient GEMM); only the
+    backward's transposed copy of the e4m3 weight remains per micro-batch. The copies report `dtype` (torchao's
+    orig_dtype), so the weight gradients arrive in it as before. Rowwise scales the weight along a different axis
+    for each GEMM, hence no single copy there."""
+    if not fp8_weights_once(mode):
+        return None
+    _torchao_float8()
+    from torchao.float8.config import ScalingGranularity, ScalingType
+    from torchao.float8.float8_linear import Float8Linear
+    from torchao.float8.float8_training_tensor import Float8TrainingTensor, GemmInputRole
+
+    def tensorwise(module: nn.Module) -> bool:  # every cast of its weight: dynamic, one scale per tensor
+        if not isinstance(module, Float8Linear):
+            return False
+        c = module.config
+        return all(cc.scaling_type is ScalingType.DYNAMIC and cc.scaling_granularity is ScalingGranularity.TENSORWISE
+                   for cc in (c.cast_config_weight, c.cast_config_weight_for_grad_input))
+
+    def cast(pairs: list[tuple[nn.Module, torch.Tensor]]) -> list[torch.Tensor]:
+        out = [master.detach().to(dtype) if not tensorwise(m) else None for m, master in pairs]
+        fp8 = [i for i, copy in enumerate(out) if copy is None]
+        if fp8:
+            c = pairs[fp8[0]][0].config
+            bits = on_device(_tensorwise_e4m3, [pairs[i][1].detach() for i in fp8],
+                             c.cast_config_weight.target_dtype, c.round_scales_to_power_of_2)
+            for i, (data, scale) in zip(fp8, bits, strict=True):
+                out[i] = Float8TrainingTensor(data, scale, dtype, pairs[i][0].linear_mm_config,
+                                              gemm_input_role=GemmInputRole.WEIGHT)
+        return out
+
+    return cast
+
+
+def _tensorwise_e4m3(weights: list[torch.Tensor], fp8_dtype: torch.dtype,
+                     round_to_power_of_2: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each weight's (fp8 data, scale) as torchao's dynamic tensorwise cast makes them (one compiled call a block)."""
+    from torchao.float8.float8_utils import tensor_to_scale, to_fp8_saturated
+
+    out = []
+    for w in weights:
+        scale = tensor_to_scale(w, fp8_dtype, round_scales_to_power_of_2=round_to_power_of_2)
+        out.append((to_fp8_saturated(w.to(torch.float32) * scale, fp8_dtype), scale))
+    return out

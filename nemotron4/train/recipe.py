@@ -21,8 +21,9 @@ not in this table, one line naming the key):
     fused_loss   tp = 1: fused (FSDP2 too: `hidden_states` runs through FSDP2's forward hooks; a wrapped size-1 tp
                  mesh runs it on the whole local tensors); tp > 1 (x dp): vocab-parallel fused
                  (nemotron4.distributed.vocab_loss: each rank its vocabulary shard, chunked)
-    cast_weights without FSDP2: bf16 copies once per step (CastWeightsOnce; DTensor parameters too); under FSDP2:
-                 its bf16 all-gather, kept from the step's first forward to its last backward (once per step)
+    cast_weights without FSDP2: bf16 copies once per step (CastWeightsOnce; DTensor parameters too; under a
+                 tensorwise train.fp8 the FP8 linears' copies are e4m3); under FSDP2: its bf16 all-gather, kept
+                 from the step's first forward to its last backward (once per step)
     fp8          one process only; the blocks' linears (torchao); "+output" modes: the fused loss's GEMMs too
 """
 
@@ -48,7 +49,7 @@ from nemotron4.train.fast import (
     fused_cross_entropy_loss,
     set_attention_backend,
 )
-from nemotron4.train.fp8 import apply_fp8, fp8_paths, output_fp8
+from nemotron4.train.fp8 import apply_fp8, fp8_paths, fp8_weight_cast, fp8_weights_once, output_fp8
 from nemotron4.train.step import autocast_context, cross_entropy_loss
 
 if TYPE_CHECKING:
@@ -83,7 +84,8 @@ def recipe_paths(train: TrainSection, dtype: torch.dtype, tp: int = 1, dp: int =
         "loss": ("vocab-parallel fused" if tp > 1 else "fused (local shard)" if tp_on else "fused")
                 if train.fused_loss else
                 ("vocab-parallel (loss_parallel)" if tp_on else "full logits"),
-        "cast_weights": ("fsdp2 bf16 all-gather once per step" if dp_on else "once per step")
+        "cast_weights": ("fsdp2 bf16 all-gather once per step" if dp_on else
+                         "once per step" + (" (e4m3 for the FP8 linears)" if fp8_weights_once(train.fp8) else ""))
                         if train.cast_weights_once and low else "autocast",
         "activation_checkpointing": "blocks" if train.activation_checkpointing else "off",
         "fp8": fp8_paths(train.fp8),
@@ -129,6 +131,7 @@ def build_recipe(cfg: ModelConfig, train: TrainSection, device: torch.device, dt
         from nemotron4.distributed.step import local_loss
 
         loss_fn, hooks = local_loss(loss_fn), parallel.step_hooks(model, keep_unsharded)
-    step_context = cast_weights_context(model, dtype, paths["fsdp2"] == "fully_shard", train.cast_weights_once)
+    step_context = cast_weights_context(model, dtype, paths["fsdp2"] == "fully_shard", train.cast_weights_once,
+                                        fp8_weight_cast(train.fp8, dtype))
     return Recipe(model=model, step_model=model, loss_fn=loss_fn, step_context=step_context, hooks=hooks,
                   autocast=autocast_context(device, dtype), paths=paths)

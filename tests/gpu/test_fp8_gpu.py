@@ -12,17 +12,18 @@ import torch
 
 from nemotron4 import ModelConfig, build_model
 from nemotron4.train.fast import CastWeightsOnce, compile_blocks, fused_cross_entropy_loss, set_attention_backend
-from nemotron4.train.fp8 import apply_fp8, output_fp8
+from nemotron4.train.fp8 import apply_fp8, fp8_weight_cast, output_fp8
 
 pytestmark = pytest.mark.gpu
 
 
-def _step(model, micro, fp8=False):
+def _step(model, micro, fp8=False, cast=None):
     """Loss and fp32 master gradients of one step's micro-batches, under bf16 autocast and cast-once weights
-    (fp8: the fused loss's output-projection GEMMs in FP8, as the recipe runs them under train.fp8)."""
+    (fp8: the fused loss's output-projection GEMMs in FP8, as the recipe runs them under train.fp8; cast: the
+    recipe's `fp8_weight_cast`, e4m3 block weights once per step under the tensorwise recipes)."""
     model.zero_grad(set_to_none=True)
     losses = []
-    with CastWeightsOnce(model)():
+    with CastWeightsOnce(model, cast=cast)():
         for b in micro:
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 loss = fused_cross_entropy_loss(model, b, chunk_size=64, fp8=fp8)
@@ -45,7 +46,7 @@ def test_compiled_fp8_step_close_to_bf16(recipe):
         bf16 = compile_blocks(copy.deepcopy(model))
         ref_loss, ref_grads = _step(bf16, micro)
         fp8 = compile_blocks(apply_fp8(copy.deepcopy(model), recipe))
-        loss, grads = _step(fp8, micro, fp8=output_fp8(recipe))
+        loss, grads = _step(fp8, micro, fp8=output_fp8(recipe), cast=fp8_weight_cast(recipe, torch.bfloat16))
     finally:
         set_attention_backend("auto")
     converted = [n for n, m in fp8.named_modules() if type(m).__name__ == "Float8Linear"]

@@ -80,7 +80,8 @@ def test_cast_weights_once_equals_autocast():
 
     ref_losses, ref_grads = run(contextlib.nullcontext)
     cast = CastWeightsOnce(model)
-    assert len(cast.entries) == sum(isinstance(m, torch.nn.Linear) for m in model.layers.modules())
+    entries = [e for block in cast.blocks for e in block]
+    assert len(entries) == sum(isinstance(m, torch.nn.Linear) for m in model.layers.modules())
     losses, grads = run(cast)
     torch.testing.assert_close(losses, ref_losses, rtol=0, atol=0)
     for name, g in ref_grads.items():
@@ -88,5 +89,5 @@ def test_cast_weights_once_equals_autocast():
         torch.testing.assert_close(grads[name], g, rtol=1e-6, atol=1e-7, msg=name)
     # the masters are back in the blocks, and no bf16 copy or hook outlives the step
     assert all(p.dtype == torch.float32 for p in model.parameters())
-    assert {id(p) for p in model.parameters()} == {id(master) for *_, master in cast.entries} | {
+    assert {id(p) for p in model.parameters()} == {id(master) for *_, master in entries} | {
         id(p) for n, p in model.named_parameters() if not n.startswith("layers.") or p.ndim != 2}

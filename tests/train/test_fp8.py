@@ -78,6 +78,62 @@ def test_fp8_composes_with_activation_checkpointing_and_the_fused_loss() -> None
         torch.testing.assert_close(got[1][name], g, rtol=1e-6, atol=1e-7, msg=name)
 
 
+def test_tensorwise_weights_cast_to_e4m3_once_per_step_as_torchao_casts_them(monkeypatch) -> None:
+    """Under cast_weights_once a tensorwise recipe gives each block's Float8Linear its e4m3 weight once per step
+    (`fp8_weight_cast`): torchao's matmul then casts no weight in any micro-batch (forward, the checkpointed
+    recomputation, backward), and the losses and fp32 gradients are exactly those of torchao casting the fp32
+    master in every call. The masters are back in place after the step."""
+    import contextlib
+
+    import torchao.float8.float8_linear as ao_linear
+    from torchao.float8.float8_training_tensor import Float8TrainingTensor, GemmInputRole
+
+    from nemotron4.train.fast import CastWeightsOnce
+
+    calls = []
+    original = ao_linear.hp_tensor_to_float8_dynamic
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("gemm_input_role"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ao_linear, "hp_tensor_to_float8_dynamic", counting)
+    micro = list(torch.randint(0, 512, (4, 33), generator=torch.Generator().manual_seed(2)).split(2))
+
+    def step(model, context):
+        calls.clear()
+        types = set()
+        with context():
+            types |= {type(m.weight) for m in model.modules() if isinstance(m, Float8Linear)}
+            losses = []
+            for b in micro:
+                loss = fused_cross_entropy_loss(model, b, chunk_size=16)
+                (loss / len(micro)).backward()
+                losses.append(loss.detach())
+        weight_casts = sum(role is GemmInputRole.WEIGHT for role in calls)
+        return torch.stack(losses), {n: p.grad for n, p in model.named_parameters()}, types, weight_casts
+
+    def model():
+        return apply_activation_checkpointing(fp8.convert(build_model(ModelConfig.from_name("tiny"), seed=0),
+                                                          "tensorwise"))
+
+    ref_loss, ref_grads, ref_types, ref_casts = step(model(), contextlib.nullcontext)
+    ours = model()
+    masters = {n: p for n, p in ours.named_parameters()}
+    cast = fp8.fp8_weight_cast("tensorwise", torch.float32)
+    loss, grads, types, casts = step(ours, CastWeightsOnce(ours, torch.float32, cast))
+    assert ref_types == {nn.Parameter} and types == {Float8TrainingTensor}
+    assert ref_casts == 3 * 2 * 6 * ours.cfg.n_layers and casts == 0  # fwd, recompute, bwd; 2 micro-batches
+    torch.testing.assert_close(loss, ref_loss, rtol=0, atol=0)
+    for name, g in ref_grads.items():
+        torch.testing.assert_close(grads[name], g, rtol=0, atol=0, msg=name)
+    assert {n: p for n, p in ours.named_parameters()} == masters
+    copies = cast([(m, m.weight) for m in ours.layers[0].modules() if isinstance(m, Float8Linear)])
+    assert {c._data.dtype for c in copies} == {torch.float8_e4m3fn} and {c.dtype for c in copies} == {torch.float32}
+    assert fp8.fp8_weight_cast("tensorwise+output", torch.bfloat16) is not None
+    assert fp8.fp8_weight_cast("rowwise", torch.bfloat16) is None and fp8.fp8_weight_cast("off", torch.bfloat16) is None
+
+
 def test_refused_without_cuda_with_one_line() -> None:
     with pytest.raises(ConfigError, match=r"train.fp8 = 'tensorwise' needs a CUDA GPU \(the run is on cpu\)") as e:
         fp8.check_fp8("tensorwise", "cpu")
@@ -193,3 +249,13 @@ def test_recipe_runs_the_output_projection_in_fp8_only_under_plus_output(monkeyp
     assert losses["output"].item() != losses["blocks"].item()  # the output GEMMs ran in fp8
     assert losses["output"].item() == pytest.approx(losses["off"].item(), rel=2e-2)
     assert torch.isfinite(recipe.model.output.weight.grad).all()
+    # Under a low-precision compute dtype the recipe's step context gives the FP8 linears e4m3 copies per step
+    low = build_recipe(cfg, TrainSection(fp8="tensorwise"), cpu, torch.bfloat16, seed=0)
+    assert low.paths["cast_weights"] == "once per step (e4m3 for the FP8 linears)"
+    with low.step_context():
+        types = {type(m.weight).__name__ for m in low.model.modules() if isinstance(m, Float8Linear)}
+    assert types == {"Float8TrainingTensor"}
+    rowwise = build_recipe(cfg, TrainSection(fp8="rowwise"), cpu, torch.bfloat16, seed=0)
+    assert rowwise.paths["cast_weights"] == "once per step"
+    with rowwise.step_context():
+        assert {m.weight.dtype for m in rowwise.model.modules() if isinstance(m, Float8Linear)} == {torch.bfloat16}
