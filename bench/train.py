@@ -13,10 +13,13 @@ made of micro-batches with gradient accumulation. Ours runs `nemotron4.train.ste
 With `--fp8`, ours also runs with the blocks' linear layers in FP8 (`nemotron4.train.fp8`, torchao float8; with
 "tensorwise+output" the fused loss's output-projection GEMMs too) for each train.fp8 recipe named (options after
 colons: RECIPE:nocast turns cast_weights_once off; RECIPE:castbf16 keeps it but with bf16 copies that torchao
-casts to e4m3 in every micro-batch, the rule before the e4m3 copies once per step; RECIPE:fastgrad adds fast
-accumulation to the blocks' input-gradient GEMMs; +output modes only: :exactlogits runs the fused loss's logits GEMM
-without fast accumulation, and :gemms=logits+dgrad only those of its three GEMMs, logits, dgrad, wgrad, in FP8, to
-tell which one moves the loss curve); `fp8_over_bf16` is the best FP8 tokens/s
+casts to e4m3 in every micro-batch, the rule before the e4m3 copies once per step; RECIPE:exactgrad runs torchao's
+tensorwise recipe as named (no fast accumulation in the blocks' input-gradient GEMMs), RECIPE:fastwgrad adds it to
+their weight-gradient GEMMs; +output modes only: :outputpercall casts the output weight to e4m3 in every
+micro-batch, :fastlogits runs the fused loss's logits GEMM with fast accumulation, :chunk=N its chunks of N tokens,
+and :gemms=logits+dgrad only those of its three GEMMs, logits, dgrad, wgrad, in FP8, to tell which one moves the
+loss curve); `fp8_over_bf16` is the best FP8 tokens/s of the train.fp8 recipes as the trainer runs them (no options;
+`fp8_over_bf16_by_recipe` has every variant)
 over the best bf16 tokens/s of ours. MFU stays in the bf16-peak convention under FP8 (989e12; the FP8 peak is
 twice that): it is tokens/s times the same FLOPs per token.
 `--fp8-curve N` trains bf16 and each FP8 recipe N steps from the same initial weights on the same batches (a model
@@ -34,6 +37,7 @@ import json
 import platform
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -43,12 +47,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nemotron4 import ModelConfig  # noqa: E402
 from nemotron4.flops import H100_BF16_PEAK, flops_per_token, mfu  # noqa: E402
 from nemotron4.interop.hf import config_to_hf  # noqa: E402
-from nemotron4.ops.cross_entropy import fp8_gemms  # noqa: E402
+from nemotron4.ops.cross_entropy import fp8_gemms, output_weight_e4m3_once  # noqa: E402
 from nemotron4.train.config import OptimSection, TrainSection  # noqa: E402
 from nemotron4.train.fast import cast_weights_context, fused_cross_entropy_loss  # noqa: E402
-from nemotron4.train.fp8 import output_fp8  # noqa: E402
+from nemotron4.train.fp8 import fp8_weight_cast, output_fp8  # noqa: E402
 from nemotron4.train.optim import build_optimizer  # noqa: E402
-from nemotron4.train.recipe import Recipe, build_recipe  # noqa: E402
+from nemotron4.train.recipe import Recipe, build_recipe, stacked  # noqa: E402
 from nemotron4.train.step import autocast_context, train_step  # noqa: E402
 
 
@@ -159,32 +163,38 @@ def train_curve(model, loss_fn, data: torch.Tensor, micro: int, device: torch.de
     return losses
 
 
-VARIANT_FLAGS = ("nocast", "castbf16", "fastgrad", "exactlogits")
-GEMMS_OPTION = "gemms="
+VARIANT_FLAGS = ("nocast", "castbf16", "outputpercall", "exactgrad", "fastwgrad", "fastlogits")
+GEMMS_OPTION, CHUNK_OPTION = "gemms=", "chunk="
 
 
 def split_variant(fp8: str) -> tuple[str, list[str]]:
     """"RECIPE[:OPTION...]" -> (the train.fp8 recipe, its bench options): nocast (cast_weights_once off), castbf16
-    (bf16 copies once per step, cast to e4m3 by torchao per micro-batch), fastgrad (torchao's fast accumulation in
-    the blocks' input-gradient GEMMs too, not only the forward's), exactlogits (the fused loss's FP8 logits GEMM
-    without fast accumulation), gemms=A+B (only those of the fused loss's GEMMs in FP8)."""
+    (bf16 copies once per step, cast to e4m3 by torchao per micro-batch), outputpercall (the fused loss casts the
+    output weight to e4m3 in every micro-batch), exactgrad (no fast accumulation in the blocks' input-gradient
+    GEMMs: torchao's tensorwise recipe as named), fastwgrad (fast accumulation in their weight-gradient GEMMs too),
+    fastlogits (the fused loss's FP8 logits GEMM with fast accumulation), gemms=A+B (only those of the fused loss's
+    GEMMs in FP8), chunk=N (its chunks of N tokens)."""
     mode, *options = fp8.split(":")
-    bad = [o for o in options if o not in VARIANT_FLAGS and not o.startswith(GEMMS_OPTION)]
+    bad = [o for o in options if o not in VARIANT_FLAGS and not o.startswith(GEMMS_OPTION)
+           and not (o.startswith(CHUNK_OPTION) and o.removeprefix(CHUNK_OPTION).isdigit())]
     if bad:
         raise SystemExit(f"--fp8 {fp8}: unknown option {bad[0]!r}; options are {', '.join(VARIANT_FLAGS)}, "
-                         f"{GEMMS_OPTION}A+B")
+                         f"{GEMMS_OPTION}A+B, {CHUNK_OPTION}N")
     return mode, options
 
 
 def curve_name(fp8: str) -> str:
-    """The variant as its loss curve knows it: without nocast (cast_weights_once does not change the numbers)."""
+    """The variant as its loss curve knows it: without the options that do not change the numbers (nocast,
+    outputpercall, chunk=)."""
     mode, options = split_variant(fp8)
-    return ":".join([mode, *(o for o in options if o != "nocast")])
+    return ":".join([mode, *(o for o in options if o not in ("nocast", "outputpercall")
+                             and not o.startswith(CHUNK_OPTION))])
 
 
 @contextlib.contextmanager
-def fast_grad_input():
-    """nemotron4.train.fp8's torchao config with use_fast_accum in the input-gradient GEMMs, while a recipe builds."""
+def accumulation(grads: dict[str, bool]):
+    """nemotron4.train.fp8's torchao config with use_fast_accum set as given for these backward GEMMs
+    ("grad_input", "grad_weight"), while a recipe builds."""
     import dataclasses
     from unittest import mock
 
@@ -195,7 +205,8 @@ def fast_grad_input():
     named = fp8_module.float8_config
 
     def config(mode: str):
-        return dataclasses.replace(named(mode), gemm_config_grad_input=Float8GemmConfig(use_fast_accum=True))
+        return dataclasses.replace(named(mode), **{f"gemm_config_{g}": Float8GemmConfig(use_fast_accum=fast)
+                                                   for g, fast in grads.items()})
 
     with mock.patch.object(fp8_module, "float8_config", config):
         yield
@@ -203,28 +214,45 @@ def fast_grad_input():
 
 def build_ours(cfg: ModelConfig, args, device: torch.device, fp8: str = "off", weights: dict | None = None,
                seed: int = 0) -> Recipe:
-    """Our model and step as `nemotron4 train` builds them in one process (the training recipe)."""
+    """Our model and step as `nemotron4 train` builds them in one process (the training recipe), with the
+    variant's bench options (`split_variant`)."""
     mode, options = split_variant(fp8)
     train = TrainSection(compile=not args.no_compile, fused_loss=True, cast_weights_once="nocast" not in options,
                          fp8=mode, attention_backend=args.attention if device.type == "cuda" else "auto")
-    with fast_grad_input() if "fastgrad" in options else contextlib.nullcontext():
+    grads = {g: fast for o, g, fast in (("exactgrad", "grad_input", False), ("fastwgrad", "grad_weight", True))
+             if o in options}
+    with accumulation(grads) if grads else contextlib.nullcontext():
         recipe = build_recipe(cfg, train, device, compute_dtype(device), seed=seed, weights=weights)
-    if "fastgrad" in options:
-        recipe.paths["fp8"] += " (blocks' input-gradient GEMMs with fast accumulation)"
-    if "castbf16" in options and train.cast_weights_once:  # the rule before: bf16 copies, cast per micro-batch
-        recipe.step_context = cast_weights_context(recipe.model, compute_dtype(device))
-        recipe.paths["cast_weights"] = "once per step (bf16; torchao casts them to e4m3 per micro-batch)"
+    for g, fast in grads.items():
+        how = "with" if fast else "without"
+        recipe.paths["fp8"] += f" (blocks' {g.replace('_', '-')} GEMMs {how} fast accumulation)"
+    dtype = compute_dtype(device)
+    if ("castbf16" in options or "outputpercall" in options) and train.cast_weights_once:
+        recipe.step_context = cast_weights_context(  # without the e4m3 copies once per step
+            recipe.model, dtype, cast=None if "castbf16" in options else fp8_weight_cast(mode, dtype))
+        if "castbf16" in options:
+            recipe.paths["cast_weights"] = "once per step (bf16; torchao casts them to e4m3 per micro-batch)"
+        if output_fp8(mode) and "outputpercall" not in options:
+            recipe.step_context = stacked(recipe.step_context, output_weight_e4m3_once)
+    if "outputpercall" in options:
+        recipe.paths["fp8"] += " (the output weight cast to e4m3 per micro-batch)"
     gemms_option = next((o for o in options if o.startswith(GEMMS_OPTION)), None)
-    if gemms_option or "exactlogits" in options:  # the fused loss's GEMMs: some in FP8, or precise accumulation
-        if not output_fp8(mode):
-            raise SystemExit(f"--fp8 {fp8}: gemms= and exactlogits are about the output projection's GEMMs; use a "
+    chunk = next((int(o.removeprefix(CHUNK_OPTION)) for o in options if o.startswith(CHUNK_OPTION)), None)
+    if gemms_option or "fastlogits" in options or chunk:  # the fused loss: its GEMMs, accumulation, chunk size
+        if not output_fp8(mode) and (gemms_option or "fastlogits" in options):
+            raise SystemExit(f"--fp8 {fp8}: gemms= and fastlogits are about the output projection's GEMMs; use a "
                              "+output mode")
-        gemms = fp8_gemms(gemms_option.removeprefix(GEMMS_OPTION).split("+") if gemms_option else True)
-        recipe.loss_fn = functools.partial(fused_cross_entropy_loss, fp8=gemms, fast_accum="exactlogits" not in options)
+        kwargs = dict(recipe.loss_fn.keywords) if isinstance(recipe.loss_fn, functools.partial) else {}
         if gemms_option:
-            recipe.paths["fp8"] += f" ({'+'.join(sorted(gemms))} of its GEMMs)"
-        if "exactlogits" in options:
-            recipe.paths["fp8"] += " (its logits GEMM without fast accumulation)"
+            kwargs["fp8"] = fp8_gemms(gemms_option.removeprefix(GEMMS_OPTION).split("+"))
+            recipe.paths["fp8"] += f" ({'+'.join(sorted(kwargs['fp8']))} of its GEMMs)"
+        if "fastlogits" in options:
+            kwargs["fast_accum"] = True
+            recipe.paths["fp8"] += " (its logits GEMM with fast accumulation)"
+        if chunk:
+            kwargs["chunk_size"] = chunk
+            recipe.paths["loss"] += f" (chunks of {chunk} tokens)"
+        recipe.loss_fn = functools.partial(fused_cross_entropy_loss, **kwargs)
     log(f"ours fp8 {fp8}: paths {recipe.paths}")
     recipe.model.train()
     return recipe
@@ -416,6 +444,10 @@ def main() -> None:
                 log(f"{peer} fp8 {fp8} mb {micro}: out of memory ({str(e)[:80]})")
                 res["runs"].append({"peer": peer, "fp8": fp8, "micro_batch": micro, "global_batch": gbs,
                                     "error": "OOM"})
+            except Exception as e:  # a variant that fails is recorded, the others still run
+                log(f"{peer} fp8 {fp8} mb {micro}: failed: {traceback.format_exc()}")
+                res["runs"].append({"peer": peer, "fp8": fp8, "micro_batch": micro, "global_batch": gbs,
+                                    "error": f"{type(e).__name__}: {str(e)[:300]}"})
             with contextlib.suppress(Exception):
                 optimizer.zero_grad(set_to_none=True)
             gc.collect()
@@ -437,7 +469,9 @@ def main() -> None:
     if best["ours"] and any(fp8_best.values()):
         res["fp8_over_bf16_by_recipe"] = {m: r["tokens_per_s"] / best["ours"]["tokens_per_s"]
                                           for m, r in fp8_best.items() if r}
-        res["fp8_best_recipe"] = max(res["fp8_over_bf16_by_recipe"], key=res["fp8_over_bf16_by_recipe"].get)
+        ratios = res["fp8_over_bf16_by_recipe"]
+        plain = {m: v for m, v in ratios.items() if ":" not in m}  # the recipes as the trainer runs them
+        res["fp8_best_recipe"] = max(plain or ratios, key=(plain or ratios).get)
         res["fp8_over_bf16"] = res["fp8_over_bf16_by_recipe"][res["fp8_best_recipe"]]
         out.write_text(json.dumps(res, indent=2) + "\n")
     if args.fp8_curve and fp8_modes:

@@ -23,7 +23,8 @@ the loss curve (all three in FP8 end 0.93-1.05% above bf16 after 100 steps; the 
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import contextlib
+from collections.abc import Collection, Iterator
 
 import torch
 
@@ -61,6 +62,32 @@ def _to_e4m3(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     return x8, x8.t().contiguous(), scale.reciprocal()
 
 
+_weight_casts: dict | None = None  # inside `output_weight_e4m3_once`: (id, version) -> the weight's e4m3 cast
+
+
+@contextlib.contextmanager
+def output_weight_e4m3_once() -> Iterator[None]:
+    """Inside, the FP8 path casts an output weight to e4m3 once (reused while the tensor and its version are the
+    same), not in every call: a training step's micro-batches share one cast, as the blocks' FP8 weights are
+    cast once per step (nemotron4.train.fp8). The cast is dropped on exit."""
+    global _weight_casts
+    outer, _weight_casts = _weight_casts, {}
+    try:
+        yield
+    finally:
+        _weight_casts = outer
+
+
+def _weight_e4m3(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    if _weight_casts is None:
+        return on_device(_to_e4m3, weight)
+    key = (id(weight), weight._version)
+    if key not in _weight_casts:
+        _weight_casts.clear()  # one weight at a time: a changed version replaces the stale cast
+        _weight_casts[key] = on_device(_to_e4m3, weight)
+    return _weight_casts[key]
+
+
 FP8_GEMMS = ("logits", "dgrad", "wgrad")  # h @ W.T, grad @ W (the hidden states' gradient), grad.T @ h (W's)
 
 
@@ -84,7 +111,7 @@ def _forward_fp8(ctx, h, weight, targets, valid, chunk_size, gemms: frozenset[st
     """The chunk loop of `_LinearCrossEntropy.forward` with the GEMMs named in `gemms` in fp8 (the others in bf16);
     returns the summed loss and the hidden states' gradient, saves what backward needs for the weight's."""
     h8, h8t, sh = on_device(_to_e4m3, h) if gemms & {"logits", "wgrad"} else (None, None, None)
-    w8, w8t, sw = on_device(_to_e4m3, weight) if gemms & {"logits", "dgrad"} else (None, None, None)  # per call
+    w8, w8t, sw = _weight_e4m3(weight) if gemms & {"logits", "dgrad"} else (None, None, None)
     wgrad = ctx.needs_input_grad[1]
     bf16_wgrad = wgrad and "wgrad" not in gemms
     hb = h.to(torch.bfloat16) if "logits" not in gemms or bf16_wgrad else None
@@ -131,7 +158,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
         ctx, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_size: int, compute_dtype,
-        fp8: frozenset[str] = frozenset(), fast_accum: bool = True,
+        fp8: frozenset[str] = frozenset(), fast_accum: bool = False,
     ) -> torch.Tensor:
         # h (N, dim) in its dtype, weight (vocab, dim) fp32 master or bf16, targets (N,)
         cdt = compute_dtype or h.dtype
@@ -206,15 +233,16 @@ def linear_cross_entropy(
     chunk_size: int = 1024,
     compute_dtype: torch.dtype | None = None,
     fp8: bool | Collection[str] = False,
-    fast_accum: bool = True,
+    fast_accum: bool = False,
 ) -> torch.Tensor:
     """Mean cross-entropy of `h @ weight.T` against `targets` (positions equal to -100 ignored).
 
     h: (..., dim); weight: (vocab, dim); targets: (...). compute_dtype: the matmul dtype (e.g. bf16 over fp32
     master weights; default h's dtype); log-softmax is always fp32. fp8: the training GEMMs in FP8 (module
     docstring; where `fp8_applies`), True for all three or the names of some (`fp8_gemms`); evaluation (no grad)
-    is unaffected. fast_accum: the FP8 logits GEMM with Hopper's fast accumulation (torchao's choice for the
-    forward GEMM; False: cuBLAS's more precise accumulation, slower); the gradient GEMMs never use it.
+    is unaffected. fast_accum: the FP8 logits GEMM with Hopper's fast accumulation (torchao's choice for a
+    forward GEMM; faster, but it moves the loss curve: module docstring); default False, cuBLAS's precise
+    accumulation. The gradient GEMMs never use it.
     """
     if h.is_cuda and torch.is_autocast_enabled("cuda") and compute_dtype is None:
         compute_dtype = torch.get_autocast_dtype("cuda")

@@ -80,7 +80,7 @@ def _checkpointed(forward):
 
 
 def fused_cross_entropy_loss(model: Nemotron4, batch: torch.Tensor, chunk_size: int = 4096,
-                             fp8: bool | Collection[str] = False, fast_accum: bool = True) -> torch.Tensor:
+                             fp8: bool | Collection[str] = False, fast_accum: bool = False) -> torch.Tensor:
     """`nemotron4.train.step.cross_entropy_loss` without the (tokens x vocab) logits: same value and gradients
     (fp8: the output projection's GEMMs in FP8, `train.fp8`'s choice, or some of them by name; `fp8_gemms` in
     nemotron4.ops.cross_entropy; fast_accum: its logits GEMM's accumulation, as `linear_cross_entropy`).

@@ -134,9 +134,18 @@ def convert(model: nn.Module, mode: str) -> nn.Module:
 
 
 def float8_config(mode: str) -> Any:
-    """torchao's `Float8LinearConfig` for the blocks under `mode` (its named recipe; bench/train.py's variants
-    start from it)."""
-    return _torchao_float8().Float8LinearConfig.from_recipe_name(mode.removesuffix(OUTPUT_SUFFIX))
+    """torchao's `Float8LinearConfig` for the blocks under `mode`: its named recipe, and for "tensorwise" with fast
+    accumulation in the input-gradient GEMM as in the forward one (torchao's recipe keeps it for the forward only;
+    module docstring for the measurement). bench/train.py's variants start from it."""
+    import dataclasses
+
+    float8 = _torchao_float8()
+    config = float8.Float8LinearConfig.from_recipe_name(mode.removesuffix(OUTPUT_SUFFIX))
+    if mode.removesuffix(OUTPUT_SUFFIX) == "tensorwise":
+        from torchao.float8.config import Float8GemmConfig
+
+        config = dataclasses.replace(config, gemm_config_grad_input=Float8GemmConfig(use_fast_accum=True))
+    return config
 
 
 def fp8_weights_once(mode: str) -> bool:

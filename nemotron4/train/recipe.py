@@ -29,6 +29,7 @@ not in this table, one line naming the key):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from nemotron4.distributed.parallelize import apply_fsdp, apply_tp, init_weights
 from nemotron4.distributed.runtime import load_full_weights
 from nemotron4.distributed.vocab_loss import vocab_parallel_cross_entropy_loss
 from nemotron4.model import Nemotron4
+from nemotron4.ops.cross_entropy import output_weight_e4m3_once
 from nemotron4.train.config import TrainSection
 from nemotron4.train.fast import (
     apply_activation_checkpointing,
@@ -55,7 +57,19 @@ from nemotron4.train.step import autocast_context, cross_entropy_loss
 if TYPE_CHECKING:
     from nemotron4.distributed.runtime import Parallel
 
-__all__ = ["Recipe", "build_recipe", "recipe_paths"]
+__all__ = ["Recipe", "build_recipe", "recipe_paths", "stacked"]
+
+
+def stacked(*contexts: Callable[[], Any]) -> Callable[[], contextlib.AbstractContextManager]:
+    """One step context entering each of `contexts` (factories of context managers) in order."""
+    @contextlib.contextmanager
+    def run():
+        with contextlib.ExitStack() as stack:
+            for context in contexts:
+                stack.enter_context(context())
+            yield
+
+    return run
 
 
 @dataclass
@@ -133,5 +147,7 @@ def build_recipe(cfg: ModelConfig, train: TrainSection, device: torch.device, dt
         loss_fn, hooks = local_loss(loss_fn), parallel.step_hooks(model, keep_unsharded)
     step_context = cast_weights_context(model, dtype, paths["fsdp2"] == "fully_shard", train.cast_weights_once,
                                         fp8_weight_cast(train.fp8, dtype))
+    if output_fp8(train.fp8):  # the output weight's e4m3 cast once per step too
+        step_context = stacked(step_context, output_weight_e4m3_once)
     return Recipe(model=model, step_model=model, loss_fn=loss_fn, step_context=step_context, hooks=hooks,
                   autocast=autocast_context(device, dtype), paths=paths)

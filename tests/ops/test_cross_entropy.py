@@ -145,3 +145,45 @@ def test_fp8_gemm_names_are_checked():
         linear_cross_entropy(h, w, t, fp8="logits")
     with torch.no_grad(), pytest.raises(ValueError, match="got wgrads"):  # evaluation checks the names too
         linear_cross_entropy(h, w, t, fp8=("wgrads",))
+
+
+def test_output_weight_cast_to_e4m3_once_inside_the_step_context(monkeypatch):
+    """Inside `output_weight_e4m3_once` (the training step's context under "+output") the FP8 path casts the output
+    weight once for all of the step's micro-batches, recasts it once the tensor changes (an optimizer update bumps
+    its version), and gives the same results as a cast per call; outside, every call casts."""
+    from nemotron4.ops import cross_entropy
+
+    casts = []
+    original = cross_entropy._to_e4m3
+
+    def counting(x):
+        casts.append(x.shape)
+        return original(x)
+
+    monkeypatch.setattr(cross_entropy, "_to_e4m3", counting)
+    h, w, t = _fp8_case(4)
+    w = w.clone().requires_grad_()
+
+    def micro_batches():
+        out = []
+        for half in (slice(0, 64), slice(64, 128)):
+            hh = h[half].clone().requires_grad_()
+            loss = linear_cross_entropy(hh, w, t[half], chunk_size=32, fp8=True)
+            loss.backward()
+            out.append((loss.detach(), hh.grad))
+        return out
+
+    per_call = micro_batches()
+    assert casts.count(w.shape) == 2
+    casts.clear()
+    with cross_entropy.output_weight_e4m3_once():
+        once = micro_batches()
+        assert casts.count(w.shape) == 1
+        with torch.no_grad():
+            w.mul_(1.5)  # the optimizer's in-place update: a new version
+        micro_batches()
+        assert casts.count(w.shape) == 2
+    for (loss_a, grad_a), (loss_b, grad_b) in zip(per_call, once, strict=True):
+        torch.testing.assert_close(loss_b, loss_a, rtol=0, atol=0)
+        torch.testing.assert_close(grad_b, grad_a, rtol=0, atol=0)
+    assert cross_entropy._weight_casts is None  # dropped on exit
