@@ -9,16 +9,19 @@ mode (evaluation) only the loss is computed.
 
 `fp8=True` (`train.fp8` on, nemotron4.train.fp8) runs the three GEMMs of each chunk in FP8 on tensor cores
 (`torch._scaled_mm`, fp32 accumulation): the hidden states and the output weight in e4m3 with one scale per tensor
-from its absolute maximum (torchao's tensorwise recipe; the weight is cast once per call, not per chunk), the
-logits' gradient softmax - onehot in e5m2 with a fixed scale (its magnitude is at most 1, so no amax pass: the
-scaled cast fuses into the softmax kernel). The weight gradient is one GEMM per call over all its tokens (K = tokens,
-not a chunk), run in backward with the loss scale folded into its scale and written once in fp32, instead of an
-fp32 accumulator read and written per chunk. It needs the dimension, vocabulary and token count divisible by 16
-(otherwise the bf16 path runs); evaluation stays in the compute dtype. `fp8` may instead name some of the three
-GEMMs (`FP8_GEMMS`: logits, dgrad, wgrad; the others then run in bf16, the weight's gradient accumulated in fp32
-per chunk as without fp8): bench/train.py's `tensorwise+output:gemms=...` variants, which tell which GEMM moves
-the loss curve (all three in FP8 end 0.93-1.05% above bf16 after 100 steps; the logits GEMM alone 1.58%, dgrad alone
-0.48%, wgrad alone 0.33%, bench/results/train_fp8_gemms_h200_s6.json; the blocks alone 0.07%).
+from its absolute maximum (torchao's tensorwise recipe; the weight is cast once per call, or once per training
+step inside `output_weight_e4m3_once`), the logits' gradient softmax - onehot in e5m2 with a fixed scale (its
+magnitude is at most 1, so no amax pass: the scaled cast fuses into the softmax kernel). The logits GEMM
+accumulates precisely by default (`fast_accum=False`): Hopper's fast accumulation there moved a 100-step loss
+curve 0.93-1.29% above bf16's, precise accumulation 0.30% (bench/results/train_fp8_h200_s7a.json). The weight
+gradient is one GEMM per call over all its tokens (K = tokens, not a chunk), run in backward with the loss scale
+folded into its scale and written once in fp32, instead of an fp32 accumulator read and written per chunk. It
+needs the dimension, vocabulary and token count divisible by 16 (otherwise the bf16 path runs); evaluation stays
+in the compute dtype. `fp8` may instead name some of the three GEMMs (`FP8_GEMMS`: logits, dgrad, wgrad; the
+others then run in bf16, the weight's gradient accumulated in fp32 per chunk as without fp8): bench/train.py's
+`tensorwise+output:gemms=...` variants, which tell which GEMM moves the loss curve (with fast accumulation in the
+logits GEMM, session 6: all three in FP8 end 0.93-1.05% above bf16 after 100 steps; the logits GEMM alone 1.58%,
+dgrad alone 0.48%, wgrad alone 0.33%, bench/results/train_fp8_gemms_h200_s6.json; the blocks alone 0.07%).
 """
 
 from __future__ import annotations

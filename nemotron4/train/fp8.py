@@ -3,25 +3,30 @@
 `apply_fp8(model, mode)` swaps every `nn.Linear` inside the transformer blocks (attention q/k/v/o, MLP up/down)
 for torchao's `Float8Linear`: forward and both backward GEMMs run in fp8 (e4m3) with scales computed from each
 tensor's current absolute maximum ("tensorwise": one scale per tensor; "rowwise": one per row, more accurate,
-slower), accumulating in fp32 and returning bf16. The embedding (a lookup) and the output projection stay as they
-are, except under "tensorwise+output": the blocks as "tensorwise", and with the fused loss (`train.fused_loss`,
-the default) the output projection's three GEMMs in FP8 too, inside `nemotron4.ops.cross_entropy` (the module stays
-an `nn.Linear` with its fp32 weight; the recipe passes `fp8=True` to the fused loss: e4m3 hidden states and weight
-with tensorwise scales, e5m2 logits' gradient). Measured on one H200 at Minitron-4B, seq 4096, global batch 8, in
-one run (bench/results/train_fp8_h200_s4.json): bf16 1.361 s/step, blocks in FP8 1.140 s (1.19x), blocks and
-output 1.056 s (1.29x). The output projection is about a fifth of the linear FLOPs at a 256k vocabulary. But over
-100 steps (2 layers, 256k vocabulary) the output in FP8 raises the loss by a drift that grows to 0.93-1.05% at step
-100 (three runs), where the blocks alone stay within 0.25% (bench/results/train_fp8_h200.json); the logits GEMM is
-its main source (bench/results/train_fp8_gemms_h200_s6.json). Hence opt-in, and off in "tensorwise" and
-"rowwise".
+slower), accumulating in fp32 and returning bf16. "tensorwise" is torchao's recipe of that name with fast
+accumulation in the input-gradient GEMM as well as the forward one (`float8_config`). The embedding (a lookup) and
+the output projection stay as they are, except under "tensorwise+output": the blocks as "tensorwise", and with
+the fused loss (`train.fused_loss`, the default) the output projection's three GEMMs in FP8 too, inside
+`nemotron4.ops.cross_entropy` (the module stays an `nn.Linear` with its fp32 weight; the recipe passes `fp8=True`
+to the fused loss: e4m3 hidden states and weight with tensorwise scales, e5m2 logits' gradient, the logits GEMM
+accumulating precisely). The output projection is about a fifth of the linear FLOPs at a 256k vocabulary.
+
+Measured on one H200 at Minitron-4B, seq 4096, global batch 8 (4 x 2), in one run
+(bench/results/train_fp8_h200_s7.json): bf16 1.365 s a step, "tensorwise+output" 1.046 s (1.306x), and over 100
+steps (2 layers, 256k vocabulary, same weights and data) its loss ends 0.59% above bf16's. The logits GEMM's
+accumulation decides the curve: with Hopper's fast accumulation there (torchao's choice for forward GEMMs) it
+ended 0.93-1.29% above in four runs, precise 0.30% (bench/results/train_fp8_h200_s7a.json); fast accumulation in
+the blocks' input-gradient GEMMs costs about 0.3% of it and gains 1.3% of the step. The blocks alone in FP8: 1.19x
+(bench/results/train_fp8_h200_s4.json), within 0.25% of bf16 over 100 steps (bench/results/train_fp8_h200.json).
 
 FP8 is a compute format only: the swapped modules keep the same fp32 `weight` parameters under the same names, so
 the optimizer, its state and checkpoints do not see it, and a run may turn it on or off across a resume. It
 composes with the other fast paths of `nemotron4.train.fast` (convert first, then activation checkpointing, then
 per-block compile, which torchao needs for speed: its amax, scale and cast kernels fuse there) and with the
-fused loss (under "+output" it casts the output's fp32 master to e4m3 once per micro-batch, not per chunk).
-`cast_weights_once` still applies: the blocks' fp8 casts then read the step's bf16 copies instead of the fp32
-masters (same speed on one H200, bench/results/train_fp8_h200.json, so the trainer keeps one rule for it).
+fused loss. Under `cast_weights_once` (the default) the tensorwise recipes cast the blocks' weights to e4m3 once
+per optimizer step (`fp8_weight_cast`: the step's copies are torchao Float8TrainingTensors, which its matmul uses
+as they are) instead of torchao casting the bf16 copy again in every micro-batch; "+output" casts the output
+weight once per step too (`nemotron4.ops.cross_entropy.output_weight_e4m3_once`, in the recipe's step context).
 Under tensor / data parallelism it is refused for now: the conversion must come before FSDP2's `fully_shard`
 (with `enable_fsdp_float8_all_gather` for tensorwise, and `torchao.float8.precompute_float8_dynamic_scale_for_fsdp`
 after each optimizer step), which the parallel build does not yet do; untested there.
