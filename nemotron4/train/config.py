@@ -87,7 +87,7 @@ class TrainSection:
     `fused_loss`). A compute format only: weights, optimizer state and checkpoints stay as they are, so it may
     change across a resume. The embedding stays bf16, and the output projection too except under "+output"
     (1.306x instead of 1.19x bf16 on one H200 at Minitron-4B; its 100-step loss ends 0.59% above bf16's).
-    One process only for now."""
+    One process or FSDP2 (dp; e4m3 all-gathers under tensorwise); refused under tensor parallelism."""
     trust_changed_data: bool = field(default=False, metadata=RESUME_FREE)
     """Resume even if the token files of the phase being resumed changed since the checkpoint (their content
     digest differs): the run then reads other samples than an uninterrupted run would. Off: such a resume is

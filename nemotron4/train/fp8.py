@@ -27,9 +27,11 @@ fused loss. Under `cast_weights_once` (the default) the tensorwise recipes cast 
 per optimizer step (`fp8_weight_cast`: the step's copies are torchao Float8TrainingTensors, which its matmul uses
 as they are) instead of torchao casting the bf16 copy again in every micro-batch; "+output" casts the output
 weight once per step too (`nemotron4.ops.cross_entropy.output_weight_e4m3_once`, in the recipe's step context).
-Under tensor / data parallelism it is refused for now: the conversion must come before FSDP2's `fully_shard`
-(with `enable_fsdp_float8_all_gather` for tensorwise, and `torchao.float8.precompute_float8_dynamic_scale_for_fsdp`
-after each optimizer step), which the parallel build does not yet do; untested there.
+Under data parallelism (FSDP2) the conversion comes before `fully_shard` (the recipe's order), and under the
+tensorwise recipes FSDP2 all-gathers e4m3 weights (torchao's `enable_fsdp_float8_all_gather`: half the bytes of
+bf16; with `cast_weights_once` kept from the step's first forward to its last backward, so cast once per step
+there too). Tested on CPU over gloo against one process (tests/distributed/test_fp8_fsdp.py); not yet run on
+several GPUs. Under tensor parallelism it is refused: torchao's float8 TP styles are not wired in.
 
 Needs CUDA on a GPU of compute capability 8.9 or more (Ada, Hopper) and `pip install 'nemotron4[fp8]'`.
 """
@@ -108,34 +110,42 @@ def fp8_filter(module: nn.Module, fqn: str) -> bool:
     return isinstance(module, nn.Linear) and fqn.startswith("layers.")
 
 
-def apply_fp8(model: nn.Module, mode: str, parallel: bool = False, device: torch.device | None = None,
-              fused_loss: bool = True) -> nn.Module:
-    """Swap the blocks' linear layers of a single-process `model` for torchao's Float8Linear (in place; parameter
-    names and values unchanged; `model` may be on meta, then `device` is where it will run). Call before
-    activation checkpointing and compile; "off" returns the model as is. A "+output" mode needs the fused loss
-    (`fused_loss`), which runs the output projection's FP8 GEMMs."""
+def apply_fp8(model: nn.Module, mode: str, tensor_parallel: bool = False, device: torch.device | None = None,
+              fused_loss: bool = True, fsdp: bool = False) -> nn.Module:
+    """Swap the blocks' linear layers of `model` for torchao's Float8Linear (in place; parameter names and values
+    unchanged; `model` may be on meta, then `device` is where it will run). Call before activation checkpointing,
+    compile and FSDP2; "off" returns the model as is. A "+output" mode needs the fused loss (`fused_loss`), which
+    runs the output projection's FP8 GEMMs. `fsdp`: FSDP2 will shard the model (data parallelism); under tensorwise
+    its all-gathers then carry the e4m3 weights (torchao's float8 all-gather: each weight's scale from the amax
+    of its full tensor, one all-reduce over the shards). Under tensor parallelism it is refused."""
     check_mode(mode)
     if mode == "off":
         return model
     if output_fp8(mode) and not fused_loss:
         raise ConfigError(f"train.fp8 = {mode!r} runs the output projection in FP8 inside the fused loss; set "
                           f"train.fused_loss = true, or train.fp8 = {mode.removesuffix(OUTPUT_SUFFIX)!r}")
-    if parallel:
-        raise ConfigError(f"train.fp8 = {mode!r} runs in a single process only for now (tensor / data parallelism "
-                          "would need the conversion before sharding); set train.fp8 = \"off\" under torchrun")
+    if tensor_parallel:
+        raise ConfigError(f"train.fp8 = {mode!r} does not run under tensor parallelism yet (torchao's float8 TP "
+                          "styles are not wired in); set parallel.tp = 1 (data parallelism is fine) or train.fp8 = "
+                          "\"off\"")
     check_fp8(mode, device if device is not None else next(model.parameters()).device)
-    return convert(model, mode)
+    return convert(model, mode, fsdp)
 
 
-def convert(model: nn.Module, mode: str) -> nn.Module:
+def convert(model: nn.Module, mode: str, fsdp: bool = False) -> nn.Module:
     """The conversion itself, without the device check (torchao's module swap also runs on CPU, where the tests
-    check which modules it selects)."""
+    check which modules it selects); `fsdp` as for `apply_fp8`."""
     float8 = _torchao_float8()
     for fqn, m in model.named_modules():
         if fp8_filter(m, fqn) and (m.in_features % 16 or m.out_features % 16):
             raise ConfigError(f"train.fp8: fp8 GEMMs need dimensions divisible by 16; {fqn} is {m.in_features} -> "
                               f"{m.out_features}; set train.fp8 = \"off\"")
-    return float8.convert_to_float8_training(model, module_filter_fn=fp8_filter, config=float8_config(mode))
+    config = float8_config(mode)
+    if fsdp and fp8_weights_once(mode):
+        import dataclasses
+
+        config = dataclasses.replace(config, enable_fsdp_float8_all_gather=True)
+    return float8.convert_to_float8_training(model, module_filter_fn=fp8_filter, config=config)
 
 
 def float8_config(mode: str) -> Any:

@@ -9,7 +9,7 @@ training, picks its loss, or its cast context. One process is the same recipe on
                recipe.step_context)
     print(recipe.paths)     # which fast paths ran, e.g. {"compile": "blocks", "loss": "fused", ...}
 
-Order (torchtitan's): build on meta -> tensor parallel -> fp8 (one process for now) -> activation checkpointing ->
+Order (torchtitan's): build on meta -> tensor parallel -> fp8 (not under TP yet) -> activation checkpointing ->
 compile -> FSDP2 -> materialise + init (or load full weights). TP applies where tp > 1 and FSDP2 where dp > 1; a
 mesh dimension of size 1 applies nothing (plain parameters, only the hooks' overhead) unless `parallel.force_wrap`
 (`Parallel.wrap_size_one`) wraps it anyway: then a one-rank mesh runs the whole parallel code path (DTensor
@@ -24,7 +24,8 @@ not in this table, one line naming the key):
     cast_weights without FSDP2: bf16 copies once per step (CastWeightsOnce; DTensor parameters too; under a
                  tensorwise train.fp8 the FP8 linears' copies are e4m3); under FSDP2: its bf16 all-gather, kept
                  from the step's first forward to its last backward (once per step)
-    fp8          one process only; the blocks' linears (torchao); "+output" modes: the fused loss's GEMMs too
+    fp8          tp = 1 (one process, or FSDP2: e4m3 all-gathers under tensorwise); the blocks' linears
+                 (torchao); "+output" modes: the fused loss's GEMMs too
 """
 
 from __future__ import annotations
@@ -98,14 +99,23 @@ def recipe_paths(train: TrainSection, dtype: torch.dtype, tp: int = 1, dp: int =
         "loss": ("vocab-parallel fused" if tp > 1 else "fused (local shard)" if tp_on else "fused")
                 if train.fused_loss else
                 ("vocab-parallel (loss_parallel)" if tp_on else "full logits"),
-        "cast_weights": ("fsdp2 bf16 all-gather once per step" if dp_on else
-                         "once per step" + (" (e4m3 for the FP8 linears)" if fp8_weights_once(train.fp8) else ""))
-                        if train.cast_weights_once and low else "autocast",
+        "cast_weights": cast_path(train, low, dp_on),
         "activation_checkpointing": "blocks" if train.activation_checkpointing else "off",
         "fp8": fp8_paths(train.fp8),
         "tensor_parallel": "dtensor" if tp_on else "none",
         "fsdp2": "fully_shard" if dp_on else "none",
     }
+
+
+def cast_path(train: TrainSection, low: bool, fsdp: bool) -> str:
+    """recipe_paths' "cast_weights": bf16 copies once per step (CastWeightsOnce, or FSDP2's all-gather kept for the
+    step) or autocast's per use; the FP8 linears' weights in e4m3 instead under tensorwise (CastWeightsOnce's cast,
+    FSDP2's float8 all-gather)."""
+    once = train.cast_weights_once and low
+    path = ("fsdp2 bf16 all-gather once per step" if fsdp else "once per step") if once else "autocast"
+    if fp8_weights_once(train.fp8) and (once or fsdp):
+        path += " (e4m3 for the FP8 linears)" if once else " (fsdp2 e4m3 all-gathers for the FP8 linears)"
+    return path
 
 
 def build_recipe(cfg: ModelConfig, train: TrainSection, device: torch.device, dtype: torch.dtype,
@@ -117,13 +127,14 @@ def build_recipe(cfg: ModelConfig, train: TrainSection, device: torch.device, dt
     tp, dp = (parallel.dims.tp, parallel.dims.dp) if parallel is not None else (1, 1)
     wrapped = parallel is not None and parallel.wrap_size_one
     paths = recipe_paths(train, dtype, tp, dp, meshed=parallel is not None, wrapped=wrapped)
-    keep_unsharded = paths["cast_weights"] == "fsdp2 bf16 all-gather once per step"
+    keep_unsharded = paths["cast_weights"].startswith("fsdp2 bf16 all-gather once per step")
     with torch.device("meta"):
         model = Nemotron4(cfg)
     if paths["tensor_parallel"] == "dtensor":
         apply_tp(model, parallel.mesh["tp"])
     set_attention_backend(train.attention_backend)
-    apply_fp8(model, train.fp8, parallel=parallel is not None, device=device, fused_loss=train.fused_loss)
+    apply_fp8(model, train.fp8, tensor_parallel=paths["tensor_parallel"] == "dtensor", device=device,
+              fused_loss=train.fused_loss, fsdp=paths["fsdp2"] == "fully_shard")
     if train.activation_checkpointing:
         apply_activation_checkpointing(model)  # inside the TP / FSDP2 hooks of a parallel model
     if train.compile:

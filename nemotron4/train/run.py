@@ -149,9 +149,10 @@ def check_run(plan: RunPlan) -> RunPlan:
     if job.train.fp8 != "off":
         from nemotron4.train.fp8 import check_fp8
 
-        if plan.meshed:
-            raise ConfigError(f"train.fp8 = {job.train.fp8!r} runs in a single process only for now (tensor / data "
-                              "parallelism would need the conversion before sharding); set train.fp8 = \"off\"")
+        if plan.dims.tp > 1 or (plan.meshed and job.parallel.force_wrap):
+            raise ConfigError(f"train.fp8 = {job.train.fp8!r} does not run under tensor parallelism yet (torchao's "
+                              "float8 TP styles are not wired in); set parallel.tp = 1 (data parallelism is fine) or "
+                              "train.fp8 = \"off\"")
         check_fp8(job.train.fp8, plan.device)
     if plan.distributed:
         check_tp(cfg, plan.dims.tp, job.train.seq_len)

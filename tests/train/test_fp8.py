@@ -167,8 +167,8 @@ def test_bad_name_uneven_dims_and_parallel_are_refused(corpus_dir: Path) -> None
     model = build_model(ModelConfig.from_name("tiny", ffn_dim=200), seed=0)
     with pytest.raises(ConfigError, match=r"divisible by 16; layers.0.feed_forward.w1 is 64 -> 200"):
         fp8.convert(model, "tensorwise")
-    with pytest.raises(ConfigError, match="single process only"):
-        fp8.apply_fp8(model, "tensorwise", parallel=True)
+    with pytest.raises(ConfigError, match=r"does not run under tensor parallelism yet .*set parallel.tp = 1"):
+        fp8.apply_fp8(model, "tensorwise", tensor_parallel=True)
 
 
 def test_trainer_refuses_fp8_on_cpu_before_the_first_step(corpus_dir: Path, tmp_path: Path) -> None:
