@@ -38,6 +38,7 @@ Needs CUDA on a GPU of compute capability 8.9 or more (Ada, Hopper) and `pip ins
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -142,8 +143,6 @@ def convert(model: nn.Module, mode: str, fsdp: bool = False) -> nn.Module:
                               f"{m.out_features}; set train.fp8 = \"off\"")
     config = float8_config(mode)
     if fsdp and fp8_weights_once(mode):
-        import dataclasses
-
         config = dataclasses.replace(config, enable_fsdp_float8_all_gather=True)
     return float8.convert_to_float8_training(model, module_filter_fn=fp8_filter, config=config)
 
@@ -152,8 +151,6 @@ def float8_config(mode: str) -> Any:
     """torchao's `Float8LinearConfig` for the blocks under `mode`: its named recipe, and for "tensorwise" with fast
     accumulation in the input-gradient GEMM as in the forward one (torchao's recipe keeps it for the forward only;
     module docstring for the measurement). bench/train.py's variants start from it."""
-    import dataclasses
-
     float8 = _torchao_float8()
     config = float8.Float8LinearConfig.from_recipe_name(mode.removesuffix(OUTPUT_SUFFIX))
     if mode.removesuffix(OUTPUT_SUFFIX) == "tensorwise":
