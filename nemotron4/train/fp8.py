@@ -163,7 +163,7 @@ def float8_config(mode: str) -> Any:
 def fp8_weights_once(mode: str) -> bool:
     """Whether `mode` casts the blocks' weights to e4m3 once per step (under cast_weights_once): the tensorwise
     recipes."""
-    return mode != "off" and mode.removesuffix(OUTPUT_SUFFIX) == "tensorwise"
+    return mode.removesuffix(OUTPUT_SUFFIX) == "tensorwise"
 
 
 def fp8_weight_cast(mode: str, dtype: torch.dtype) -> Callable | None:

@@ -127,7 +127,7 @@ def build_recipe(cfg: ModelConfig, train: TrainSection, device: torch.device, dt
     tp, dp = (parallel.dims.tp, parallel.dims.dp) if parallel is not None else (1, 1)
     wrapped = parallel is not None and parallel.wrap_size_one
     paths = recipe_paths(train, dtype, tp, dp, meshed=parallel is not None, wrapped=wrapped)
-    keep_unsharded = paths["cast_weights"].startswith("fsdp2 bf16 all-gather once per step")
+    keep_unsharded = paths["fsdp2"] == "fully_shard" and train.cast_weights_once and dtype != torch.float32
     with torch.device("meta"):
         model = Nemotron4(cfg)
     if paths["tensor_parallel"] == "dtensor":

@@ -39,15 +39,21 @@ def _step(model, micro, fp8=False, cast=None, once=True):
     return torch.stack(losses), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("recipe", ["tensorwise", "rowwise", "tensorwise+output"])
-def test_compiled_fp8_step_close_to_bf16(recipe):
+def _case(seed: int):
+    """A small CUDA model (fp8-legal dimensions) and two micro-batches of 2 x 128 tokens, after the fp8 skips."""
     if torch.cuda.get_device_capability() < (8, 9):
         pytest.skip("fp8 needs compute capability 8.9 or more")
     pytest.importorskip("torchao", reason="train.fp8 needs torchao: pip install 'nemotron4[fp8]'")
     cfg = ModelConfig.from_name("tiny", dim=256, ffn_dim=1024, n_heads=4, n_kv_heads=2, head_dim=64)
-    model = build_model(cfg, device="cuda", seed=0)
+    model = build_model(cfg, device="cuda", seed=seed)
     micro = list(torch.randint(0, cfg.vocab_size, (4, 129), device="cuda",
-                               generator=torch.Generator("cuda").manual_seed(0)).split(2))
+                               generator=torch.Generator("cuda").manual_seed(seed)).split(2))
+    return cfg, model, micro
+
+
+@pytest.mark.parametrize("recipe", ["tensorwise", "rowwise", "tensorwise+output"])
+def test_compiled_fp8_step_close_to_bf16(recipe):
+    cfg, model, micro = _case(0)
     set_attention_backend("cudnn")
     try:
         bf16 = compile_blocks(copy.deepcopy(model))
@@ -80,15 +86,9 @@ def test_e4m3_weights_once_per_step_compiled_and_checkpointed_close_to_torchaos_
     without it, all sit at the same 13-15% from the per-call model compiled without (agreeing with each other to
     the fourth digit in the largest differences): that one graph rounds some e4m3 operand differently, and at init
     in this tiny model that moves a gradient by about the fp8 noise itself."""
-    if torch.cuda.get_device_capability() < (8, 9):
-        pytest.skip("fp8 needs compute capability 8.9 or more")
-    pytest.importorskip("torchao", reason="train.fp8 needs torchao: pip install 'nemotron4[fp8]'")
     from nemotron4.ops.cross_entropy import output_weight_e4m3_once
 
-    cfg = ModelConfig.from_name("tiny", dim=256, ffn_dim=1024, n_heads=4, n_kv_heads=2, head_dim=64)
-    model = build_model(cfg, device="cuda", seed=1)
-    micro = list(torch.randint(0, cfg.vocab_size, (4, 129), device="cuda",
-                               generator=torch.Generator("cuda").manual_seed(1)).split(2))
+    _, model, micro = _case(1)
     set_attention_backend("cudnn")
     try:
         per_call = compile_blocks(apply_fp8(copy.deepcopy(model), "tensorwise+output"))
