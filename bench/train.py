@@ -50,7 +50,7 @@ from nemotron4.interop.hf import config_to_hf  # noqa: E402
 from nemotron4.ops.cross_entropy import fp8_gemms, output_weight_e4m3_once  # noqa: E402
 from nemotron4.train.config import OptimSection, TrainSection  # noqa: E402
 from nemotron4.train.fast import cast_weights_context, fused_cross_entropy_loss  # noqa: E402
-from nemotron4.train.fp8 import fp8_weight_cast, output_fp8  # noqa: E402
+from nemotron4.train.fp8 import fp8_weight_cast, fp8_weights_once, output_fp8  # noqa: E402
 from nemotron4.train.optim import build_optimizer  # noqa: E402
 from nemotron4.train.recipe import Recipe, build_recipe, stacked  # noqa: E402
 from nemotron4.train.step import autocast_context, train_step  # noqa: E402
@@ -180,6 +180,12 @@ def split_variant(fp8: str) -> tuple[str, list[str]]:
     if bad:
         raise SystemExit(f"--fp8 {fp8}: unknown option {bad[0]!r}; options are {', '.join(VARIANT_FLAGS)}, "
                          f"{GEMMS_OPTION}A+B, {CHUNK_OPTION}N")
+    if "nocast" in options and ({"castbf16", "outputpercall"} & set(options)):
+        raise SystemExit(f"--fp8 {fp8}: castbf16 and outputpercall change how cast_weights_once casts; drop nocast")
+    if "castbf16" in options and not fp8_weights_once(mode):
+        raise SystemExit(f"--fp8 {fp8}: castbf16 applies to the tensorwise recipes (the others keep bf16 copies)")
+    if "outputpercall" in options and not output_fp8(mode):
+        raise SystemExit(f"--fp8 {fp8}: outputpercall applies to the +output recipes")
     return mode, options
 
 
@@ -227,7 +233,7 @@ def build_ours(cfg: ModelConfig, args, device: torch.device, fp8: str = "off", w
         how = "with" if fast else "without"
         recipe.paths["fp8"] += f" (blocks' {g.replace('_', '-')} GEMMs {how} fast accumulation)"
     dtype = compute_dtype(device)
-    if ("castbf16" in options or "outputpercall" in options) and train.cast_weights_once:
+    if "castbf16" in options or "outputpercall" in options:  # split_variant: only with cast_weights_once
         recipe.step_context = cast_weights_context(  # without the e4m3 copies once per step
             recipe.model, dtype, cast=None if "castbf16" in options else fp8_weight_cast(mode, dtype))
         if "castbf16" in options:
