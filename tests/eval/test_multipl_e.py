@@ -149,7 +149,10 @@ def test_language_runs_in_the_sandbox(lang, tmp_path):
     outside.mkdir(mode=0o755)  # ours (root's in CI); the sandboxed uid may read but not write it
     target = outside / "escaped.txt"
     p = problem(lang)
-    limits = Limits(timeout_s=8.0, cpu_s=8)
+    # CPU seconds above the wall clock: a single-threaded loop reaches 8 CPU seconds at about 8 s of wall time,
+    # so with equal limits RLIMIT_CPU sometimes kills it a poll before the wall-clock kill (seen for Lua: unshare
+    # then exits 1, "failed"); the wall clock is what this test checks
+    limits = Limits(timeout_s=8.0, cpu_s=10)
     sources = {c: program(p, PROBLEMS[lang][c].replace("{path}", str(target))) for c in CASES}
     start = time.monotonic()
     with ThreadPoolExecutor(len(CASES)) as pool:
