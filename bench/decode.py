@@ -588,7 +588,7 @@ def main() -> None:
             v.pop("tokens", None)
     res["wall_s"] = time.perf_counter() - t_start
     res["notes"] = (
-        "ours = prepare_decode (fused QKV projection, squared ReLU inside w2's kernel, every linear through the "
+        "ours = prepare_decode (fused QKV projection, squared ReLU inside w1's kernel, every linear through the "
         "Triton GEMV / int8 kernels, the residual adds inside fused add + LayerNorm kernels, one split-KV decode "
         "attention kernel (+ combine) per layer with RoPE and the cache write fused, launched with programmatic "
         "dependent launch when pdl is true); ours_cublas "

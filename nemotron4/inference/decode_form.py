@@ -1,5 +1,5 @@
 """The fast decode form of a model: the transforms of `quantize` (int8 weight-only or the Triton GEMV, fused QKV,
-the squared ReLU inside w2's kernel) and of `decode_ops` (fused residual-add + LayerNorm, the decode attention
+the squared ReLU inside w1's kernel) and of `decode_ops` (fused residual-add + LayerNorm, the decode attention
 kernel), composed in one call. `generation.generate(compile=True)` on a GPU and `nemotron4 generate --compile`
 put a model in this form; bench/decode.py measures it."""
 
@@ -14,7 +14,7 @@ __all__ = ["ensure_decode_form", "in_decode_form", "prepare_decode"]
 
 def prepare_decode(model: Nemotron4, int8: bool = False, fused_ops: bool = True) -> Nemotron4:
     """The fast decode form of a model, in place: int8 weight-only (if asked) or the floating-point linears through
-    the Triton GEMV, fused QKV projections, the MLP's squared ReLU inside w2's kernel, and (fused_ops) the fused
+    the Triton GEMV, fused QKV projections, the MLP's squared ReLU inside w1's kernel, and (fused_ops) the fused
     residual-add + LayerNorm kernels and the decode attention kernel of `decode_ops`."""
     (quantize_int8 if int8 else use_triton_linears)(model)
     model = fuse_mlp_activation(fuse_qkv(model))

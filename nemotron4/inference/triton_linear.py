@@ -32,6 +32,7 @@ class KernelConfig:
     num_stages: int = 1
     block_m: int = 16  # small_m only
     convert: int = 1  # gemv only, int8: 0 = plain cast, 1 = exponent trick, 2 = the trick in PTX (GPU only)
+    l2_prefetch: int = 0  # gemv only (GPU only): bytes of each row prefetched into L2 before the PDL wait
 
 
 # Programmatic dependent launch (Hopper and later): a kernel's grid is launched while the kernel before it in the
@@ -65,8 +66,8 @@ def _kernels():
     @triton.jit
     def gemv_kernel(x_ptr, w_ptr, s_ptr, y_ptr, N, K, stride_wn, K_SPLIT: tl.constexpr,
                     HAS_SCALE: tl.constexpr, CONVERT: tl.constexpr, PARTIAL: tl.constexpr, EVEN_N: tl.constexpr,
-                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr, X_ACT: tl.constexpr,
-                    PREFETCH: tl.constexpr = False):
+                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr, OUT_ACT: tl.constexpr,
+                    PREFETCH: tl.constexpr = False, L2_PREFETCH: tl.constexpr = 0):
         pid_n = tl.program_id(0)
         pid_k = tl.program_id(1)
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -75,6 +76,12 @@ def _kernels():
         rows = offs_n if EVEN_N else tl.minimum(offs_n, N - 1)  # clamp instead of masking: loads stay vectors
         w_ptrs = w_ptr + rows.to(tl.int64)[:, None] * stride_wn + (k0 + offs_k)[None, :]
         x_ptrs = x_ptr + k0 + offs_k
+        if L2_PREFETCH > 0:  # ask L2 for the start of each row (one prefetch per 128-byte line) while the kernel
+            # before finishes: the weights do not depend on it, and nothing waits on these (no registers held)
+            lines = (w_ptr + rows.to(tl.int64)[:, None] * stride_wn + k0
+                     + (tl.arange(0, L2_PREFETCH // 128) * 128)[None, :])
+            tl.inline_asm_elementwise("mov.b32 $0, 0; prefetch.global.L2 [$1];", "=r,l", [lines], dtype=tl.int32,
+                                      is_pure=False, pack=1)
         if PREFETCH:  # the first weight tile does not depend on the kernel before: load it before the wait
             w_next = tl.load(w_ptrs, eviction_policy="evict_first")
         if USE_PDL:  # wait for the kernel before (x, and the memory y may reuse); let the next one launch
@@ -88,11 +95,7 @@ def _kernels():
                     w_next = tl.load(w_ptrs + BLOCK_K, eviction_policy="evict_first")
             else:
                 w = tl.load(w_ptrs, eviction_policy="evict_first")
-            x = tl.load(x_ptrs, eviction_policy="evict_last")
-            if X_ACT == 1:  # squared ReLU of the input, rounded to its dtype as the unfused ops would
-                xr = tl.maximum(x.to(tl.float32), 0.0)
-                x = (xr * xr).to(x_ptr.dtype.element_ty)
-            x = x.to(tl.float32)
+            x = tl.load(x_ptrs, eviction_policy="evict_last").to(tl.float32)
             if CONVERT == 1:
                 wf = (w.to(tl.int32) + 0x4B000080).to(tl.float32, bitcast=True) - 8388736.0
             elif CONVERT == 2:  # the same trick on 4 packed bytes: one xor, then one byte permute per element
@@ -113,13 +116,17 @@ def _kernels():
         if PARTIAL:
             tl.store(y_ptr + pid_k * N + offs_n, y, mask=n_mask)
         else:
-            tl.store(y_ptr + offs_n, y.to(y_ptr.dtype.element_ty), mask=n_mask)
+            y = y.to(y_ptr.dtype.element_ty)
+            if OUT_ACT == 1:  # squared ReLU of the rounded output, rounded again: the unfused relu().square()
+                yr = tl.maximum(y.to(tl.float32), 0.0)
+                y = (yr * yr).to(y_ptr.dtype.element_ty)
+            tl.store(y_ptr + offs_n, y, mask=n_mask)
 
     @triton.jit
     def small_m_kernel(x_ptr, w_ptr, s_ptr, y_ptr, M, N, K, stride_xm, stride_wn, stride_ym, K_SPLIT: tl.constexpr,
                        HAS_SCALE: tl.constexpr, PARTIAL: tl.constexpr, EVEN_N: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr,
-                       X_ACT: tl.constexpr):
+                       OUT_ACT: tl.constexpr):
         pid_n = tl.program_id(0)
         pid_k = tl.program_id(1)
         pid_m = tl.program_id(2)
@@ -137,9 +144,6 @@ def _kernels():
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for _ in range(0, K_SPLIT, BLOCK_K):
             x = tl.load(x_ptrs, mask=m_mask[:, None], other=0.0)
-            if X_ACT == 1:
-                xr = tl.maximum(x.to(tl.float32), 0.0)
-                x = (xr * xr).to(x_ptr.dtype.element_ty)
             w = tl.load(w_ptrs, eviction_policy="evict_first")
             acc = tl.dot(x, w.to(x.dtype), acc)
             x_ptrs += BLOCK_K
@@ -151,7 +155,11 @@ def _kernels():
             tl.store(y_ptr + pid_k * M * N + offs_m[:, None] * N + offs_n[None, :], acc, mask=mask)
         else:
             y_ptrs = y_ptr + offs_m.to(tl.int64)[:, None] * stride_ym + offs_n[None, :]
-            tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask)
+            y = acc.to(y_ptr.dtype.element_ty)
+            if OUT_ACT == 1:
+                yr = tl.maximum(y.to(tl.float32), 0.0)
+                y = (yr * yr).to(y_ptr.dtype.element_ty)
+            tl.store(y_ptrs, y, mask=mask)
 
     return gemv_kernel, small_m_kernel
 
@@ -213,13 +221,16 @@ def fits(cfg: KernelConfig, K: int) -> bool:
     return K % (cfg.block_k * cfg.split_k) == 0
 
 
-X_ACTS = {"none": 0, "squared_relu": 1}  # an elementwise function applied to x as it is loaded
+OUT_ACTS = {"none": 0, "squared_relu": 1}  # an elementwise function of the output, in the kernel's epilogue
 
 
 def triton_linear(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor | None,
-                  cfg: KernelConfig | None = None, x_act: int = 0) -> torch.Tensor:
-    """y = (act(x) @ w.T) * scales for x (M, K) with M <= 64, w (N, K) int8 or floating, scales (N,) or None;
-    act per X_ACTS (0: none; 1: relu(x)^2, rounded to x's dtype)."""
+                  cfg: KernelConfig | None = None, out_act: int = 0) -> torch.Tensor:
+    """y = act((x @ w.T) * scales) for x (M, K) with M <= 64, w (N, K) int8 or floating, scales (N,) or None;
+    act per OUT_ACTS (0: none; 1: relu(y)^2 of y rounded to x's dtype, rounded again), in the kernel's epilogue
+    (after the split-K sum when there are partials)."""
+    if out_act not in OUT_ACTS.values():
+        raise ValueError(f"triton_linear: unknown out_act {out_act}; one of {OUT_ACTS}")
     M, K = x.shape
     N = w.shape[0]
     int8 = w.dtype == torch.int8
@@ -238,14 +249,17 @@ def triton_linear(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor | None,
         _launch(gemv_kernel, grid, x.device, x, w, s, y, N, K, w.stride(0), k_split, HAS_SCALE=scales is not None,
                 CONVERT=cfg.convert if int8 else 0, PARTIAL=partial, EVEN_N=N % cfg.block_n == 0,
                 BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-                X_ACT=x_act, PREFETCH=PREFETCH)
+                OUT_ACT=out_act, PREFETCH=PREFETCH, L2_PREFETCH=cfg.l2_prefetch)
     else:
         grid = (_cdiv(N, cfg.block_n), cfg.split_k, _cdiv(M, cfg.block_m))
         _launch(small_m_kernel, grid, x.device, x, w, s, y, M, N, K, x.stride(0), w.stride(0), N, k_split,
                 HAS_SCALE=scales is not None, PARTIAL=partial, EVEN_N=N % cfg.block_n == 0, BLOCK_M=cfg.block_m,
                 BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-                X_ACT=x_act)
-    return y.sum(0).to(x.dtype) if partial else y
+                OUT_ACT=out_act)
+    if not partial:
+        return y
+    y = y.sum(0).to(x.dtype)
+    return torch.relu(y).square() if out_act == OUT_ACTS["squared_relu"] else y
 
 
 def _launch(kernel, grid, device: torch.device, *args, **kwargs) -> None:
@@ -270,11 +284,13 @@ def _launch(kernel, grid, device: torch.device, *args, **kwargs) -> None:
     PDL = False
 
 
-# Candidates for `autotune` at batch 1 (the winners' neighbourhood in bench/results/decode_kernels_h200.json).
+# Candidates for `autotune` at batch 1 (the winners' neighbourhood in bench/results/decode_kernels_h200.json and
+# decode_h200_s8.json), the best three also with an L2 prefetch of each row's first 2 KB before the PDL wait.
 TUNE_CANDIDATES = {
     True: [KernelConfig(8, 512, convert=2), KernelConfig(4, 1024, convert=2),
            KernelConfig(4, 1024, num_stages=3, convert=2), KernelConfig(2, 2048, convert=2),
-           KernelConfig(4, 2048, convert=2)],
+           KernelConfig(4, 2048, convert=2), KernelConfig(8, 512, convert=2, l2_prefetch=2048),
+           KernelConfig(4, 1024, convert=2, l2_prefetch=2048), KernelConfig(2, 2048, convert=2, l2_prefetch=2048)],
     False: [KernelConfig(8, 256), KernelConfig(4, 512), KernelConfig(8, 512)],
 }
 

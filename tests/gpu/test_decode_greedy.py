@@ -1,5 +1,5 @@
 """Issue 19, must-show 2: greedy int8 decode on the fast path (`prepare_decode`: fused QKV, the squared ReLU inside
-w2's kernel, the Triton int8 kernels with programmatic dependent launch, compiled layers, one CUDA graph per step)
+w1's kernel, the Triton int8 kernels with programmatic dependent launch, compiled layers, one CUDA graph per step)
 gives the same tokens as a bf16 reference holding the dequantised weights (plain nn.Linear, cuBLAS, eager) for the
 first 32 steps, at batch 1 (the GEMV kernel) and batch 2 (the tl.dot kernel), and every step's logits are within
 LOGITS_RTOL of the reference's. Marked `gpu`; the module's maths on CPU

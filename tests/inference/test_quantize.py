@@ -117,13 +117,13 @@ def test_fused_qkv_is_the_parts_maths(int8):
     assert fuse_qkv(model) is model  # a second call leaves fused layers alone
 
 
-def test_squared_relu_fused_into_w2_is_the_feed_forward_maths():
+def test_squared_relu_fused_into_w1_is_the_feed_forward_maths():
     from nemotron4.inference.quantize import FusedActFeedForward
 
     w, s = _int8(24, 32)
     x = torch.randn(2, 3, 32)
-    torch.testing.assert_close(weight_linear(x, w, s, 1), torch_weight_linear(torch.relu(x).square(), w, s))
-    with pytest.raises(ValueError, match="x_act"):
+    torch.testing.assert_close(weight_linear(x, w, s, 1), torch.relu(torch_weight_linear(x, w, s)).square())
+    with pytest.raises(ValueError, match="out_act"):
         torch_weight_linear(x, w, s, 7)
     model = build_model(ModelConfig.from_name("tiny", vocab_size=97, max_seq_len=64), seed=0).eval()
     ff = copy.deepcopy(model.layers[0].feed_forward)
@@ -169,10 +169,10 @@ for M, N, K, cfg in json.loads(sys.argv[1]):
             y = torch.full((M, N), float("nan"), dtype=dtype)
             y.copy_(triton_linear(x, weight, scale, KernelConfig(**cfg)))
             out.append([M, N, K, str(dtype), scale is not None, ((y.double() - ref).norm() / ref.norm()).item()])
-        xa = torch.relu(x).square()  # the fused squared ReLU of w2's input (x_act=1), rounded to x's dtype
-        ref = xa.double() @ w.double().T * s.double()
-        y = triton_linear(x, w, s.to(dtype), KernelConfig(**cfg), x_act=1)
-        out.append([M, N, K, str(dtype), "x_act", ((y.double() - ref).norm() / ref.norm()).item()])
+        # the fused squared ReLU of the output (out_act=1): of the output rounded to x's dtype, rounded again
+        ref = torch.relu((x.double() @ w.double().T * s.double()).to(dtype)).square().double()
+        y = triton_linear(x, w, s.to(dtype), KernelConfig(**cfg), out_act=1)
+        out.append([M, N, K, str(dtype), "out_act", ((y.double() - ref).norm() / ref.norm()).item()])
 try:
     triton_linear(torch.randn(1, 96), w[:8, :96].contiguous(), s[:8], KernelConfig(block_n=8, block_k=64))
 except ValueError as e:
@@ -197,5 +197,8 @@ def test_triton_kernels_in_the_interpreter():
     *rows, error = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(rows) == 6 * len(INTERPRETER_CASES)
     for M, N, K, dtype, int8, rel in rows:
-        assert rel < (1e-6 if dtype == "torch.float32" else 1e-3), (M, N, K, dtype, int8, rel)
+        bound = 1e-6 if dtype == "torch.float32" else 1e-3
+        if int8 == "out_act":  # squaring doubles the relative error of the output it squares
+            bound *= 2
+        assert rel < bound, (M, N, K, dtype, int8, rel)
     assert "multiple of block_k" in error
