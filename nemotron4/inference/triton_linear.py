@@ -34,6 +34,11 @@ class KernelConfig:
     convert: int = 1  # gemv only, int8: 0 = plain cast, 1 = exponent trick, 2 = the trick in PTX (GPU only)
     l2_prefetch: int = 0  # gemv only (GPU only): bytes of each row prefetched into L2 before the PDL wait
 
+    def __post_init__(self) -> None:
+        lines = self.l2_prefetch // 128
+        if self.l2_prefetch < 0 or self.l2_prefetch % 128 or lines & (lines - 1):
+            raise ValueError(f"KernelConfig: l2_prefetch={self.l2_prefetch} must be 0 or 128 bytes times a power of 2")
+
 
 # Programmatic dependent launch (Hopper and later): a kernel's grid is launched while the kernel before it in the
 # stream is still running, and waits (griddepcontrol.wait, before its first load) for that kernel's results, so the
@@ -169,15 +174,20 @@ def _cdiv(a: int, b: int) -> int:
 
 
 def default_config(M: int, N: int, K: int, int8: bool) -> KernelConfig:
-    """A config for this shape: the winners of bench/profile_decode.py --kernels on an H200 at the 15B model's
-    shapes (bench/results/decode_kernels_h200.json), generalised by size."""
+    """A config for this shape: the winners of bench/profile_decode.py --kernels and of bench/decode.py's autotune
+    on an H200 at the 15B model's shapes (bench/results/decode_kernels_h200.json, decode_h200_s8.json), generalised
+    by size."""
     if M == 1:
         if not int8:
             return KernelConfig(block_n=8, block_k=256) if N * K >= 1 << 24 else KernelConfig(block_n=4, block_k=512)
+        pf = 2048 if K >= 2048 else 0
         if N * K < 1 << 24 or K > 3 * N:  # few rows or long rows: 2 rows per program, long K steps
             block_k = next((b for b in (2048, 1024, 512) if K % b == 0), 256)
-            return KernelConfig(block_n=4096 // block_k, block_k=block_k, convert=2)
-        return KernelConfig(block_n=8, block_k=512, convert=2)
+            return KernelConfig(block_n=4096 // block_k, block_k=block_k, convert=2,
+                                l2_prefetch=pf if K > 3 * N else 0)
+        if N >= 16 * K:  # the output projection
+            return KernelConfig(block_n=8, block_k=512, convert=2, l2_prefetch=pf)
+        return KernelConfig(block_n=4, block_k=1024, convert=2, l2_prefetch=pf)
     wide = N >= 4 * K  # many rows: wide tiles
     if M <= 16:
         if N * K < 1 << 24 or K > 3 * N:
@@ -218,7 +228,7 @@ def config_for(M: int, N: int, K: int, int8: bool) -> KernelConfig:
 
 
 def fits(cfg: KernelConfig, K: int) -> bool:
-    return K % (cfg.block_k * cfg.split_k) == 0
+    return K % (cfg.block_k * cfg.split_k) == 0 and cfg.l2_prefetch <= K // cfg.split_k
 
 
 OUT_ACTS = {"none": 0, "squared_relu": 1}  # an elementwise function of the output, in the kernel's epilogue
@@ -236,7 +246,8 @@ def triton_linear(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor | None,
     int8 = w.dtype == torch.int8
     cfg = cfg or config_for(M, N, K, int8)
     if not fits(cfg, K):
-        raise ValueError(f"triton_linear: K={K} is not a multiple of block_k*split_k={cfg.block_k * cfg.split_k}")
+        raise ValueError(f"triton_linear: K={K} is not a multiple of block_k*split_k={cfg.block_k * cfg.split_k}"
+                         f" or is shorter than l2_prefetch*split_k={cfg.l2_prefetch * cfg.split_k}")
     gemv_kernel, small_m_kernel = _kernels()
     x = x.contiguous()
     partial = cfg.split_k > 1

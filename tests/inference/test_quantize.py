@@ -202,3 +202,21 @@ def test_triton_kernels_in_the_interpreter():
             bound *= 2
         assert rel < bound, (M, N, K, dtype, int8, rel)
     assert "multiple of block_k" in error
+
+
+def test_kernel_configs_check_the_l2_prefetch_and_defaults_fit_the_15b_shapes():
+    """KernelConfig refuses an L2 prefetch that is not 128 bytes times a power of 2 (one prefetch per 128-byte line,
+    as a power-of-2 range); fits() refuses one longer than a program's K range; the default configs fit every 15B
+    decode shape and prefetch only what a program reads."""
+    from nemotron4.inference.triton_linear import KernelConfig, default_config, fits
+
+    for bad in (-128, 100, 384):
+        with pytest.raises(ValueError, match="l2_prefetch"):
+            KernelConfig(8, 512, l2_prefetch=bad)
+    assert fits(KernelConfig(4, 1024, l2_prefetch=2048), 6144)
+    assert not fits(KernelConfig(4, 1024, split_k=4, l2_prefetch=2048), 6144)  # 1536 bytes per program
+    for N, K in ((8192, 6144), (6144, 6144), (24576, 6144), (6144, 24576), (256000, 6144), (1024, 6144)):
+        for int8 in (True, False):
+            cfg = default_config(1, N, K, int8)
+            assert fits(cfg, K) and cfg.l2_prefetch <= K // cfg.split_k, (N, K, int8, cfg)
+            assert int8 or cfg.l2_prefetch == 0  # measured for the int8 kernel only
