@@ -1,6 +1,6 @@
 """Programmatic dependent launch inside Triton kernels: `gdc_wait` (wait for the kernel before) and
 `gdc_launch_dependents` (let the next kernel start), no-ops on a Triton that lacks them (PDL then stays off:
-triton_linear._launch). Imported lazily by the decode kernels: the CPU path never needs Triton."""
+triton_linear.launch). Imported lazily by the decode kernels: the CPU path never needs Triton."""
 
 import triton
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from nemotron4.inference.kv_cache import KVCache
 from nemotron4.inference.quantize import TRITON_MAX_ROWS as MAX_ROWS  # more rows (prefill): torch's LayerNorm
 from nemotron4.inference.quantize import FusedQKVAttention
+from nemotron4.inference.triton_linear import launch  # PDL where it is on (triton is imported lazily there)
 from nemotron4.model import Block, LayerNorm1P, Nemotron4, apply_rope, layernorm_1p
 
 ATTN_BLOCK_N = 64  # slots per tl.dot tile
@@ -72,12 +73,6 @@ def _kernels():
     return k.add_ln_kernel, k.attn_partial_kernel, k.attn_combine_kernel
 
 
-def _launch(kernel, grid, device, *args, **kwargs) -> None:
-    from nemotron4.inference.triton_linear import _launch as launch
-
-    launch(kernel, grid, device, *args, **kwargs)
-
-
 def triton_add_layernorm(x: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, bias: torch.Tensor,
                          eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(x + delta, LN1P(x + delta)) of x (..., N) (delta None: (x, LN1P(x))), one program per row."""
@@ -88,7 +83,7 @@ def triton_add_layernorm(x: torch.Tensor, delta: torch.Tensor | None, weight: to
     h = torch.empty_like(x2) if delta is not None else x2
     y = torch.empty_like(x2)
     block = _next_pow2(N)
-    _launch(add_ln_kernel, (x2.shape[0],), x.device, x2, d2, weight, bias, h, y, N, eps, HAS_DELTA=delta is not None,
+    launch(add_ln_kernel, (x2.shape[0],), x.device, x2, d2, weight, bias, h, y, N, eps, HAS_DELTA=delta is not None,
             BLOCK=block, num_warps=min(16, max(1, block // 512)))
     return h.view(x.shape), y.view(x.shape)
 
@@ -133,14 +128,14 @@ def triton_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
     kn, vn = (k_new, v_new) if write else (q, q)
     qk_scale = D ** -0.5 * 1.4426950408889634  # softmax in base 2
     d_pad = _next_pow2(D)
-    _launch(partial_kernel, (B * KVH, n_splits), q.device, q, k_cache, v_cache, kn, vn, m2, cos, sin, input_pos, ws,
+    launch(partial_kernel, (B * KVH, n_splits), q.device, q, k_cache, v_cache, kn, vn, m2, cos, sin, input_pos, ws,
             ml, S, qk_scale, q.stride(0), q.stride(2), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
             v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), kn.stride(0), kn.stride(2), vn.stride(0),
             vn.stride(2), m2.stride(0), m2.stride(1),
             KVH=KVH, G=G, G_PAD=max(16, _next_pow2(G)), D=D, D_PAD=d_pad, ROT=rot, BLOCK_N=block_n,
             N_SPLITS=n_splits, WRITE_KV=write, num_warps=4, num_stages=2)
     if n_splits > 1:
-        _launch(combine_kernel, (B * H,), q.device, ws, ml, y, D=D, D_PAD=d_pad, N_SPLITS=n_splits,
+        launch(combine_kernel, (B * H,), q.device, ws, ml, y, D=D, D_PAD=d_pad, N_SPLITS=n_splits,
                 SPLITS_PAD=max(2, _next_pow2(n_splits)), num_warps=4)
     return y
 

@@ -42,7 +42,7 @@ class KernelConfig:
 
 # Programmatic dependent launch (Hopper and later): a kernel's grid is launched while the kernel before it in the
 # stream is still running, and waits (griddepcontrol.wait, before its first load) for that kernel's results, so the
-# launch latency between a decode step's small kernels overlaps work. Set False to launch plainly; `_launch` turns it
+# launch latency between a decode step's small kernels overlaps work. Set False to launch plainly; `launch` turns it
 # off by itself if this Triton or driver refuses it.
 PDL = True
 # gemv: load each program's next weight tile one step ahead, the first before the PDL wait (weights do not depend
@@ -257,13 +257,13 @@ def triton_linear(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor | None,
     k_split = K // cfg.split_k
     if M == 1:
         grid = (_cdiv(N, cfg.block_n), cfg.split_k)
-        _launch(gemv_kernel, grid, x.device, x, w, s, y, N, K, w.stride(0), k_split, HAS_SCALE=scales is not None,
+        launch(gemv_kernel, grid, x.device, x, w, s, y, N, K, w.stride(0), k_split, HAS_SCALE=scales is not None,
                 CONVERT=cfg.convert if int8 else 0, PARTIAL=partial, EVEN_N=N % cfg.block_n == 0,
                 BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
                 OUT_ACT=out_act, PREFETCH=PREFETCH, L2_PREFETCH=cfg.l2_prefetch)
     else:
         grid = (_cdiv(N, cfg.block_n), cfg.split_k, _cdiv(M, cfg.block_m))
-        _launch(small_m_kernel, grid, x.device, x, w, s, y, M, N, K, x.stride(0), w.stride(0), N, k_split,
+        launch(small_m_kernel, grid, x.device, x, w, s, y, M, N, K, x.stride(0), w.stride(0), N, k_split,
                 HAS_SCALE=scales is not None, PARTIAL=partial, EVEN_N=N % cfg.block_n == 0, BLOCK_M=cfg.block_m,
                 BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
                 OUT_ACT=out_act)
@@ -273,7 +273,7 @@ def triton_linear(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor | None,
     return torch.relu(y).square() if out_act == OUT_ACTS["squared_relu"] else y
 
 
-def _launch(kernel, grid, device: torch.device, *args, **kwargs) -> None:
+def launch(kernel, grid, device: torch.device, *args, **kwargs) -> None:
     """Launch with programmatic dependent launch where it is on; a Triton that refuses it (an unknown launch
     option, no griddepcontrol) turns PDL off for the process and the kernel launches plainly."""
     global PDL
