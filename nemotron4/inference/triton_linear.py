@@ -296,12 +296,14 @@ def launch(kernel, grid, device: torch.device, *args, **kwargs) -> None:
 
 
 # Candidates for `autotune` at batch 1 (the winners' neighbourhood in bench/results/decode_kernels_h200.json and
-# decode_h200_s8.json), the best three also with an L2 prefetch of each row's first 2 KB before the PDL wait.
+# decode_h200_s8.json), the best three also with an L2 prefetch of each row's first 2 KB before the PDL wait (it won
+# at 4 of the 15B model's 5 int8 shapes in s8) and two with 4 KB (not measured yet).
 TUNE_CANDIDATES = {
     True: [KernelConfig(8, 512, convert=2), KernelConfig(4, 1024, convert=2),
            KernelConfig(4, 1024, num_stages=3, convert=2), KernelConfig(2, 2048, convert=2),
            KernelConfig(4, 2048, convert=2), KernelConfig(8, 512, convert=2, l2_prefetch=2048),
-           KernelConfig(4, 1024, convert=2, l2_prefetch=2048), KernelConfig(2, 2048, convert=2, l2_prefetch=2048)],
+           KernelConfig(4, 1024, convert=2, l2_prefetch=2048), KernelConfig(2, 2048, convert=2, l2_prefetch=2048),
+           KernelConfig(8, 512, convert=2, l2_prefetch=4096), KernelConfig(4, 1024, convert=2, l2_prefetch=4096)],
     False: [KernelConfig(8, 256), KernelConfig(4, 512), KernelConfig(8, 512)],
 }
 
