@@ -34,7 +34,14 @@ from nemotron4.model import Block, LayerNorm1P, Nemotron4, apply_rope, layernorm
 
 ATTN_BLOCK_N = 64  # slots per tl.dot tile
 ATTN_TARGET_PROGRAMS = 128  # split the slots until B x KVH x splits reaches about this many programs
+ATTN_WARPS = 8  # 4 spill registers with the first tile of keys and values held across the PDL wait
 WRITE_KV = True  # the decode attention kernel also writes the step's k (RoPE'd) and v into the cache
+# The norm and attention kernels let the next kernel launch before their own PDL wait (not after it): each is a
+# few programs, and the next (a linear, or the attention's combine) then has its programs resident early, ready
+# to prefetch weights while they run. Safe because what a kernel loads before its wait is never written by a
+# kernel of the same step (weights; cached slots of earlier steps; the step's position, mask and RoPE tables,
+# written before the first linear, whose programs launch their successor only after their wait).
+EARLY_LAUNCH = True
 
 
 def _interpret() -> bool:
@@ -84,7 +91,7 @@ def triton_add_layernorm(x: torch.Tensor, delta: torch.Tensor | None, weight: to
     y = torch.empty_like(x2)
     block = _next_pow2(N)
     launch(add_ln_kernel, (x2.shape[0],), x.device, x2, d2, weight, bias, h, y, N, eps, HAS_DELTA=delta is not None,
-            BLOCK=block, num_warps=min(16, max(1, block // 512)))
+            BLOCK=block, EARLY_LAUNCH=EARLY_LAUNCH, num_warps=min(16, max(1, block // 512)))
     return h.view(x.shape), y.view(x.shape)
 
 
@@ -133,10 +140,10 @@ def triton_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
             v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), kn.stride(0), kn.stride(2), vn.stride(0),
             vn.stride(2), m2.stride(0), m2.stride(1),
             KVH=KVH, G=G, G_PAD=max(16, _next_pow2(G)), D=D, D_PAD=d_pad, ROT=rot, BLOCK_N=block_n,
-            N_SPLITS=n_splits, WRITE_KV=write, num_warps=4, num_stages=2)
+            N_SPLITS=n_splits, WRITE_KV=write, EARLY_LAUNCH=EARLY_LAUNCH, num_warps=ATTN_WARPS, num_stages=2)
     if n_splits > 1:
         launch(combine_kernel, (B * H,), q.device, ws, ml, y, D=D, D_PAD=d_pad, N_SPLITS=n_splits,
-                SPLITS_PAD=max(2, _next_pow2(n_splits)), num_warps=4)
+                SPLITS_PAD=max(2, _next_pow2(n_splits)), EARLY_LAUNCH=EARLY_LAUNCH, num_warps=4)
     return y
 
 

@@ -23,6 +23,9 @@ from dataclasses import dataclass
 import torch
 
 
+L2_PREFETCH_CHUNK = 2048  # bytes of each row one prefetch step covers (a power of 2: one tl.arange of lines)
+
+
 @dataclass(frozen=True)
 class KernelConfig:
     block_n: int
@@ -35,9 +38,12 @@ class KernelConfig:
     l2_prefetch: int = 0  # gemv only (GPU only): bytes of each row prefetched into L2 before the PDL wait
 
     def __post_init__(self) -> None:
-        lines = self.l2_prefetch // 128
-        if self.l2_prefetch < 0 or self.l2_prefetch % 128 or lines & (lines - 1):
-            raise ValueError(f"KernelConfig: l2_prefetch={self.l2_prefetch} must be 0 or 128 bytes times a power of 2")
+        pf = self.l2_prefetch
+        lines = pf // 128
+        if pf < 0 or pf % 128 or (pf < L2_PREFETCH_CHUNK and lines & (lines - 1)) or (
+                pf > L2_PREFETCH_CHUNK and pf % L2_PREFETCH_CHUNK):
+            raise ValueError(f"KernelConfig: l2_prefetch={pf} must be 0, 128 bytes times a power of 2 up to "
+                             f"{L2_PREFETCH_CHUNK}, or a multiple of {L2_PREFETCH_CHUNK}")
 
 
 # Programmatic dependent launch (Hopper and later): a kernel's grid is launched while the kernel before it in the
@@ -72,7 +78,7 @@ def _kernels():
     def gemv_kernel(x_ptr, w_ptr, s_ptr, y_ptr, N, K, stride_wn, K_SPLIT: tl.constexpr,
                     HAS_SCALE: tl.constexpr, CONVERT: tl.constexpr, PARTIAL: tl.constexpr, EVEN_N: tl.constexpr,
                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr, OUT_ACT: tl.constexpr,
-                    PREFETCH: tl.constexpr = False, L2_PREFETCH: tl.constexpr = 0):
+                    PREFETCH: tl.constexpr = False, L2_PREFETCH: tl.constexpr = 0, L2_CHUNK: tl.constexpr = 2048):
         pid_n = tl.program_id(0)
         pid_k = tl.program_id(1)
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -83,10 +89,11 @@ def _kernels():
         x_ptrs = x_ptr + k0 + offs_k
         if L2_PREFETCH > 0:  # ask L2 for the start of each row (one prefetch per 128-byte line) while the kernel
             # before finishes: the weights do not depend on it, and nothing waits on these (no registers held)
-            lines = (w_ptr + rows.to(tl.int64)[:, None] * stride_wn + k0
-                     + (tl.arange(0, L2_PREFETCH // 128) * 128)[None, :])
-            tl.inline_asm_elementwise("mov.b32 $0, 0; prefetch.global.L2 [$1];", "=r,l", [lines], dtype=tl.int32,
-                                      is_pure=False, pack=1)
+            for c in tl.static_range(0, L2_PREFETCH, L2_CHUNK):
+                lines = (w_ptr + rows.to(tl.int64)[:, None] * stride_wn + k0 + c
+                         + (tl.arange(0, L2_CHUNK // 128) * 128)[None, :])
+                tl.inline_asm_elementwise("mov.b32 $0, 0; prefetch.global.L2 [$1];", "=r,l", [lines],
+                                          dtype=tl.int32, is_pure=False, pack=1)
         if PREFETCH:  # the first weight tile does not depend on the kernel before: load it before the wait
             w_next = tl.load(w_ptrs, eviction_policy="evict_first")
         if USE_PDL:  # wait for the kernel before (x, and the memory y may reuse); let the next one launch
@@ -260,7 +267,8 @@ def triton_linear(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor | None,
         launch(gemv_kernel, grid, x.device, x, w, s, y, N, K, w.stride(0), k_split, HAS_SCALE=scales is not None,
                 CONVERT=cfg.convert if int8 else 0, PARTIAL=partial, EVEN_N=N % cfg.block_n == 0,
                 BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-                OUT_ACT=out_act, PREFETCH=PREFETCH, L2_PREFETCH=cfg.l2_prefetch)
+                OUT_ACT=out_act, PREFETCH=PREFETCH, L2_PREFETCH=cfg.l2_prefetch,
+                L2_CHUNK=min(cfg.l2_prefetch, L2_PREFETCH_CHUNK) or L2_PREFETCH_CHUNK)
     else:
         grid = (_cdiv(N, cfg.block_n), cfg.split_k, _cdiv(M, cfg.block_m))
         launch(small_m_kernel, grid, x.device, x, w, s, y, M, N, K, x.stride(0), w.stride(0), N, k_split,

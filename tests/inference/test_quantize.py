@@ -205,14 +205,16 @@ def test_triton_kernels_in_the_interpreter():
 
 
 def test_kernel_configs_check_the_l2_prefetch_and_defaults_fit_the_15b_shapes():
-    """KernelConfig refuses an L2 prefetch that is not 128 bytes times a power of 2 (one prefetch per 128-byte line,
-    as a power-of-2 range); fits() refuses one longer than a program's K range; the default configs fit every 15B
-    decode shape and prefetch only what a program reads."""
+    """KernelConfig refuses an L2 prefetch that is not 128 bytes times a power of 2 up to 2 KB or a multiple of 2 KB
+    (one prefetch per 128-byte line, in power-of-2 ranges of lines); fits() refuses one longer than a program's K
+    range; the default configs fit every 15B decode shape and prefetch only what a program reads."""
     from nemotron4.inference.triton_linear import KernelConfig, default_config, fits
 
-    for bad in (-128, 100, 384):
+    for bad in (-128, 100, 384, 3072, 6272):
         with pytest.raises(ValueError, match="l2_prefetch"):
             KernelConfig(8, 512, l2_prefetch=bad)
+    for good in (128, 1024, 2048, 6144, 8192):
+        assert KernelConfig(8, 512, l2_prefetch=good).l2_prefetch == good
     assert fits(KernelConfig(4, 1024, l2_prefetch=2048), 6144)
     assert not fits(KernelConfig(4, 1024, split_k=4, l2_prefetch=2048), 6144)  # 1536 bytes per program
     for N, K in ((8192, 6144), (6144, 6144), (24576, 6144), (6144, 24576), (256000, 6144), (1024, 6144)):
