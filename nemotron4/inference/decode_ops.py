@@ -34,6 +34,7 @@ from nemotron4.model import Block, LayerNorm1P, Nemotron4, apply_rope, layernorm
 
 ATTN_BLOCK_N = 64  # slots per tl.dot tile
 ATTN_TARGET_PROGRAMS = 128  # split the slots until B x KVH x splits reaches about this many programs
+LN_MAX_WARPS = 16  # warps of the one-program-per-row norm kernel (fewer for short rows: 512 elements a warp)
 ATTN_WARPS = 8  # 4 spill registers with the first tile of keys and values held across the PDL wait
 WRITE_KV = True  # the decode attention kernel also writes the step's k (RoPE'd) and v into the cache
 # The norm and attention kernels let the next kernel launch before their own PDL wait (not after it): each is a
@@ -91,7 +92,7 @@ def triton_add_layernorm(x: torch.Tensor, delta: torch.Tensor | None, weight: to
     y = torch.empty_like(x2)
     block = _next_pow2(N)
     launch(add_ln_kernel, (x2.shape[0],), x.device, x2, d2, weight, bias, h, y, N, eps, HAS_DELTA=delta is not None,
-            BLOCK=block, EARLY_LAUNCH=EARLY_LAUNCH, num_warps=min(16, max(1, block // 512)))
+            BLOCK=block, EARLY_LAUNCH=EARLY_LAUNCH, num_warps=min(LN_MAX_WARPS, max(1, block // 512)))
     return h.view(x.shape), y.view(x.shape)
 
 
