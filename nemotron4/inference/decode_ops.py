@@ -12,7 +12,12 @@ cache ~8 us a layer, plus the mask and RoPE kernels. Here:
 - `decode_attention(q, k_cache, v_cache, mask, cos, sin, input_pos)`: q (B, 1, H, D) before RoPE; each program takes
   one (row, KV head) and a slice of the slots up to input_pos (slots after it are never attended: decode is causal),
   its G = H / KVH query heads as the rows of a tl.dot tile, online softmax; partials are combined by a second kernel
-  (one kernel when there is one split).
+  (one kernel when there is one split). The slot, the mask, the RoPE tables and each program's first tile of cached
+  keys and values are loaded before the programmatic-dependent-launch wait (the QKV projection does not write them),
+  so their memory latency overlaps the projection's tail.
+- Both let the next kernel launch before their own wait (`EARLY_LAUNCH`): the linear after them has its programs
+  resident, prefetching weights into L2 (`triton_linear.KernelConfig.l2_prefetch`), while these small,
+  latency-bound kernels leave the memory system idle.
 
 Each is a torch custom op (opaque to the compiler, so a compiled, graph-captured step calls the kernel) with the
 plain torch maths on CPU, for rows beyond `MAX_ROWS`, and as the reference. `fuse_decode_ops` installs them on a model
@@ -35,7 +40,9 @@ from nemotron4.model import Block, LayerNorm1P, Nemotron4, apply_rope, layernorm
 ATTN_BLOCK_N = 64  # slots per tl.dot tile
 ATTN_TARGET_PROGRAMS = 128  # split the slots until B x KVH x splits reaches about this many programs
 LN_MAX_WARPS = 16  # warps of the one-program-per-row norm kernel (fewer for short rows: 512 elements a warp)
-ATTN_WARPS = 8  # 4 spill registers with the first tile of keys and values held across the PDL wait
+# 4 warps: 231.4 tok/s against 8 warps' 225.1 (mean of 3) in the int8 15B decode step on an H200 (session 9
+# sweep), although Triton 3.9's sm_90 build of the 4-warp kernel spills 168 bytes (3.6 on the H200: measured fast)
+ATTN_WARPS = 4
 WRITE_KV = True  # the decode attention kernel also writes the step's k (RoPE'd) and v into the cache
 # The norm and attention kernels let the next kernel launch before their own PDL wait (not after it): each is a
 # few programs, and the next (a linear, or the attention's combine) then has its programs resident early, ready
