@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import torch
 
-
 L2_PREFETCH_CHUNK = 2048  # bytes of each row one prefetch step covers (a power of 2: one tl.arange of lines)
 
 
