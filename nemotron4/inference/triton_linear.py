@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 L2_PREFETCH_CHUNK = 2048  # bytes of each row one prefetch step covers (a power of 2: one tl.arange of lines)
+CUDA_ROW_STEP = 512  # bytes of a row one warp of the CUDA kernel reads per vector step (32 lanes x 16 bytes)
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,10 @@ class KernelConfig:
     block_m: int = 16  # small_m only
     convert: int = 1  # gemv only, int8: 0 = plain cast, 1 = exponent trick, 2 = the trick in PTX (GPU only)
     l2_prefetch: int = 0  # gemv only (GPU only): bytes of each row prefetched into L2 before the PDL wait
+    # "cuda": batch 1, int8, bf16 only: nemotron4.inference.cuda_gemv's CUDA C++ kernel (needs cuda-bindings), with
+    # block_n rows a block, num_warps warps (block_n / num_warps rows a warp) and block_k = 512 x the 16-byte
+    # vectors each lane keeps in flight per row
+    backend: str = "triton"
 
     def __post_init__(self) -> None:
         pf = self.l2_prefetch
@@ -43,6 +48,12 @@ class KernelConfig:
                 pf > L2_PREFETCH_CHUNK and pf % L2_PREFETCH_CHUNK):
             raise ValueError(f"KernelConfig: l2_prefetch={pf} must be 0, 128 bytes times a power of 2 up to "
                              f"{L2_PREFETCH_CHUNK}, or a multiple of {L2_PREFETCH_CHUNK}")
+        if self.backend not in ("triton", "cuda"):
+            raise ValueError(f"KernelConfig: backend={self.backend!r} must be 'triton' or 'cuda'")
+        if self.backend == "cuda" and (self.split_k != 1 or self.l2_prefetch or self.block_n % self.num_warps
+                                       or self.block_k % CUDA_ROW_STEP or self.num_stages != 1):
+            raise ValueError(f"KernelConfig: a 'cuda' config needs split_k=1, l2_prefetch=0, num_stages=1, block_n a "
+                             f"multiple of num_warps and block_k of {CUDA_ROW_STEP}; got {self}")
 
 
 # Programmatic dependent launch (Hopper and later): a kernel's grid is launched while the kernel before it in the
@@ -234,6 +245,10 @@ def config_for(M: int, N: int, K: int, int8: bool) -> KernelConfig:
 
 
 def fits(cfg: KernelConfig, K: int) -> bool:
+    if cfg.backend == "cuda":  # the CUDA kernel steps through a row in 16-byte vectors, the last step partial
+        from nemotron4.inference.cuda_gemv import VECTOR
+
+        return K % VECTOR == 0
     return K % (cfg.block_k * cfg.split_k) == 0 and cfg.l2_prefetch <= K // cfg.split_k
 
 
@@ -254,6 +269,14 @@ def triton_linear(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor | None,
     if not fits(cfg, K):
         raise ValueError(f"triton_linear: K={K} is not a multiple of block_k*split_k={cfg.block_k * cfg.split_k}"
                          f" or is shorter than l2_prefetch*split_k={cfg.l2_prefetch * cfg.split_k}")
+    if cfg.backend == "cuda":
+        if M != 1 or not int8 or x.dtype != torch.bfloat16 or scales is None:
+            raise ValueError(f"triton_linear: a 'cuda' KernelConfig serves batch 1 with int8 weights, bf16 inputs and "
+                             f"scales; got {M} rows, weights {w.dtype}, inputs {x.dtype}")
+        from nemotron4.inference.cuda_gemv import gemv_int8
+
+        return gemv_int8(x, w, scales, rows=cfg.block_n // cfg.num_warps, unroll=cfg.block_k // CUDA_ROW_STEP,
+                         warps=cfg.num_warps, out_act=out_act, use_pdl=pdl_enabled(x.device))
     gemv_kernel, small_m_kernel = _kernels()
     x = x.contiguous()
     partial = cfg.split_k > 1
@@ -313,6 +336,15 @@ TUNE_CANDIDATES = {
            KernelConfig(8, 512, convert=2, l2_prefetch=4096), KernelConfig(4, 1024, convert=2, l2_prefetch=4096)],
     False: [KernelConfig(8, 256), KernelConfig(4, 512), KernelConfig(8, 512)],
 }
+
+
+# CUDA C++ kernel configs (nemotron4.inference.cuda_gemv): the fastest variants of bench/cuda_gemv.py on an H200
+# (decode_h200_s9_cuda_gemv.json; 1 row a warp with 2 vectors in flight, 2 rows a warp for the output projection and
+# the fused QKV), for `autotune(..., candidates=CUDA_CANDIDATES)`. Not among the defaults nor TUNE_CANDIDATES: the
+# kernel has not yet been run inside the decode step.
+CUDA_CANDIDATES = [KernelConfig(2, 1024, num_warps=2, backend="cuda"),
+                   KernelConfig(4, 512, num_warps=2, backend="cuda"),
+                   KernelConfig(4, 1024, num_warps=2, backend="cuda")]
 
 
 def graph_time(fn, copies: int, reps: int = 5) -> float:
