@@ -3,7 +3,7 @@
 import triton
 import triton.language as tl
 
-from nemotron4.inference._pdl import gdc_launch_dependents, gdc_wait
+from nemotron4.inference._pdl import pdl_wait
 
 
 @triton.jit
@@ -27,19 +27,6 @@ def add_ln_kernel(x_ptr, d_ptr, w_ptr, b_ptr, h_ptr, y_ptr, N, eps, HAS_DELTA: t
     var = tl.sum(diff * diff, axis=0) / N
     rstd = 1.0 / tl.sqrt(var + eps)
     tl.store(y_ptr + row * N + offs, (diff * rstd * gain + bias).to(y_ptr.dtype.element_ty), mask=m)
-
-@triton.jit
-def pdl_wait(USE_PDL: tl.constexpr, EARLY_LAUNCH: tl.constexpr):
-    """Wait for the kernel before; let the next one launch: before the wait with EARLY_LAUNCH (for a small kernel
-    whose successor loads only weights before its own wait: the successor's programs become resident and start
-    those loads while this kernel and the one before run), after it otherwise."""
-    if USE_PDL:
-        if EARLY_LAUNCH:
-            gdc_launch_dependents()
-        gdc_wait()
-        if not EARLY_LAUNCH:
-            gdc_launch_dependents()
-
 
 @triton.jit
 def rope_tables(cos_ptr, sin_ptr, offs_d, ROT: tl.constexpr, dtype: tl.constexpr):
@@ -83,6 +70,29 @@ def attend_tile(q, k, v, ok, m_i, l_i, acc, qk_scale, dtype: tl.constexpr):
 
 
 @triton.jit
+def load_kv_tile(k_base, v_base, mask_ptr, n0, end, pos, sm_row, sm_s, sk_s, sv_s, offs_d, d_ok,
+                 BLOCK_N: tl.constexpr, WRITE_KV: tl.constexpr):
+    """The cached keys and values of slots n0..n0+BLOCK_N (BLOCK_N, D_PAD) and which of them are attended (before
+    `end` and under the mask); with WRITE_KV slot pos is not read (this launch writes it: `with_new_kv`)."""
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    n_ok = offs_n < end
+    ok = n_ok & (tl.load(mask_ptr + sm_row + offs_n * sm_s, mask=n_ok, other=0) != 0)
+    kv_ok = n_ok[:, None] & d_ok[None, :]
+    if WRITE_KV:
+        kv_ok = kv_ok & (offs_n != pos)[:, None]
+    k = tl.load(k_base + offs_n[:, None].to(tl.int64) * sk_s + offs_d[None, :], mask=kv_ok, other=0.0)
+    v = tl.load(v_base + offs_n[:, None].to(tl.int64) * sv_s + offs_d[None, :], mask=kv_ok, other=0.0)
+    return k, v, ok
+
+
+@triton.jit
+def with_new_kv(k, v, k_new, v_new, n0, pos, BLOCK_N: tl.constexpr):
+    """The tile of slots n0..n0+BLOCK_N with this step's key and value at slot pos."""
+    at_pos = (n0 + tl.arange(0, BLOCK_N) == pos)[:, None]
+    return tl.where(at_pos, k_new.to(k.dtype), k), tl.where(at_pos, v_new.to(v.dtype), v)
+
+
+@triton.jit
 def attn_partial_kernel(q_ptr, k_ptr, v_ptr, kn_ptr, vn_ptr, mask_ptr, cos_ptr, sin_ptr, pos_ptr, o_ptr, ml_ptr,
                         S, qk_scale, sq_b, sq_h, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, skn_b, skn_h, svn_b, svn_h,
                         sm_b, sm_s,
@@ -109,14 +119,8 @@ def attn_partial_kernel(q_ptr, k_ptr, v_ptr, kn_ptr, vn_ptr, mask_ptr, cos_ptr, 
     start = split * per
     end = tl.minimum(start + per, used)
     cos, sin = rope_tables(cos_ptr, sin_ptr, offs_d, ROT, dtype)
-    offs_n = start + tl.arange(0, BLOCK_N)
-    n_ok = offs_n < end
-    ok = n_ok & (tl.load(mask_ptr + b * sm_b + offs_n * sm_s, mask=n_ok, other=0) != 0)
-    kv_ok = n_ok[:, None] & d_ok[None, :]
-    if WRITE_KV:  # slot pos is written by this launch: never read it from memory
-        kv_ok = kv_ok & (offs_n != pos)[:, None]
-    k = tl.load(k_base + offs_n[:, None].to(tl.int64) * sk_s + offs_d[None, :], mask=kv_ok, other=0.0)
-    v = tl.load(v_base + offs_n[:, None].to(tl.int64) * sv_s + offs_d[None, :], mask=kv_ok, other=0.0)
+    k, v, ok = load_kv_tile(k_base, v_base, mask_ptr, start, end, pos, b * sm_b, sm_s, sk_s, sv_s, offs_d, d_ok,
+                            BLOCK_N, WRITE_KV)
     pdl_wait(USE_PDL, EARLY_LAUNCH)
     q = rope_rows(q_ptr + b.to(tl.int64) * sq_b + (h * G + offs_g) * sq_h, offs_d, g_ok, cos, sin, D, ROT)
     if WRITE_KV:  # this step's key (RoPE'd here) and value: used for slot pos, written there by split 0
@@ -127,24 +131,16 @@ def attn_partial_kernel(q_ptr, k_ptr, v_ptr, kn_ptr, vn_ptr, mask_ptr, cos_ptr, 
         if split == 0:
             tl.store(k_base + pos * sk_s + offs_d[None, :], k_new.to(k_ptr.dtype.element_ty), mask=d_ok[None, :])
             tl.store(v_base + pos * sv_s + offs_d[None, :], v_new.to(v_ptr.dtype.element_ty), mask=d_ok[None, :])
-        k = tl.where((offs_n == pos)[:, None], k_new.to(k.dtype), k)
-        v = tl.where((offs_n == pos)[:, None], v_new.to(v.dtype), v)
+        k, v = with_new_kv(k, v, k_new, v_new, start, pos, BLOCK_N)
     m_i = tl.full([G_PAD], -1e30, dtype=tl.float32)
     l_i = tl.zeros([G_PAD], dtype=tl.float32)
     acc = tl.zeros([G_PAD, D_PAD], dtype=tl.float32)
     m_i, l_i, acc = attend_tile(q, k, v, ok, m_i, l_i, acc, qk_scale, dtype)
     for n0 in range(start + BLOCK_N, end, BLOCK_N):
-        offs_n = n0 + tl.arange(0, BLOCK_N)
-        n_ok = offs_n < end
-        ok = n_ok & (tl.load(mask_ptr + b * sm_b + offs_n * sm_s, mask=n_ok, other=0) != 0)
-        kv_ok = n_ok[:, None] & d_ok[None, :]
+        k, v, ok = load_kv_tile(k_base, v_base, mask_ptr, n0, end, pos, b * sm_b, sm_s, sk_s, sv_s, offs_d, d_ok,
+                                BLOCK_N, WRITE_KV)
         if WRITE_KV:
-            kv_ok = kv_ok & (offs_n != pos)[:, None]
-        k = tl.load(k_base + offs_n[:, None].to(tl.int64) * sk_s + offs_d[None, :], mask=kv_ok, other=0.0)
-        v = tl.load(v_base + offs_n[:, None].to(tl.int64) * sv_s + offs_d[None, :], mask=kv_ok, other=0.0)
-        if WRITE_KV:
-            k = tl.where((offs_n == pos)[:, None], k_new.to(k.dtype), k)
-            v = tl.where((offs_n == pos)[:, None], v_new.to(v.dtype), v)
+            k, v = with_new_kv(k, v, k_new, v_new, n0, pos, BLOCK_N)
         m_i, l_i, acc = attend_tile(q, k, v, ok, m_i, l_i, acc, qk_scale, dtype)
     heads = b * (KVH * G) + h * G + offs_g  # (row, query head) index
     qd_ok = g_ok[:, None] & d_ok[None, :]
