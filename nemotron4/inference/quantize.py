@@ -206,9 +206,11 @@ def fuse_mlp_activation(model: Nemotron4) -> Nemotron4:
 
 
 def _label(cfg) -> str:
-    """A KernelConfig in a few characters: rows x K step, split, warps, stages, conversion, L2 prefetch."""
+    """A KernelConfig in a few characters: rows x K step, split, warps, stages, conversion, L2 prefetch, and the
+    backend when it is not Triton."""
     return (f"{cfg.block_n}x{cfg.block_k} s{cfg.split_k} w{cfg.num_warps} st{cfg.num_stages} c{cfg.convert}"
-            + (f" pf{cfg.l2_prefetch}" if cfg.l2_prefetch else ""))
+            + (f" pf{cfg.l2_prefetch}" if cfg.l2_prefetch else "")
+            + (f" {cfg.backend}" if cfg.backend != "triton" else ""))
 
 
 def autotune_model(model: torch.nn.Module, rows: tuple[int, ...] = (1,), only_missing: bool = True) -> dict:

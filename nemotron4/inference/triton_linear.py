@@ -267,6 +267,8 @@ def triton_linear(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor | None,
     int8 = w.dtype == torch.int8
     cfg = cfg or config_for(M, N, K, int8)
     if not fits(cfg, K):
+        if cfg.backend == "cuda":
+            raise ValueError(f"triton_linear: K={K} is not a multiple of the CUDA kernel's 16-byte vector")
         raise ValueError(f"triton_linear: K={K} is not a multiple of block_k*split_k={cfg.block_k * cfg.split_k}"
                          f" or is shorter than l2_prefetch*split_k={cfg.l2_prefetch * cfg.split_k}")
     if cfg.backend == "cuda":
@@ -327,7 +329,8 @@ def launch(kernel, grid, device: torch.device, *args, **kwargs) -> None:
 
 # Candidates for `autotune` at batch 1 (the winners' neighbourhood in bench/results/decode_kernels_h200.json and
 # decode_h200_s8.json), the best three also with an L2 prefetch of each row's first 2 KB before the PDL wait (it won
-# at 4 of the 15B model's 5 int8 shapes in s8) and two with 4 KB (not measured yet).
+# at 4 of the 15B model's 5 int8 shapes in s8) and two with 4 KB (slower in the real decode step in s9:
+# decode_h200_s9_sweep.json).
 TUNE_CANDIDATES = {
     True: [KernelConfig(8, 512, convert=2), KernelConfig(4, 1024, convert=2),
            KernelConfig(4, 1024, num_stages=3, convert=2), KernelConfig(2, 2048, convert=2),
