@@ -48,12 +48,13 @@ def bench_shape(name: str, N: int, K: int, variants: list, pdl: bool, g: torch.G
     t_tr = tl_.graph_time(lambda i: tl_.triton_linear(x, ws[i], s), copies)
     row = {"shape": name, "N": N, "K": K, "pdl": pdl, "triton_us": t_tr * 1e6,
            "triton_rel_err": rel(tl_.triton_linear(x, ws[0], s)), "cuda": {}}
-    for rows, unroll, warps in variants:
+    for rows, unroll, warps, stages in variants:
         if N % (warps * rows):
             continue
-        cfg = KernelConfig(rows * warps, unroll * CUDA_ROW_STEP, num_warps=warps, backend="cuda")
+        cfg = KernelConfig(rows * warps, unroll * CUDA_ROW_STEP, num_warps=warps, num_stages=stages, backend="cuda")
         t = tl_.graph_time(lambda i, cfg=cfg: tl_.triton_linear(x, ws[i], s, cfg), copies)
-        row["cuda"][f"r{rows}u{unroll}w{warps}"] = {"us": t * 1e6, "rel_err": rel(tl_.triton_linear(x, ws[0], s, cfg))}
+        err = rel(tl_.triton_linear(x, ws[0], s, cfg))
+        row["cuda"][f"r{rows}u{unroll}w{warps}s{stages}"] = {"us": t * 1e6, "rel_err": err}
     best, stats = min(row["cuda"].items(), key=lambda kv: kv[1]["us"])
     nbytes = N * K + N * 2
     row.update(best_cuda=best, best_cuda_us=stats["us"], triton_over_best_cuda=t_tr / (stats["us"] * 1e-6),
@@ -70,6 +71,8 @@ def main():
     ap.add_argument("--rows", default="1,2", help="rows a warp owns (comma list)")
     ap.add_argument("--unroll", default="1,2,3", help="16-byte vectors in flight per row and lane (comma list)")
     ap.add_argument("--warps", default="2,4,8", help="warps a block (comma list)")
+    ap.add_argument("--stages", default="1,2", help="1: load a batch of vectors, then use it; 2: load the next "
+                    "while using this one, the first before the PDL wait (comma list)")
     ap.add_argument("--pdl", default="0,1", help="launch plainly (0) and/or with programmatic dependent launch (1)")
     ap.add_argument("--out", default="bench/results/decode_cuda_gemv.json")
     args = ap.parse_args()
@@ -85,7 +88,7 @@ def main():
            "torch": torch.__version__, "triton": triton.__version__, "python": platform.python_version(), "rows": []}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    variants = list(itertools.product(ints(args.rows), ints(args.unroll), ints(args.warps)))
+    variants = list(itertools.product(ints(args.rows), ints(args.unroll), ints(args.warps), ints(args.stages)))
     g = torch.Generator(device="cuda").manual_seed(0)
     t0 = time.perf_counter()
     for name in args.shapes.split(","):

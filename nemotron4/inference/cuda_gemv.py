@@ -7,7 +7,9 @@ Each warp owns rows_per_warp rows; each lane reads 16-byte vectors of a row (`un
 fp32 by the exponent trick (a byte permute into 0x4B0000xx, then subtract 2^23 + 128: two instructions instead of
 the slow int-to-float unit), accumulates with fp32 FMAs, and reduces each row once with warp shuffles; the scale,
 the bf16 rounding and the optional squared ReLU (of the rounded output, rounded again) come last. With programmatic
-dependent launch the kernel waits (griddepcontrol.wait) before its first load and lets the next kernel launch.
+dependent launch the kernel waits (griddepcontrol.wait) before its first read of x and lets the next kernel launch.
+With stages=2 each lane's next batch of weight vectors is loaded while the current one is multiplied, the first
+batch before the PDL wait (the weights do not depend on the kernel before); stages=1 loads a batch, then uses it.
 
 On an H200 (bench/cuda_gemv.py, bench/results/decode_h200_s9_cuda_gemv.json) it read the 15B model's int8 weights
 3-9% faster than the Triton kernel at every batch-1 shape (4.00 TB/s for w1, 4.50 TB/s for the output projection).
@@ -30,6 +32,14 @@ struct alignas(16) v4 { u32 x, y, z, w; };
 __device__ __forceinline__ v4 ld_w(const v4* p) {  // weights: read once, kept out of L1
   v4 r;
   asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+  return r;
+}
+// The same load kept before the PDL wait: ptxas moves griddepcontrol.wait above non-coherent (.nc) loads, whose
+// data it may assume constant, but not above a coherent volatile one (sm_90 SASS: the LDGs, then ACQBULK).
+__device__ __forceinline__ v4 ld_w_now(const v4* p) {
+  v4 r;
+  asm volatile("ld.global.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
   return r;
 }
 __device__ __forceinline__ v4 ld_x(const v4* p) {
@@ -55,47 +65,71 @@ __device__ __forceinline__ unsigned short to_bf16(float f) {  // round to neares
   return (unsigned short)(b >> 16);
 }
 
+template <bool NOW>
+__device__ __forceinline__ void load_w(v4 (&w)[ROWS][UNROLL], const v4* __restrict__ W, int row0, int KV, int v) {
+#pragma unroll
+  for (int u = 0; u < UNROLL; ++u) {
+    const int vv = v + u * 32;
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+      const v4* p = W + (unsigned long long)(row0 + r) * KV + vv;
+      w[r][u] = vv < KV ? (NOW ? ld_w_now(p) : ld_w(p)) : v4{0u, 0u, 0u, 0u};
+    }
+  }
+}
+__device__ __forceinline__ void fma_x(float (&acc)[ROWS], const v4 (&w)[ROWS][UNROLL], const v4* __restrict__ X,
+                                      int KV, int v) {
+#pragma unroll
+  for (int u = 0; u < UNROLL; ++u) {
+    const int vv = v + u * 32;
+    if (vv < KV) {
+      const v4 xa = ld_x(X + 2 * vv), xb = ld_x(X + 2 * vv + 1);
+      const float x0 = lo(xa.x), x1 = hi(xa.x), x2 = lo(xa.y), x3 = hi(xa.y), x4 = lo(xa.z), x5 = hi(xa.z),
+                  x6 = lo(xa.w), x7 = hi(xa.w), x8 = lo(xb.x), x9 = hi(xb.x), x10 = lo(xb.y), x11 = hi(xb.y),
+                  x12 = lo(xb.z), x13 = hi(xb.z), x14 = lo(xb.w), x15 = hi(xb.w);
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) {
+        float a = acc[r];
+        a = dot4(w[r][u].x, x0, x1, x2, x3, a);
+        a = dot4(w[r][u].y, x4, x5, x6, x7, a);
+        a = dot4(w[r][u].z, x8, x9, x10, x11, a);
+        a = dot4(w[r][u].w, x12, x13, x14, x15, a);
+        acc[r] = a;
+      }
+    }
+  }
+}
+
 extern "C" __global__ void __launch_bounds__(WARPS * 32) gemv_i8(const v4* __restrict__ W, const v4* __restrict__ X,
     const unsigned short* __restrict__ S, unsigned short* __restrict__ Y, int N, int K) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int row0 = (blockIdx.x * WARPS + warp) * ROWS;
-#if USE_PDL
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-  asm volatile("griddepcontrol.launch_dependents;" :::);
-#endif
-  if (row0 >= N) return;
+  if (row0 >= N) return;  // (the launch covers N exactly; an exited block counts as having let the next launch)
   const int KV = K >> 4;  // 16-byte vectors of weights per row
   float acc[ROWS];
 #pragma unroll
   for (int r = 0; r < ROWS; ++r) acc[r] = 0.f;
+  v4 w[ROWS][UNROLL];
+#if STAGES == 2
+  load_w<true>(w, W, row0, KV, lane);  // weights do not depend on the kernel before: the first batch precedes the wait
+#endif
+#if USE_PDL
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
   for (int v = lane; v < KV; v += 32 * UNROLL) {
-    v4 w[ROWS][UNROLL];
+#if STAGES == 2
+    v4 next[ROWS][UNROLL];  // the next batch in flight while this one is multiplied
+    load_w<false>(next, W, row0, KV, v + 32 * UNROLL);
+    fma_x(acc, w, X, KV, v);
 #pragma unroll
-    for (int u = 0; u < UNROLL; ++u) {
-      const int vv = v + u * 32;
+    for (int u = 0; u < UNROLL; ++u)
 #pragma unroll
-      for (int r = 0; r < ROWS; ++r)
-        w[r][u] = vv < KV ? ld_w(W + (unsigned long long)(row0 + r) * KV + vv) : v4{0u, 0u, 0u, 0u};
-    }
-#pragma unroll
-    for (int u = 0; u < UNROLL; ++u) {
-      const int vv = v + u * 32;
-      if (vv < KV) {
-        const v4 xa = ld_x(X + 2 * vv), xb = ld_x(X + 2 * vv + 1);
-        const float x0 = lo(xa.x), x1 = hi(xa.x), x2 = lo(xa.y), x3 = hi(xa.y), x4 = lo(xa.z), x5 = hi(xa.z),
-                    x6 = lo(xa.w), x7 = hi(xa.w), x8 = lo(xb.x), x9 = hi(xb.x), x10 = lo(xb.y), x11 = hi(xb.y),
-                    x12 = lo(xb.z), x13 = hi(xb.z), x14 = lo(xb.w), x15 = hi(xb.w);
-#pragma unroll
-        for (int r = 0; r < ROWS; ++r) {
-          float a = acc[r];
-          a = dot4(w[r][u].x, x0, x1, x2, x3, a);
-          a = dot4(w[r][u].y, x4, x5, x6, x7, a);
-          a = dot4(w[r][u].z, x8, x9, x10, x11, a);
-          a = dot4(w[r][u].w, x12, x13, x14, x15, a);
-          acc[r] = a;
-        }
-      }
-    }
+      for (int r = 0; r < ROWS; ++r) w[r][u] = next[r][u];
+#else
+    load_w<false>(w, W, row0, KV, v);
+    fma_x(acc, w, X, KV, v);
+#endif
   }
 #pragma unroll
   for (int r = 0; r < ROWS; ++r) {
@@ -134,9 +168,9 @@ def _check(result, what: str):
     return rest[0] if len(rest) == 1 else rest
 
 
-def defines(rows: int, unroll: int, warps: int, out_act: int, use_pdl: bool) -> tuple[str, ...]:
+def defines(rows: int, unroll: int, warps: int, out_act: int, use_pdl: bool, stages: int = 1) -> tuple[str, ...]:
     return (f"-DROWS={rows}", f"-DUNROLL={unroll}", f"-DWARPS={warps}", f"-DOUT_ACT={out_act}",
-            f"-DUSE_PDL={int(use_pdl)}")
+            f"-DUSE_PDL={int(use_pdl)}", f"-DSTAGES={stages}")
 
 
 def compile_cubin(arch: str, macros: tuple[str, ...]) -> bytes:
@@ -174,7 +208,7 @@ def _function(device_index: int, macros: tuple[str, ...]):
 
 
 def gemv_int8(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor, rows: int, unroll: int, warps: int,
-              out_act: int = 0, use_pdl: bool = False) -> torch.Tensor:
+              out_act: int = 0, use_pdl: bool = False, stages: int = 1) -> torch.Tensor:
     """y (1, N) bf16 = act((x @ w.T) * scales) for x (1, K) bf16, w (N, K) int8, scales (N,) bf16 on one GPU."""
     N, K = w.shape
     if (x.shape != (1, K) or x.dtype != torch.bfloat16 or w.dtype != torch.int8 or scales.dtype != torch.bfloat16
@@ -188,7 +222,7 @@ def gemv_int8(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor, rows: int,
     driver, _ = bindings()
     y = torch.empty(1, N, device=x.device, dtype=torch.bfloat16)
     fn = _function(x.device.index if x.device.index is not None else torch.cuda.current_device(),
-                   defines(rows, unroll, warps, out_act, use_pdl))
+                   defines(rows, unroll, warps, out_act, use_pdl, stages))
     cfg = driver.CUlaunchConfig()
     cfg.gridDimX, cfg.gridDimY, cfg.gridDimZ = N // (rows * warps), 1, 1
     cfg.blockDimX, cfg.blockDimY, cfg.blockDimZ = 32 * warps, 1, 1

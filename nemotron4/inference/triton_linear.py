@@ -38,7 +38,8 @@ class KernelConfig:
     l2_prefetch: int = 0  # gemv only (GPU only): bytes of each row prefetched into L2 before the PDL wait
     # "cuda": batch 1, int8, bf16 only: nemotron4.inference.cuda_gemv's CUDA C++ kernel (needs cuda-bindings), with
     # block_n rows a block, num_warps warps (block_n / num_warps rows a warp) and block_k = 512 x the 16-byte
-    # vectors each lane keeps in flight per row
+    # vectors each lane keeps in flight per row; num_stages=2 loads the next batch while multiplying this one (the
+    # first before the PDL wait)
     backend: str = "triton"
 
     def __post_init__(self) -> None:
@@ -51,9 +52,9 @@ class KernelConfig:
         if self.backend not in ("triton", "cuda"):
             raise ValueError(f"KernelConfig: backend={self.backend!r} must be 'triton' or 'cuda'")
         if self.backend == "cuda" and (self.split_k != 1 or self.l2_prefetch or self.block_n % self.num_warps
-                                       or self.block_k % CUDA_ROW_STEP or self.num_stages != 1):
-            raise ValueError(f"KernelConfig: a 'cuda' config needs split_k=1, l2_prefetch=0, num_stages=1, block_n a "
-                             f"multiple of num_warps and block_k of {CUDA_ROW_STEP}; got {self}")
+                                       or self.block_k % CUDA_ROW_STEP or self.num_stages not in (1, 2)):
+            raise ValueError(f"KernelConfig: a 'cuda' config needs split_k=1, l2_prefetch=0, num_stages 1 or 2, "
+                             f"block_n a multiple of num_warps and block_k of {CUDA_ROW_STEP}; got {self}")
 
 
 # Programmatic dependent launch (Hopper and later): a kernel's grid is launched while the kernel before it in the
@@ -278,7 +279,7 @@ def triton_linear(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor | None,
         from nemotron4.inference.cuda_gemv import gemv_int8
 
         return gemv_int8(x, w, scales, rows=cfg.block_n // cfg.num_warps, unroll=cfg.block_k // CUDA_ROW_STEP,
-                         warps=cfg.num_warps, out_act=out_act, use_pdl=pdl_enabled(x.device))
+                         warps=cfg.num_warps, out_act=out_act, use_pdl=pdl_enabled(x.device), stages=cfg.num_stages)
     gemv_kernel, small_m_kernel = _kernels()
     x = x.contiguous()
     partial = cfg.split_k > 1

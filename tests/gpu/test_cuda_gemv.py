@@ -5,6 +5,7 @@ and the refusals are also checked on CPU (tests/inference/test_cuda_gemv.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 
 import pytest
@@ -32,7 +33,9 @@ def _case(N, K, seed=0):
 
 @pytest.mark.parametrize("cfg", CUDA_CANDIDATES, ids=lambda c: f"{c.block_n}x{c.block_k}w{c.num_warps}")
 @pytest.mark.parametrize("N,K", SHAPES)
-def test_cuda_gemv_equals_the_reference(cfg, N, K):
+@pytest.mark.parametrize("stages", [1, 2])
+def test_cuda_gemv_equals_the_reference(cfg, N, K, stages):
+    cfg = dataclasses.replace(cfg, num_stages=stages)
     x, w, s, ref = _case(N, K)
     y = triton_linear(x, w, s, cfg)
     assert y.shape == (1, N) and y.dtype == torch.bfloat16
@@ -42,14 +45,15 @@ def test_cuda_gemv_equals_the_reference(cfg, N, K):
     assert ((act.float() - want).norm() / want.norm()).item() < 8e-3
 
 
-def test_cuda_gemv_with_pdl_in_a_graph_between_triton_kernels():
+@pytest.mark.parametrize("stages", [1, 2])
+def test_cuda_gemv_with_pdl_in_a_graph_between_triton_kernels(stages):
     """Triton GEMV -> CUDA GEMV -> Triton GEMV, each consuming the one before, captured in one graph and replayed:
     the same result as the eager chain of references."""
     N = K = 6144
     x, w1, s1, _ = _case(N, K, 1)
     _, w2, s2, _ = _case(N, K, 2)
     _, w3, s3, _ = _case(N, K, 3)
-    cuda_cfg = KernelConfig(2, 1024, num_warps=2, backend="cuda")
+    cuda_cfg = KernelConfig(2, 1024, num_warps=2, num_stages=stages, backend="cuda")
 
     def chain():
         h = triton_linear(x, w1, s1)

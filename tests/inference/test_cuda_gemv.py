@@ -32,12 +32,13 @@ needs_nvrtc = pytest.mark.skipif(not _nvrtc_available(),
 @pytest.mark.parametrize("cfg", CUDA_CANDIDATES, ids=lambda c: f"{c.block_n}x{c.block_k}w{c.num_warps}")
 @pytest.mark.parametrize("out_act", [0, 1])
 @pytest.mark.parametrize("use_pdl", [False, True])
-def test_nvrtc_compiles_each_candidate_for_sm90(cfg, out_act, use_pdl):
+@pytest.mark.parametrize("stages", [1, 2])
+def test_nvrtc_compiles_each_candidate_for_sm90(cfg, out_act, use_pdl, stages):
     from nemotron4.inference.cuda_gemv import compile_cubin, defines
     from nemotron4.inference.triton_linear import CUDA_ROW_STEP
 
     cubin = compile_cubin("sm_90", defines(cfg.block_n // cfg.num_warps, cfg.block_k // CUDA_ROW_STEP,
-                                           cfg.num_warps, out_act, use_pdl))
+                                           cfg.num_warps, out_act, use_pdl, stages))
     assert cubin[:4] == b"\x7fELF" and len(cubin) > 1000  # a cubin is an ELF image
     assert b"gemv_i8" in cubin
 
@@ -47,11 +48,12 @@ def test_nvrtc_reports_a_compile_error_with_its_log():
     from nemotron4.inference.cuda_gemv import compile_cubin
 
     with pytest.raises(RuntimeError, match="NVRTC could not compile"):
-        compile_cubin("sm_90", ("-DROWS=1", "-DUNROLL=1", "-DWARPS=2", "-DOUT_ACT=0", "-DUSE_PDL=0", "-Dfmaf=("))
+        compile_cubin("sm_90", ("-DROWS=1", "-DUNROLL=1", "-DWARPS=2", "-DOUT_ACT=0", "-DUSE_PDL=0", "-DSTAGES=1",
+                                "-Dfmaf=("))
 
 
 def test_cuda_configs_are_checked_where_they_cannot_apply():
-    for bad in (dict(split_k=2), dict(l2_prefetch=2048), dict(block_n=3), dict(block_k=768), dict(num_stages=2)):
+    for bad in (dict(split_k=2), dict(l2_prefetch=2048), dict(block_n=3), dict(block_k=768), dict(num_stages=3)):
         with pytest.raises(ValueError, match="'cuda' config"):
             KernelConfig(**{"block_n": 2, "block_k": 1024, "num_warps": 2, "backend": "cuda", **bad})
     with pytest.raises(ValueError, match="backend"):
