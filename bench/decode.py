@@ -174,7 +174,7 @@ def kernel_table(models: list[Nemotron4], read_bw: float, cache_len: int) -> dic
     import torch.nn.functional as F
 
     from nemotron4.inference.quantize import GemvLinear, Int8Linear
-    from nemotron4.inference.triton_linear import config_for, graph_time, random_linear_case, triton_linear
+    from nemotron4.inference.triton_linear import chosen_config, graph_time, random_linear_case, triton_linear
 
     rows = []
     shapes = {(m.weight.shape[0], m.weight.shape[1], m.weight.dtype == torch.int8)
@@ -186,7 +186,7 @@ def kernel_table(models: list[Nemotron4], read_bw: float, cache_len: int) -> dic
         t = graph_time(lambda i, x=x, ws=ws, s=s: triton_linear(x, ws[i], s), len(ws))
         nbytes = w.nbytes + (s.nbytes if s is not None else 0)
         rows.append({"N": N, "K": K, "int8": int8, "us": t * 1e6, "of_read_bw": nbytes / t / read_bw,
-                     "config": config_for(1, N, K, int8).__dict__})
+                     "config": chosen_config(x, w, s).__dict__})
         del ws, w
     torch.cuda.empty_cache()
     H, KVH, D = 48, 8, 128
@@ -355,7 +355,7 @@ def main() -> None:
                     "fastest path; 30-200 s of compile per batch size on an H200), with each decoder layer compiled "
                     "instead (no CUDA graphs: launch-bound, 41 tok/s at batch 1), or not at all")
     ap.add_argument("--skip", default="", help="comma list of: gemlite, torchao, batched, memory, cublas, prefill, "
-                    "profile, autotune")
+                    "profile, autotune, nopdl, triton (int8 with the Triton GEMV instead of the CUDA one)")
     ap.add_argument("--budget-s", type=float, default=1e9, help="wall-clock budget: a section that would not fit "
                     "in what is left is skipped (and says so in the JSON)")
     ap.add_argument("--tuned", help="comma list of bench/profile_decode.py --kernels JSON files: use their best "
@@ -579,6 +579,14 @@ def main() -> None:
         finally:
             triton_linear.PDL = True
             free(int8)
+    res["cuda_gemv"] = cuda_gemv = triton_linear.CUDA_GEMV and triton_linear.cuda_gemv_available()
+    if DEVICE == "cuda" and cuda_gemv and fits("triton", 20):  # what the CUDA GEMV buys: Triton at every shape
+        triton_linear.CUDA_GEMV = False
+        try:
+            run_variant("ours_int8_triton", int8)
+        finally:
+            triton_linear.CUDA_GEMV = True
+            free(int8)
 
     # --- the rest, as time allows: memory, the plain (cuBLAS) bf16 model, prefill, a kernel profile ----------------
     if DEVICE == "cuda" and fits("profile", 15):
@@ -627,7 +635,8 @@ def main() -> None:
            if args.hf == "full" else ""))
     save()
     log("\n| run (batch 1) | tokens/s | roofline | ours int8 vs it |\n|---|---|---|---|")
-    for k in ("ours", "ours_cublas", "ours_int8", "ours_int8_no_pdl", "gemlite_a16w8", "torchao_int8wo", "hf"):
+    for k in ("ours", "ours_cublas", "ours_int8", "ours_int8_no_pdl", "ours_int8_triton", "gemlite_a16w8",
+              "torchao_int8wo", "hf"):
         r = res.get(k, {})
         if "tokens_per_s" in r:
             frac = r.get("roofline_fraction", r["tokens_per_s"] / roofline)

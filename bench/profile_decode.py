@@ -211,10 +211,11 @@ def ops_bench() -> dict:
     for N, Kd in ((8192, 6144), (6144, 6144), (24576, 6144), (6144, 24576), (256000, 6144)):
         for int8 in (True, False):
             x, ws, sc = random_linear_case(1, N, Kd, int8, "cuda", g)
-            r = {"N": N, "K": Kd, "int8": int8, "config": config_for(1, N, Kd, int8).__dict__}
+            tcfg = config_for(1, N, Kd, int8)  # the Triton kernel's (PREFETCH is one of its options)
+            r = {"N": N, "K": Kd, "int8": int8, "config": tcfg.__dict__}
             for pf in (True, False):
                 tl_mod.PREFETCH = pf
-                t = graph_time(lambda i, x=x, ws=ws, sc=sc: triton_linear(x, ws[i], sc), len(ws))
+                t = graph_time(lambda i, x=x, ws=ws, sc=sc, c=tcfg: triton_linear(x, ws[i], sc, c), len(ws))
                 r[f"prefetch_{pf}_us"] = t * 1e6
                 r[f"prefetch_{pf}_of_bw"] = (ws[0].nbytes + (sc.nbytes if sc is not None else 0)) / t / bw
             tl_mod.PREFETCH = default

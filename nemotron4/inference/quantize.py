@@ -52,13 +52,12 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None) 
     return y
 
 
-def _use_triton(x: torch.Tensor, weight: torch.Tensor) -> bool:
+def _use_triton(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None) -> bool:
     if not x.is_cuda or x.numel() // x.shape[-1] > TRITON_MAX_ROWS or x.dtype not in (torch.bfloat16, torch.float16):
         return False
-    from nemotron4.inference.triton_linear import config_for, fits
+    from nemotron4.inference.triton_linear import chosen_config, fits
 
-    M = x.numel() // x.shape[-1]
-    return fits(config_for(M, weight.shape[0], weight.shape[1], weight.dtype == torch.int8), weight.shape[1])
+    return fits(chosen_config(x.reshape(-1, x.shape[-1]), weight, scales), weight.shape[1])
 
 
 @torch.library.custom_op("nemotron4::weight_linear", mutates_args=())
@@ -66,7 +65,7 @@ def weight_linear(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | 
                   out_act: int = 0) -> torch.Tensor:
     """act((x @ weight.T) * scales) for x (..., in), weight (out, in) int8 or floating, scales (out,) or None;
     out_act: 0 none, 1 squared ReLU (in the kernel's epilogue)."""
-    if not _use_triton(x, weight):
+    if not _use_triton(x, weight, scales):
         return torch_weight_linear(x, weight, scales, out_act)
     from nemotron4.inference.triton_linear import triton_linear
 

@@ -80,3 +80,16 @@ def test_cuda_gemv_with_pdl_in_a_graph_between_triton_kernels(stages):
     r = ref()
     assert ((eager.float() - r).norm() / r.norm()).item() < 2e-2
     assert torch.equal(out, eager)
+
+
+def test_the_cuda_gemv_serves_batch_1_int8_by_default_and_not_elsewhere(monkeypatch):
+    from nemotron4.inference import triton_linear as tl_
+
+    x, w, s, ref = _case(6144, 6144)
+    assert tl_.chosen_config(x, w, s).backend == "cuda"
+    assert ((triton_linear(x, w, s).float() - ref).norm() / ref.norm()).item() < 4e-3
+    assert tl_.chosen_config(x.half(), w, s).backend == "triton"  # fp16 inputs
+    assert tl_.chosen_config(torch.cat([x, x]), w, s).backend == "triton"  # batch 2
+    assert tl_.chosen_config(x, w, None).backend == "triton"  # no scales
+    monkeypatch.setattr(tl_, "CUDA_GEMV", False)
+    assert tl_.chosen_config(x, w, s).backend == "triton"

@@ -66,3 +66,26 @@ def test_cuda_configs_are_checked_where_they_cannot_apply():
                       (torch.zeros(1, 64, dtype=torch.bfloat16), w.to(torch.bfloat16), None)):  # not int8
         with pytest.raises(ValueError, match="'cuda' KernelConfig serves batch 1"):
             triton_linear(x, w_, s_, cfg)
+
+
+def test_cuda_defaults_cover_the_15b_int8_shapes_and_step_aside_where_they_cannot_serve(monkeypatch):
+    from nemotron4.inference import triton_linear as tl_
+
+    for N, K in ((8192, 6144), (6144, 6144), (24576, 6144), (6144, 24576), (256000, 6144)):
+        cfg = tl_.cuda_default_config(N, K)
+        assert cfg is not None and cfg.backend == "cuda" and fits(cfg, K) and N % cfg.block_n == 0, (N, K, cfg)
+        assert tl_.config_for(1, N, K, True, cuda=True) == cfg
+        assert tl_.config_for(1, N, K, True).backend == "triton"  # not asked: the Triton default
+        assert tl_.config_for(2, N, K, True, cuda=True).backend == "triton"  # batch 2
+        assert tl_.config_for(1, N, K, False, cuda=True).backend == "triton"  # bf16 weights
+    assert tl_.cuda_default_config(6144, 6152) is None  # K not a multiple of the 16-byte vector
+    assert tl_.cuda_default_config(5, 6144) is None  # N not a multiple of the rows of a block
+    override = KernelConfig(8, 512, convert=2)
+    monkeypatch.setitem(tl_.CONFIGS, (1, 8192, 6144, True), override)
+    assert tl_.config_for(1, 8192, 6144, True, cuda=True) == override  # an installed config wins
+    # on CPU tensors the CUDA GEMV never serves, so the call keeps the Triton default
+    x, w, s = torch.zeros(1, 6144, dtype=torch.bfloat16), torch.zeros(6144, 6144, dtype=torch.int8), torch.ones(6144)
+    assert not tl_.cuda_serves(x, w, s.to(torch.bfloat16))
+    assert tl_.chosen_config(x, w, s.to(torch.bfloat16)) == tl_.default_config(1, 6144, 6144, True)
+    monkeypatch.setattr(tl_, "CUDA_GEMV", False)
+    assert not tl_.cuda_serves(x, w, s.to(torch.bfloat16))
