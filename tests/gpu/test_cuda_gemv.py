@@ -93,3 +93,16 @@ def test_the_cuda_gemv_serves_batch_1_int8_by_default_and_not_elsewhere(monkeypa
     assert tl_.chosen_config(x, w, None).backend == "triton"  # no scales
     monkeypatch.setattr(tl_, "CUDA_GEMV", False)
     assert tl_.chosen_config(x, w, s).backend == "triton"
+
+
+def test_without_cuda_bindings_the_triton_gemv_serves_and_says_so_once(monkeypatch):
+    from nemotron4.inference import triton_linear as tl_
+
+    x, w, s, ref = _case(6144, 6144)
+    monkeypatch.setattr(tl_, "cuda_gemv_available", lambda: False)
+    tl_._say_triton_serves.cache_clear()
+    with pytest.warns(UserWarning, match=r"nemotron4\[cuda\]"):
+        assert tl_.chosen_config(x, w, s).backend == "triton"
+    y = triton_linear(x, w, s)  # the second call: no second warning
+    assert ((y.float() - ref).norm() / ref.norm()).item() < 4e-3
+    assert tl_._say_triton_serves.cache_info().currsize == 1
