@@ -101,8 +101,7 @@ def sweep_shape(name: str, N: int, Kd: int, bw: float, rows: list, best: dict, d
                 if not err < 2e-2:
                     print(f"{name} M={M} {cfg}: WRONG rel err {err}", flush=True)
                     continue
-                record(f"{'int8' if int8 else 'bf16'} {cfg.block_n}x{cfg.block_k} s{cfg.split_k} w{cfg.num_warps} "
-                       f"st{cfg.num_stages} bm{cfg.block_m} c{cfg.convert}", t, int8, err, cfg)
+                record(f"{'int8' if int8 else 'bf16'} {cfg.label()}", t, int8, err, cfg)
     return True
 
 

@@ -3,8 +3,9 @@ linear that reads those weights at memory bandwidth.
 
 Linear weights become int8 (the nn.Linear layout, out x in) with one scale per output row; activations stay in the
 model dtype. One op, `nemotron4::weight_linear(x, weight, scales)`, serves every shape from the one copy of the
-weights: on CUDA, up to `TRITON_MAX_ROWS` rows (decode, batched decode) go through the Triton kernels of
-`triton_linear` (int8 read in 16-byte vectors, dequantised in registers, scale in the epilogue); more rows (prefill)
+weights: on CUDA, up to `TRITON_MAX_ROWS` rows (decode, batched decode) go through the kernels `triton_linear`
+chooses (the CUDA GEMV of `cuda_gemv` at batch 1 with int8 weights, Triton otherwise: int8 read in 16-byte vectors,
+dequantised in registers, scale in the epilogue); more rows (prefill)
 dequantise a slice of output rows at a time and run a GEMM; on CPU it is plain torch. It is a torch custom op, so a
 compiled, CUDA-graph-captured decode step calls the kernel as one opaque node. The input embedding stays as it is:
 a decode step reads one row of it.
@@ -16,13 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nemotron4.inference.triton_linear import OUT_ACT_NONE, OUT_ACT_SQUARED_RELU, apply_out_act
 from nemotron4.model import Attention, FeedForward, Nemotron4
 
 TRITON_MAX_ROWS = 64
 DEQUANT_CHUNK_BYTES = 1 << 28  # prefill: dequantise at most this many bytes of bf16 weight at a time
 
-
-OUT_ACT_NONE, OUT_ACT_SQUARED_RELU = 0, 1  # nemotron4.inference.triton_linear.OUT_ACTS
 
 
 def torch_weight_linear(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None,
@@ -30,10 +30,7 @@ def torch_weight_linear(x: torch.Tensor, weight: torch.Tensor, scales: torch.Ten
     """The reference maths: act((x @ weight.T) * scales), weight int8 or floating, act the identity or (out_act=1)
     the squared ReLU of the model's FeedForward. int8 weights are dequantised in row slices, so a prefill over the
     256k-row output projection never holds a full bf16 copy of it."""
-    if out_act not in (OUT_ACT_NONE, OUT_ACT_SQUARED_RELU):
-        raise ValueError(f"weight_linear: unknown out_act {out_act}; 0 (none) or 1 (squared ReLU)")
-    y = _linear(x, weight, scales)
-    return F.relu(y).square() if out_act == OUT_ACT_SQUARED_RELU else y
+    return apply_out_act(_linear(x, weight, scales), out_act)
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None) -> torch.Tensor:
@@ -204,14 +201,6 @@ def fuse_mlp_activation(model: Nemotron4) -> Nemotron4:
     return model
 
 
-def _label(cfg) -> str:
-    """A KernelConfig in a few characters: rows x K step, split, warps, stages, conversion, L2 prefetch, and the
-    backend when it is not Triton."""
-    return (f"{cfg.block_n}x{cfg.block_k} s{cfg.split_k} w{cfg.num_warps} st{cfg.num_stages} c{cfg.convert}"
-            + (f" pf{cfg.l2_prefetch}" if cfg.l2_prefetch else "")
-            + (f" {cfg.backend}" if cfg.backend != "triton" else ""))
-
-
 def autotune_model(model: torch.nn.Module, rows: tuple[int, ...] = (1,), only_missing: bool = True) -> dict:
     """`autotune` every (rows, out, in, int8) shape of the model's decode linears (GemvLinear, Int8Linear) that has
     no installed config yet (only_missing). Returns {"M,N,K,int8": {"us", "config", "candidates"}} for the shapes
@@ -229,5 +218,5 @@ def autotune_model(model: torch.nn.Module, rows: tuple[int, ...] = (1,), only_mi
             if times:
                 best = CONFIGS[M, N, K, int8]
                 out[f"{M},{N},{K},{int8}"] = {"us": min(times.values()) * 1e6, "config": best.__dict__,
-                                              "candidates": {_label(c): t * 1e6 for c, t in times.items()}}
+                                              "candidates": {c.label(): t * 1e6 for c, t in times.items()}}
     return out

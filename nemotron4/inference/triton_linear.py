@@ -56,6 +56,13 @@ class KernelConfig:
             raise ValueError(f"KernelConfig: a 'cuda' config needs split_k=1, l2_prefetch=0, num_stages 1 or 2, "
                              f"block_n a multiple of num_warps and block_k of {CUDA_ROW_STEP}; got {self}")
 
+    def label(self) -> str:
+        """This config in a few characters: rows x K step, split, warps, stages, rows per tl.dot tile, conversion,
+        L2 prefetch, and the backend when it is not Triton."""
+        return (f"{self.block_n}x{self.block_k} s{self.split_k} w{self.num_warps} st{self.num_stages} "
+                f"bm{self.block_m} c{self.convert}" + (f" pf{self.l2_prefetch}" if self.l2_prefetch else "")
+                + (f" {self.backend}" if self.backend != "triton" else ""))
+
 
 # Programmatic dependent launch (Hopper and later): a kernel's grid is launched while the kernel before it in the
 # stream is still running, and waits (griddepcontrol.wait, before its first load) for that kernel's results, so the
@@ -321,7 +328,17 @@ def fits(cfg: KernelConfig, K: int) -> bool:
     return K % (cfg.block_k * cfg.split_k) == 0 and cfg.l2_prefetch <= K // cfg.split_k
 
 
-OUT_ACTS = {"none": 0, "squared_relu": 1}  # an elementwise function of the output, in the kernel's epilogue
+# An elementwise function of a linear's output, applied in the kernels' epilogues (Triton's and the CUDA GEMV's
+# OUT_ACT macro); `apply_out_act` is the same in torch.
+OUT_ACT_NONE, OUT_ACT_SQUARED_RELU = 0, 1
+OUT_ACTS = {"none": OUT_ACT_NONE, "squared_relu": OUT_ACT_SQUARED_RELU}
+
+
+def apply_out_act(y: torch.Tensor, out_act: int) -> torch.Tensor:
+    """The epilogue's function in torch: y, or (OUT_ACT_SQUARED_RELU) the squared ReLU of the model's FeedForward."""
+    if out_act not in OUT_ACTS.values():
+        raise ValueError(f"unknown out_act {out_act}; one of {OUT_ACTS}")
+    return torch.relu(y).square() if out_act == OUT_ACT_SQUARED_RELU else y
 
 
 def triton_linear(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor | None,
@@ -370,8 +387,7 @@ def triton_linear(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor | None,
                 OUT_ACT=out_act)
     if not partial:
         return y
-    y = y.sum(0).to(x.dtype)
-    return torch.relu(y).square() if out_act == OUT_ACTS["squared_relu"] else y
+    return apply_out_act(y.sum(0).to(x.dtype), out_act)
 
 
 def launch(kernel, grid, device: torch.device, *args, **kwargs) -> None:
