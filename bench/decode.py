@@ -579,7 +579,20 @@ def main() -> None:
         finally:
             triton_linear.PDL = True
             free(int8)
-    res["cuda_gemv"] = cuda_gemv = triton_linear.CUDA_GEMV and triton_linear.cuda_gemv_available()
+    if DEVICE == "cuda":  # which kernel served each int8 batch-1 shape (an autotuned config may be either)
+        from nemotron4.inference import cuda_gemv as cg
+        from nemotron4.inference.quantize import Int8Linear
+
+        why = cg.unavailable(torch.cuda.current_device())
+        cuda_gemv = triton_linear.CUDA_GEMV and why is None
+        res["cuda_gemv"] = {"on": cuda_gemv, "why_not": why if triton_linear.CUDA_GEMV else "NEMOTRON4_CUDA_GEMV=0",
+                            "int8_batch1_configs": {
+                                f"{N},{K}": triton_linear.config_for(1, N, K, True, cuda=cuda_gemv).label()
+                                for N, K in sorted({tuple(m.weight.shape) for m in int8.modules()
+                                                    if isinstance(m, Int8Linear)})}}
+        log(f"int8 batch-1 kernels: {res['cuda_gemv']['int8_batch1_configs']}")
+    else:
+        cuda_gemv = False
     if DEVICE == "cuda" and cuda_gemv and fits("triton", 20):  # what the CUDA GEMV buys: Triton at every shape
         triton_linear.CUDA_GEMV = False
         try:
@@ -618,9 +631,10 @@ def main() -> None:
     res["wall_s"] = time.perf_counter() - t_start
     res["notes"] = (
         "ours = prepare_decode (fused QKV projection, squared ReLU inside w1's kernel, every linear through the "
-        "Triton GEMV / int8 kernels, the residual adds inside fused add + LayerNorm kernels, one split-KV decode "
-        "attention kernel (+ combine) per layer with RoPE and the cache write fused, launched with programmatic "
-        "dependent launch when pdl is true); ours_cublas "
+        "Triton GEMV (bf16) or, for int8 at batch 1, the CUDA GEMV where cuda_gemv.on (else Triton), the residual "
+        "adds inside fused add + LayerNorm kernels, one split-KV decode attention kernel (+ combine) per layer "
+        "with RoPE and the cache write fused, launched with programmatic dependent launch when pdl is true); "
+        "ours_cublas "
         "= the plain model (cuBLAS linears). tokens_per_s = batch x "
         "(new - 1) / (time(new) - time(1 new)), median of 3 (batched rows: 2) after a warm-up run; roofline = "
         "measured HBM read bandwidth (sum over 8 GiB bf16) / bytes read per token (the peers: our int8 bytes). "

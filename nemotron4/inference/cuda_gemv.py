@@ -1,9 +1,9 @@
 """A CUDA C++ int8 weight-only GEMV for batch-1 decode: y = act((x @ W^T) * scale), x (1, K) bf16, W (N, K) int8
 in the nn.Linear layout, one bf16 scale per output row. `triton_linear.triton_linear` calls it for a
-`KernelConfig(backend="cuda")`.
+`KernelConfig(backend="cuda")`, which is the default for such calls (`triton_linear.cuda_serves`).
 
 Each warp owns rows_per_warp rows; each lane reads 16-byte vectors of a row (`unroll` of them in flight per row,
-`ld.global.nc.L1::no_allocate`) and the matching 16 values of x straight from global memory (L1), turns int8 into
+`ld.global.nc.L1::no_allocate`) and the matching 16 values of x from global memory (through L1), turns int8 into
 fp32 by the exponent trick (a byte permute into 0x4B0000xx, then subtract 2^23 + 128: two instructions instead of
 the slow int-to-float unit), accumulates with fp32 FMAs, and reduces each row once with warp shuffles; the scale,
 the bf16 rounding and the optional squared ReLU (of the rounded output, rounded again) come last. With programmatic
@@ -11,11 +11,12 @@ dependent launch the kernel waits (griddepcontrol.wait) before its first read of
 With stages=2 each lane's next batch of weight vectors is loaded while the current one is multiplied, the first
 batch before the PDL wait (the weights do not depend on the kernel before); stages=1 loads a batch, then uses it.
 
-On an H200 (bench/cuda_gemv.py, bench/results/decode_h200_s9_cuda_gemv.json) it read the 15B model's int8 weights
-3-9% faster than the Triton kernel at every batch-1 shape (4.00 TB/s for w1, 4.50 TB/s for the output projection).
+On an H200 it reads the 15B model's int8 weights 5-11% faster than the Triton kernel at every batch-1 shape (4.52
+TB/s for the output projection; bench/cuda_gemv.py, bench/results/decode_h200_s10_cuda_gemv.json), and the int8
+decode step runs 8% more tokens/s with it (250.9 against 231.9, bench/results/decode_h200_s10.json).
 The kernel is compiled at first use with NVRTC and launched through the CUDA driver API (`cuLaunchKernelEx`, which
-takes the PDL attribute), both from NVIDIA's cuda-bindings (`pip install 'nemotron4[cuda]'`), imported lazily: the
-Triton path never needs it.
+takes the PDL attribute), both from NVIDIA's cuda-bindings (`pip install 'nemotron4[cuda]'`; NVRTC itself comes
+with PyTorch's CUDA wheels), imported lazily: where it is missing or cannot load, the Triton kernel serves.
 """
 
 from __future__ import annotations
@@ -42,11 +43,6 @@ __device__ __forceinline__ v4 ld_w_now(const v4* p) {
                : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
   return r;
 }
-__device__ __forceinline__ v4 ld_x(const v4* p) {
-  v4 r;
-  asm("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
-  return r;
-}
 __device__ __forceinline__ float lo(u32 w) { return __uint_as_float(w << 16); }  // bf16 pair -> fp32
 __device__ __forceinline__ float hi(u32 w) { return __uint_as_float(w & 0xffff0000u); }
 __device__ __forceinline__ float dq(u32 t, u32 sel) {  // one byte of t (u = w + 128) as fp32: 2^23 + u - (2^23 + 128)
@@ -59,12 +55,11 @@ __device__ __forceinline__ float dot4(u32 q, float a, float b, float c, float d,
   acc = fmaf(dq(t, 0x7542), c, acc);
   return fmaf(dq(t, 0x7543), d, acc);
 }
-__device__ __forceinline__ unsigned short to_bf16(float f) {  // round to nearest even (finite values)
-  u32 b = __float_as_uint(f);
-  b += 0x7fffu + ((b >> 16) & 1u);
-  return (unsigned short)(b >> 16);
+__device__ __forceinline__ unsigned short to_bf16(float f) {  // round to nearest even; NaN stays NaN
+  unsigned short r;
+  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(f));
+  return r;
 }
-
 template <bool NOW>
 __device__ __forceinline__ void load_w(v4 (&w)[ROWS][UNROLL], const v4* __restrict__ W, int row0, int KV, int v) {
 #pragma unroll
@@ -77,13 +72,14 @@ __device__ __forceinline__ void load_w(v4 (&w)[ROWS][UNROLL], const v4* __restri
     }
   }
 }
-__device__ __forceinline__ void fma_x(float (&acc)[ROWS], const v4 (&w)[ROWS][UNROLL], const v4* __restrict__ X,
-                                      int KV, int v) {
+// x is written by the kernel before: it is read with plain coherent loads (no .nc, no __restrict__), which neither
+// the compiler nor ptxas moves above griddepcontrol.wait (tests/inference/test_cuda_gemv.py checks the SASS).
+__device__ __forceinline__ void fma_x(float (&acc)[ROWS], const v4 (&w)[ROWS][UNROLL], const v4* X, int KV, int v) {
 #pragma unroll
   for (int u = 0; u < UNROLL; ++u) {
     const int vv = v + u * 32;
     if (vv < KV) {
-      const v4 xa = ld_x(X + 2 * vv), xb = ld_x(X + 2 * vv + 1);
+      const v4 xa = X[2 * vv], xb = X[2 * vv + 1];
       const float x0 = lo(xa.x), x1 = hi(xa.x), x2 = lo(xa.y), x3 = hi(xa.y), x4 = lo(xa.z), x5 = hi(xa.z),
                   x6 = lo(xa.w), x7 = hi(xa.w), x8 = lo(xb.x), x9 = hi(xb.x), x10 = lo(xb.y), x11 = hi(xb.y),
                   x12 = lo(xb.z), x13 = hi(xb.z), x14 = lo(xb.w), x15 = hi(xb.w);
@@ -100,7 +96,7 @@ __device__ __forceinline__ void fma_x(float (&acc)[ROWS], const v4 (&w)[ROWS][UN
   }
 }
 
-extern "C" __global__ void __launch_bounds__(WARPS * 32) gemv_i8(const v4* __restrict__ W, const v4* __restrict__ X,
+extern "C" __global__ void __launch_bounds__(WARPS * 32) gemv_i8(const v4* __restrict__ W, const v4* X,
     const unsigned short* __restrict__ S, unsigned short* __restrict__ Y, int N, int K) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int row0 = (blockIdx.x * WARPS + warp) * ROWS;
@@ -156,8 +152,8 @@ def bindings():
     try:
         from cuda.bindings import driver, nvrtc
     except ImportError as e:
-        raise RuntimeError("KernelConfig(backend='cuda') needs NVIDIA's cuda-bindings (pip install "
-                           "'nemotron4[cuda]'); the default Triton kernels do not") from e
+        raise RuntimeError("the CUDA GEMV needs NVIDIA's cuda-bindings (pip install 'nemotron4[cuda]'); without it "
+                           "the Triton kernels serve") from e
     return driver, nvrtc
 
 
@@ -194,35 +190,62 @@ def compile_cubin(arch: str, macros: tuple[str, ...]) -> bytes:
 
 @functools.cache
 def _function(device_index: int, macros: tuple[str, ...]):
-    """The loaded kernel for this device (in torch's primary context) and these macros; compiled once."""
+    """The loaded kernel for this device (in its primary context, which torch uses) and these macros; compiled
+    once. The device is made current only for this and torch's current device is restored after."""
     driver, _ = bindings()
-    torch.cuda.init()
-    _check(driver.cuInit(0), "cuInit")
-    device = _check(driver.cuDeviceGet(device_index), "cuDeviceGet")
-    context = _check(driver.cuDevicePrimaryCtxRetain(device), "cuDevicePrimaryCtxRetain")  # torch's context
-    _check(driver.cuCtxSetCurrent(context), "cuCtxSetCurrent")
-    major, minor = torch.cuda.get_device_capability(device_index)
-    cubin = compile_cubin(f"sm_{major}{minor}", macros)
-    module = _check(driver.cuModuleLoadData(cubin), "cuModuleLoadData")
-    return _check(driver.cuModuleGetFunction(module, b"gemv_i8"), "cuModuleGetFunction")
+    with torch.cuda.device(device_index):
+        torch.cuda.init()
+        _check(driver.cuInit(0), "cuInit")
+        device = _check(driver.cuDeviceGet(device_index), "cuDeviceGet")
+        context = _check(driver.cuDevicePrimaryCtxRetain(device), "cuDevicePrimaryCtxRetain")
+        _check(driver.cuCtxSetCurrent(context), "cuCtxSetCurrent")
+        major, minor = torch.cuda.get_device_capability(device_index)
+        cubin = compile_cubin(f"sm_{major}{minor}", macros)
+        module = _check(driver.cuModuleLoadData(cubin), "cuModuleLoadData")
+        return _check(driver.cuModuleGetFunction(module, b"gemv_i8"), "cuModuleGetFunction")
+
+
+@functools.cache
+def unavailable(device_index: int) -> str | None:
+    """Why the kernel cannot run on this GPU (no cuda-bindings or NVRTC, an architecture NVRTC cannot compile for,
+    a driver that will not load the cubin), or None: one small variant is compiled and loaded to find out."""
+    try:
+        _function(device_index, defines(1, 1, 2, 0, False, 1))
+    except Exception as e:
+        return f"{type(e).__name__}: {e}".splitlines()[0][:300]
+    return None
+
+
+def problem(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor | None, rows_per_block: int = 1) -> str | None:
+    """Why the kernel cannot compute x @ w.T * scales for these tensors, or None: x (1, K) bf16, w (N, K) int8 and
+    scales (N,) bf16 on one GPU, x and w contiguous and 16-byte aligned, K a multiple of VECTOR, N of the rows a
+    block."""
+    N, K = w.shape
+    if x.shape != (1, K) or x.dtype != torch.bfloat16:
+        return f"needs x (1, {K}) bf16 (batch 1); got {tuple(x.shape)} {x.dtype}"
+    if w.dtype != torch.int8 or scales is None or scales.dtype != torch.bfloat16 or scales.shape != (N,):
+        return (f"needs int8 weights with (N,) bf16 scales; got {w.dtype} weights, scales "
+                f"{None if scales is None else (tuple(scales.shape), scales.dtype)}")
+    if K % VECTOR or N % rows_per_block:
+        return f"needs K a multiple of {VECTOR} and N of {rows_per_block} rows a block; got N={N}, K={K}"
+    if not (x.is_contiguous() and w.is_contiguous()) or x.data_ptr() % VECTOR or w.data_ptr() % VECTOR:
+        return "needs x and w contiguous and 16-byte aligned"
+    if not (x.is_cuda and w.device == x.device and scales.device == x.device):
+        return f"needs x, w and scales on one GPU; got {x.device}, {w.device}, {scales.device}"
+    return None
 
 
 def gemv_int8(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor, rows: int, unroll: int, warps: int,
               out_act: int = 0, use_pdl: bool = False, stages: int = 1) -> torch.Tensor:
-    """y (1, N) bf16 = act((x @ w.T) * scales) for x (1, K) bf16, w (N, K) int8, scales (N,) bf16 on one GPU."""
+    """y (1, N) bf16 = act((x @ w.T) * scales) for x (1, K) bf16, w (N, K) int8, scales (N,) bf16 on one GPU (see
+    `problem`); raises ValueError where the kernel cannot serve."""
+    why = problem(x, w, scales, rows * warps)
+    if why:
+        raise ValueError(f"cuda_gemv: {why}")
     N, K = w.shape
-    if (x.shape != (1, K) or x.dtype != torch.bfloat16 or w.dtype != torch.int8 or scales.dtype != torch.bfloat16
-            or scales.shape != (N,) or K % VECTOR or N % (rows * warps)):
-        raise ValueError(f"cuda_gemv: needs x (1, {K}) bf16, w (N, K) int8 with K a multiple of {VECTOR} and N of "
-                         f"rows x warps = {rows * warps}, scales (N,) bf16; got x {tuple(x.shape)} {x.dtype}, w "
-                         f"{tuple(w.shape)} {w.dtype}, scales {tuple(scales.shape)} {scales.dtype}")
-    x, w, scales = x.contiguous(), w.contiguous(), scales.contiguous()
-    if x.data_ptr() % VECTOR or w.data_ptr() % VECTOR:
-        raise ValueError("cuda_gemv: x and w must be 16-byte aligned")
     driver, _ = bindings()
     y = torch.empty(1, N, device=x.device, dtype=torch.bfloat16)
-    fn = _function(x.device.index if x.device.index is not None else torch.cuda.current_device(),
-                   defines(rows, unroll, warps, out_act, use_pdl, stages))
+    fn = _function(x.device.index, defines(rows, unroll, warps, out_act, use_pdl, stages))
     cfg = driver.CUlaunchConfig()
     cfg.gridDimX, cfg.gridDimY, cfg.gridDimZ = N // (rows * warps), 1, 1
     cfg.blockDimX, cfg.blockDimY, cfg.blockDimZ = 32 * warps, 1, 1
@@ -237,5 +260,9 @@ def gemv_int8(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor, rows: int,
         cfg.numAttrs = 0
     values = [ctypes.c_void_p(t.data_ptr()) for t in (w, x, scales, y)] + [ctypes.c_int(N), ctypes.c_int(K)]
     params = (ctypes.c_void_p * len(values))(*(ctypes.addressof(v) for v in values))
-    _check(driver.cuLaunchKernelEx(cfg, fn, ctypes.addressof(params), 0), "cuLaunchKernelEx")
+    if x.device.index == torch.cuda.current_device():
+        _check(driver.cuLaunchKernelEx(cfg, fn, ctypes.addressof(params), 0), "cuLaunchKernelEx")
+    else:  # the launch runs in the current context: make x's device current for it
+        with torch.cuda.device(x.device):
+            _check(driver.cuLaunchKernelEx(cfg, fn, ctypes.addressof(params), 0), "cuLaunchKernelEx")
     return y

@@ -249,31 +249,18 @@ def load_tuned(paths: list[str]) -> None:
 
 
 # The CUDA C++ GEMV (nemotron4.inference.cuda_gemv) is the default for batch-1 int8 decode wherever it can serve
-# (bf16 inputs, per-row scales, K a multiple of 16, N of its rows a block, cuda-bindings installed): in the 15B
-# model's compiled, graph-captured decode step on an H200 it gave 4.4% more tokens/s than the Triton kernel with the
-# same per-shape tuning method (bench/results/decode_h200_s10_insitu*.json). NEMOTRON4_CUDA_GEMV=0 keeps Triton.
+# (`cuda_serves`): in the 15B decode step on an H200 it gave 8% more tokens/s than the Triton kernel in the same run
+# (250.9 against 231.9, bench/results/decode_h200_s10.json), with per-shape configs chosen in that step. Read at
+# import: NEMOTRON4_CUDA_GEMV=0 keeps Triton.
 CUDA_GEMV = os.environ.get("NEMOTRON4_CUDA_GEMV", "1") != "0"
-
-
-@functools.cache
-def cuda_gemv_available() -> bool:
-    """cuda-bindings and its NVRTC library load (the CUDA GEMV compiles at first use)."""
-    import importlib.util
-
-    if importlib.util.find_spec("cuda") is None or importlib.util.find_spec("cuda.bindings") is None:
-        return False
-    try:
-        from cuda.bindings import nvrtc
-
-        return int(nvrtc.nvrtcVersion()[0]) == 0
-    except Exception:  # a missing or broken NVRTC library: the Triton kernel serves
-        return False
 
 
 def cuda_default_config(N: int, K: int) -> KernelConfig | None:
     """The CUDA GEMV's config for a batch-1 int8 (N, K) linear, or None where it cannot serve: the winners in the
     real 15B decode step (decode_h200_s10_insitu2.json, one shape changed at a time), generalised by size."""
-    if K % 16:
+    from nemotron4.inference.cuda_gemv import VECTOR
+
+    if K % VECTOR:
         return None
     if N >= 16 * K:  # the output projection: 2 rows a warp, one vector in flight
         cfg = KernelConfig(4, 512, num_warps=2, backend="cuda")
@@ -288,31 +275,37 @@ def cuda_default_config(N: int, K: int) -> KernelConfig | None:
 
 
 def config_for(M: int, N: int, K: int, int8: bool, cuda: bool = False) -> KernelConfig:
-    """The installed override for this shape, else the default; cuda: the CUDA GEMV may serve (`cuda_serves`)."""
-    return (CONFIGS.get((M, N, K, int8)) or (cuda_default_config(N, K) if cuda and M == 1 and int8 else None)
-            or default_config(M, N, K, int8))
+    """The installed override for this shape, else the default; cuda: whether the CUDA GEMV may serve the call
+    (`cuda_serves`). An installed 'cuda' config applies only where it may; elsewhere the Triton default serves."""
+    cfg = CONFIGS.get((M, N, K, int8))
+    if cfg is not None and (cfg.backend != "cuda" or (cuda and N % cfg.block_n == 0)):
+        return cfg
+    return (cuda_default_config(N, K) if cuda and M == 1 and int8 else None) or default_config(M, N, K, int8)
 
 
 def cuda_serves(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor | None) -> bool:
-    """Whether the CUDA GEMV may take this call by default (`CUDA_GEMV`; batch 1, int8, bf16, scales, on a GPU,
-    16-byte aligned contiguous x and w)."""
-    if not (CUDA_GEMV and x.is_cuda and x.numel() == x.shape[-1] and w.dtype == torch.int8
-            and x.dtype == torch.bfloat16 and scales is not None and x.is_contiguous() and w.is_contiguous()
-            and x.data_ptr() % 16 == 0 and w.data_ptr() % 16 == 0):
+    """Whether the CUDA GEMV may take this call (`CUDA_GEMV`, `cuda_gemv.problem` finds nothing, and the kernel
+    compiles and loads on this GPU; if it does not, a warning says why, once, and Triton serves)."""
+    if not (CUDA_GEMV and x.is_cuda and w.dtype == torch.int8 and x.numel() == x.shape[-1]):
         return False
-    if cuda_gemv_available():
+    from nemotron4.inference import cuda_gemv
+
+    if cuda_gemv.problem(x, w, scales) is not None:
+        return False
+    why = cuda_gemv.unavailable(x.device.index)
+    if why is None:
         return True
-    _say_triton_serves()
+    _say_triton_serves(why)
     return False
 
 
 @functools.cache
-def _say_triton_serves() -> None:  # once a process
+def _say_triton_serves(why: str) -> None:  # once a process for each reason
     import warnings
 
-    warnings.warn("nemotron4: int8 batch-1 decode runs the Triton GEMV because cuda-bindings (or its NVRTC) is not "
-                  "installed; pip install 'nemotron4[cuda]' for the CUDA GEMV (8% more tokens/s on an H200), or set "
-                  "NEMOTRON4_CUDA_GEMV=0 to choose Triton quietly", stacklevel=4)
+    warnings.warn(f"nemotron4: int8 batch-1 decode runs the Triton GEMV: the CUDA GEMV cannot run here ({why}). "
+                  "pip install 'nemotron4[cuda]' for it (8% more tokens/s on an H200), or set NEMOTRON4_CUDA_GEMV=0 "
+                  "to choose Triton quietly", stacklevel=4)
 
 
 def chosen_config(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor | None) -> KernelConfig:
@@ -358,11 +351,12 @@ def triton_linear(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor | None,
         raise ValueError(f"triton_linear: K={K} is not a multiple of block_k*split_k={cfg.block_k * cfg.split_k}"
                          f" or is shorter than l2_prefetch*split_k={cfg.l2_prefetch * cfg.split_k}")
     if cfg.backend == "cuda":
-        if M != 1 or not int8 or x.dtype != torch.bfloat16 or scales is None:
-            raise ValueError(f"triton_linear: a 'cuda' KernelConfig serves batch 1 with int8 weights, bf16 inputs and "
-                             f"scales; got {M} rows, weights {w.dtype}, inputs {x.dtype}")
-        from nemotron4.inference.cuda_gemv import gemv_int8
+        from nemotron4.inference.cuda_gemv import gemv_int8, problem
 
+        x = x.contiguous()
+        why = problem(x, w, scales, cfg.block_n)
+        if why:
+            raise ValueError(f"triton_linear: a 'cuda' KernelConfig cannot serve this call: it {why}")
         return gemv_int8(x, w, scales, rows=cfg.block_n // cfg.num_warps, unroll=cfg.block_k // CUDA_ROW_STEP,
                          warps=cfg.num_warps, out_act=out_act, use_pdl=pdl_enabled(x.device), stages=cfg.num_stages)
     gemv_kernel, small_m_kernel = _kernels()
@@ -426,13 +420,14 @@ TUNE_CANDIDATES = {
 }
 
 
-# CUDA C++ kernel configs (nemotron4.inference.cuda_gemv): the fastest variants of bench/cuda_gemv.py on an H200
-# (decode_h200_s9_cuda_gemv.json; 1 row a warp with 2 vectors in flight, 2 rows a warp for the output projection and
-# the fused QKV), for `autotune(..., candidates=CUDA_CANDIDATES)`. Not among the defaults nor TUNE_CANDIDATES: the
-# kernel has not yet been run inside the decode step.
+# CUDA C++ kernel configs (nemotron4.inference.cuda_gemv): those `cuda_default_config` uses and their neighbours in
+# the s10 sweeps (decode_h200_s10_cuda_gemv.json, decode_h200_s10_insitu2.json). `autotune` at batch 1 times them
+# beside TUNE_CANDIDATES where the CUDA GEMV serves.
 CUDA_CANDIDATES = [KernelConfig(2, 1024, num_warps=2, backend="cuda"),
+                   KernelConfig(2, 1024, num_warps=2, num_stages=2, backend="cuda"),
                    KernelConfig(4, 512, num_warps=2, backend="cuda"),
-                   KernelConfig(4, 1024, num_warps=2, backend="cuda")]
+                   KernelConfig(4, 1024, num_warps=2, backend="cuda"),
+                   KernelConfig(4, 1024, num_warps=2, num_stages=2, backend="cuda")]
 
 
 def graph_time(fn, copies: int, reps: int = 5) -> float:
@@ -475,12 +470,15 @@ def random_linear_case(M: int, N: int, K: int, int8: bool, device: str | torch.d
 
 def autotune(M: int, N: int, K: int, int8: bool, candidates: list[KernelConfig] | None = None,
              device: str = "cuda") -> dict[KernelConfig, float]:
-    """Time the candidate configs on random weights of this shape (CUDA graphs over ~400 MB of weight copies),
-    install the fastest in CONFIGS (kept for the process: a shape is tuned once) and return seconds per config."""
+    """Time the candidate configs (TUNE_CANDIDATES, with CUDA_CANDIDATES where the CUDA GEMV serves) on random
+    weights of this shape (CUDA graphs over ~400 MB of weight copies), install the fastest in CONFIGS (kept for the
+    process: a shape is tuned once) and return seconds per config."""
     key = (M, N, K, int8)
-    candidates = [c for c in (candidates or TUNE_CANDIDATES[int8]) if fits(c, K)]
     g = torch.Generator(device=device).manual_seed(N * 31 + K)
     x, copies, s = random_linear_case(M, N, K, int8, device, g)
+    if candidates is None:
+        candidates = TUNE_CANDIDATES[int8] + (CUDA_CANDIDATES if cuda_serves(x, copies[0], s) else [])
+    candidates = [c for c in candidates if fits(c, K) and (c.backend != "cuda" or N % c.block_n == 0)]
     times = {}
     for cfg in candidates:
         try:
