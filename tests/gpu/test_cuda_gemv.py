@@ -50,6 +50,7 @@ def test_a_nan_in_x_gives_nan_outputs_as_the_triton_kernel_does():
     assert torch.isnan(triton_linear(x, w, s, config_for(1, 6144, 6144, True))).all()
 
 
+@pytest.mark.parametrize("stages", [1, 2])
 def test_cuda_gemv_with_pdl_in_a_graph_between_triton_kernels(stages):
     """Triton GEMV -> CUDA GEMV -> Triton GEMV, each consuming the one before, captured in one graph and replayed:
     the same result as the eager chain of references."""
