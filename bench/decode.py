@@ -571,14 +571,18 @@ def main() -> None:
 
     from nemotron4.inference import triton_linear
 
+    def run_switched_off(switch: str, key: str) -> None:
+        """The int8 model once more with one of triton_linear's switches off: what that switch buys."""
+        setattr(triton_linear, switch, False)
+        try:
+            run_variant(key, int8)
+        finally:
+            setattr(triton_linear, switch, True)
+            free(int8)
+
     res["pdl"] = triton_linear.PDL  # False if this Triton/driver refused programmatic dependent launch
     if DEVICE == "cuda" and triton_linear.PDL and fits("nopdl", 20):  # plain launches: what PDL buys
-        triton_linear.PDL = False
-        try:
-            run_variant("ours_int8_no_pdl", int8)
-        finally:
-            triton_linear.PDL = True
-            free(int8)
+        run_switched_off("PDL", "ours_int8_no_pdl")
     if DEVICE == "cuda":  # which kernel served each int8 batch-1 shape (an autotuned config may be either)
         from nemotron4.inference import cuda_gemv as cg
         from nemotron4.inference.quantize import Int8Linear
@@ -594,12 +598,7 @@ def main() -> None:
     else:
         cuda_gemv = False
     if DEVICE == "cuda" and cuda_gemv and fits("triton", 20):  # what the CUDA GEMV buys: Triton at every shape
-        triton_linear.CUDA_GEMV = False
-        try:
-            run_variant("ours_int8_triton", int8)
-        finally:
-            triton_linear.CUDA_GEMV = True
-            free(int8)
+        run_switched_off("CUDA_GEMV", "ours_int8_triton")
 
     # --- the rest, as time allows: memory, the plain (cuBLAS) bf16 model, prefill, a kernel profile ----------------
     if DEVICE == "cuda" and fits("profile", 15):
