@@ -242,6 +242,12 @@ def gemv_int8(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor, rows: int,
     why = problem(x, w, scales, rows * warps)
     if why:
         raise ValueError(f"cuda_gemv: {why}")
+    return launch(x, w, scales, rows, unroll, warps, out_act, use_pdl, stages)
+
+
+def launch(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor, rows: int, unroll: int, warps: int,
+           out_act: int = 0, use_pdl: bool = False, stages: int = 1) -> torch.Tensor:
+    """`gemv_int8` for tensors the caller has already checked with `problem`."""
     N, K = w.shape
     driver, _ = bindings()
     y = torch.empty(1, N, device=x.device, dtype=torch.bfloat16)

@@ -286,7 +286,7 @@ def config_for(M: int, N: int, K: int, int8: bool, cuda: bool = False) -> Kernel
 def cuda_serves(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor | None) -> bool:
     """Whether the CUDA GEMV may take this call (`CUDA_GEMV`, `cuda_gemv.problem` finds nothing, and the kernel
     compiles and loads on this GPU; if it does not, a warning says why, once, and Triton serves)."""
-    if not (CUDA_GEMV and x.is_cuda and w.dtype == torch.int8 and x.numel() == x.shape[-1]):
+    if not (CUDA_GEMV and x.is_cuda):
         return False
     from nemotron4.inference import cuda_gemv
 
@@ -351,14 +351,15 @@ def triton_linear(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor | None,
         raise ValueError(f"triton_linear: K={K} is not a multiple of block_k*split_k={cfg.block_k * cfg.split_k}"
                          f" or is shorter than l2_prefetch*split_k={cfg.l2_prefetch * cfg.split_k}")
     if cfg.backend == "cuda":
-        from nemotron4.inference.cuda_gemv import gemv_int8, problem
+        from nemotron4.inference import cuda_gemv
 
         x = x.contiguous()
-        why = problem(x, w, scales, cfg.block_n)
+        why = cuda_gemv.problem(x, w, scales, cfg.block_n)
         if why:
             raise ValueError(f"triton_linear: a 'cuda' KernelConfig cannot serve this call: it {why}")
-        return gemv_int8(x, w, scales, rows=cfg.block_n // cfg.num_warps, unroll=cfg.block_k // CUDA_ROW_STEP,
-                         warps=cfg.num_warps, out_act=out_act, use_pdl=pdl_enabled(x.device), stages=cfg.num_stages)
+        return cuda_gemv.launch(x, w, scales, rows=cfg.block_n // cfg.num_warps,
+                                unroll=cfg.block_k // CUDA_ROW_STEP, warps=cfg.num_warps, out_act=out_act,
+                                use_pdl=pdl_enabled(x.device), stages=cfg.num_stages)
     gemv_kernel, small_m_kernel = _kernels()
     x = x.contiguous()
     partial = cfg.split_k > 1
