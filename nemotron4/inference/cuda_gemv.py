@@ -235,19 +235,10 @@ def problem(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor | None, rows_
     return None
 
 
-def gemv_int8(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor, rows: int, unroll: int, warps: int,
-              out_act: int = 0, use_pdl: bool = False, stages: int = 1) -> torch.Tensor:
-    """y (1, N) bf16 = act((x @ w.T) * scales) for x (1, K) bf16, w (N, K) int8, scales (N,) bf16 on one GPU (see
-    `problem`); raises ValueError where the kernel cannot serve."""
-    why = problem(x, w, scales, rows * warps)
-    if why:
-        raise ValueError(f"cuda_gemv: {why}")
-    return launch(x, w, scales, rows, unroll, warps, out_act, use_pdl, stages)
-
-
 def launch(x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor, rows: int, unroll: int, warps: int,
            out_act: int = 0, use_pdl: bool = False, stages: int = 1) -> torch.Tensor:
-    """`gemv_int8` for tensors the caller has already checked with `problem`."""
+    """y (1, N) bf16 = act((x @ w.T) * scales) for x (1, K) bf16, w (N, K) int8, scales (N,) bf16 on one GPU: the
+    kernel launched on the current stream, for tensors the caller has checked with `problem` (triton_linear does)."""
     N, K = w.shape
     driver, _ = bindings()
     y = torch.empty(1, N, device=x.device, dtype=torch.bfloat16)
